@@ -1,0 +1,41 @@
+//! Receivers: each turns a wire format into a [`model::Batch`] (`decode`) and serves it on a
+//! listener, acknowledging the client only after the pipeline's durable sink has the data.
+
+pub mod otlp;
+
+use std::sync::Arc;
+
+use pipeline::Pipeline;
+
+/// What every receiver needs from the outside.
+#[derive(Clone)]
+pub struct ReceiverContext {
+    pub pipeline: Pipeline,
+    /// When set, clients must send `Authorization: Bearer <token>`.
+    pub token: Option<Arc<str>>,
+    /// Largest request body accepted, compressed.
+    pub max_body_bytes: usize,
+}
+
+impl ReceiverContext {
+    /// Largest body accepted after decompression (guards against gzip bombs).
+    pub fn max_decoded_bytes(&self) -> usize {
+        self.max_body_bytes.saturating_mul(8)
+    }
+
+    pub(crate) fn authorized(&self, header: Option<&str>) -> bool {
+        match &self.token {
+            None => true,
+            Some(t) => header
+                .and_then(|h| h.strip_prefix("Bearer "))
+                .is_some_and(|given| constant_time_eq(given.as_bytes(), t.as_bytes())),
+        }
+    }
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// How much memory a decoded request takes relative to its protobuf size (model + Arrow copies).
+pub const DECODED_SIZE_FACTOR: usize = 6;

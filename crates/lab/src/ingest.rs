@@ -1,0 +1,287 @@
+//! `oxeye lab bench ingest`: OTLP/gRPC spans from a generator into a fresh oxeye; reports
+//! spans/s, spans per server CPU-second, server RSS and export latency percentiles.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use hdrhistogram::Histogram;
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
+use opentelemetry_proto::tonic::common::v1::{AnyValue, InstrumentationScope, KeyValue, any_value};
+use opentelemetry_proto::tonic::resource::v1::Resource;
+use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span, Status, span};
+use serde::Serialize;
+
+use crate::LabError;
+use crate::proc::{Server, cpu_seconds, rss_bytes};
+
+#[derive(clap::Args, Clone, Debug)]
+pub struct IngestArgs {
+    /// Spans to send after warm-up.
+    #[arg(long, default_value_t = 2_000_000)]
+    pub spans: u64,
+    /// Spans per export request.
+    #[arg(long, default_value_t = 1000)]
+    pub batch: usize,
+    /// Export requests in flight.
+    #[arg(long, default_value_t = 16)]
+    pub concurrency: usize,
+    /// Where to write the JSON figures.
+    #[arg(long, default_value = "target/lab/bench-ingest.json")]
+    pub out: PathBuf,
+    /// Data directory for the server under test [default: a fresh temporary one].
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct IngestFigures {
+    pub spans_sent: u64,
+    pub spans_acked: u64,
+    pub requests_refused: u64,
+    pub wall_seconds: f64,
+    pub spans_per_second: f64,
+    pub server_cpu_seconds: f64,
+    pub spans_per_server_cpu_second: f64,
+    pub server_rss_mib: f64,
+    pub server_peak_rss_mib: f64,
+    pub export_latency_ms: Latency,
+    pub batch: usize,
+    pub concurrency: usize,
+    pub target_spans_per_cpu_second: f64,
+    pub target_rss_mib: f64,
+    pub meets_targets: bool,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Latency {
+    pub p50: f64,
+    pub p90: f64,
+    pub p99: f64,
+    pub max: f64,
+}
+
+fn kv(k: &str, v: any_value::Value) -> KeyValue {
+    KeyValue {
+        key: k.into(),
+        value: Some(AnyValue { value: Some(v) }),
+        ..Default::default()
+    }
+}
+
+/// A realistic request: a few services, HTTP-ish attributes, one event on some spans.
+fn request(seed: u64, n: usize) -> ExportTraceServiceRequest {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0);
+    let mut rng = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+    let mut next = move || {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        rng
+    };
+    let services = ["frontend", "checkout", "payments", "inventory"];
+    let svc = services[(seed % 4) as usize];
+    let mut spans = Vec::with_capacity(n);
+    let mut trace_id = [0u8; 16];
+    let mut root = [0u8; 8];
+    for i in 0..n {
+        if i % 8 == 0 {
+            trace_id[..8].copy_from_slice(&next().to_le_bytes());
+            trace_id[8..].copy_from_slice(&next().to_le_bytes());
+            root = next().to_le_bytes();
+        }
+        let span_id = if i % 8 == 0 { root } else { next().to_le_bytes() };
+        let start = now - (next() % 1_000_000_000);
+        let dur = 50_000 + next() % 50_000_000;
+        spans.push(Span {
+            trace_id: trace_id.to_vec(),
+            span_id: span_id.to_vec(),
+            parent_span_id: if i % 8 == 0 { vec![] } else { root.to_vec() },
+            name: format!("GET /api/v{}/items", i % 5),
+            kind: if i % 8 == 0 { 2 } else { 3 },
+            start_time_unix_nano: start,
+            end_time_unix_nano: start + dur,
+            attributes: vec![
+                kv("http.request.method", any_value::Value::StringValue("GET".into())),
+                kv("http.response.status_code", any_value::Value::IntValue(200)),
+                kv("url.path", any_value::Value::StringValue(format!("/api/items/{}", next() % 1000))),
+                kv("server.address", any_value::Value::StringValue("10.0.0.1".into())),
+            ],
+            events: if i % 16 == 0 {
+                vec![span::Event {
+                    time_unix_nano: start + 1000,
+                    name: "cache.miss".into(),
+                    attributes: vec![kv("key", any_value::Value::StringValue("item".into()))],
+                    dropped_attributes_count: 0,
+                }]
+            } else {
+                vec![]
+            },
+            status: Some(Status {
+                code: if next() % 100 == 0 { 2 } else { 0 },
+                message: String::new(),
+            }),
+            ..Default::default()
+        });
+    }
+    ExportTraceServiceRequest {
+        resource_spans: vec![ResourceSpans {
+            resource: Some(Resource {
+                attributes: vec![
+                    kv("service.name", any_value::Value::StringValue(svc.into())),
+                    kv("service.version", any_value::Value::StringValue("1.4.2".into())),
+                    kv("host.name", any_value::Value::StringValue("bench-host".into())),
+                ],
+                ..Default::default()
+            }),
+            scope_spans: vec![ScopeSpans {
+                scope: Some(InstrumentationScope {
+                    name: "oxeye-lab".into(),
+                    version: env!("CARGO_PKG_VERSION").into(),
+                    ..Default::default()
+                }),
+                spans,
+                schema_url: String::new(),
+            }],
+            schema_url: String::new(),
+        }],
+    }
+}
+
+pub fn bench_ingest(exe: &Path, a: IngestArgs) -> Result<(), LabError> {
+    let tmp = std::env::temp_dir().join(format!("oxeye-bench-{}", std::process::id()));
+    let data_dir = a.data_dir.clone().unwrap_or_else(|| tmp.clone());
+    let server = Server::start(exe, &data_dir, &[])?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    let result = rt.block_on(drive(&server, &a));
+    let pid = server.pid();
+    let (rss, peak) = rss_bytes(pid);
+    server.stop();
+    if a.data_dir.is_none() {
+        let _ = std::fs::remove_dir_all(&tmp);
+    }
+    let (acked, refused, sent, wall, cpu, hist) = result?;
+    let q = |p: f64| hist.value_at_quantile(p) as f64 / 1000.0;
+    let per_cpu = if cpu > 0.0 { acked as f64 / cpu } else { 0.0 };
+    let figures = IngestFigures {
+        spans_sent: sent,
+        spans_acked: acked,
+        requests_refused: refused,
+        wall_seconds: wall,
+        spans_per_second: acked as f64 / wall,
+        server_cpu_seconds: cpu,
+        spans_per_server_cpu_second: per_cpu,
+        server_rss_mib: rss as f64 / 1048576.0,
+        server_peak_rss_mib: peak as f64 / 1048576.0,
+        export_latency_ms: Latency {
+            p50: q(0.5),
+            p90: q(0.9),
+            p99: q(0.99),
+            max: hist.max() as f64 / 1000.0,
+        },
+        batch: a.batch,
+        concurrency: a.concurrency,
+        target_spans_per_cpu_second: 300_000.0,
+        target_rss_mib: 500.0,
+        meets_targets: per_cpu >= 300_000.0 && (peak as f64 / 1048576.0) < 500.0,
+    };
+    if let Some(parent) = a.out.parent() {
+        std::fs::create_dir_all(parent)?;
+    }
+    std::fs::write(&a.out, serde_json::to_string_pretty(&figures).unwrap_or_default())?;
+    println!(
+        "ingest: {:.0} spans/s, {:.0} spans per server CPU-second (target 300000), server RSS {:.0} MiB (peak {:.0}, target < 500), export p99 {:.1} ms; {} acked, {} refused; figures in {}",
+        figures.spans_per_second,
+        per_cpu,
+        figures.server_rss_mib,
+        figures.server_peak_rss_mib,
+        figures.export_latency_ms.p99,
+        acked,
+        refused,
+        a.out.display()
+    );
+    Ok(())
+}
+
+type Outcome = (u64, u64, u64, f64, f64, Histogram<u64>);
+
+async fn drive(server: &Server, a: &IngestArgs) -> Result<Outcome, LabError> {
+    let url = format!("http://{}", server.grpc);
+    let mut clients = Vec::new();
+    for _ in 0..2 {
+        let c = TraceServiceClient::connect(url.clone())
+            .await
+            .map_err(|e| LabError::Setup(format!("cannot connect to {url}: {e}")))?
+            .max_decoding_message_size(64 << 20);
+        clients.push(c);
+    }
+    let pool: Arc<Vec<ExportTraceServiceRequest>> = Arc::new((0..64).map(|i| request(i + 1, a.batch)).collect());
+    // Warm-up: let allocations and the first WAL segment settle.
+    for r in pool.iter().take(20) {
+        let _ = clients[0].clone().export(r.clone()).await;
+    }
+    let pid = server.pid();
+    let cpu0 = cpu_seconds(pid);
+    let t0 = Instant::now();
+    let requests = a.spans.div_ceil(a.batch as u64);
+    let next = Arc::new(AtomicU64::new(0));
+    let acked = Arc::new(AtomicU64::new(0));
+    let refused = Arc::new(AtomicU64::new(0));
+    let bar = indicatif::ProgressBar::new(requests * a.batch as u64);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} spans {per_sec} eta {eta}")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    let mut tasks = Vec::new();
+    for w in 0..a.concurrency {
+        let mut client = clients[w % clients.len()].clone();
+        let (pool, next, acked, refused, bar) = (pool.clone(), next.clone(), acked.clone(), refused.clone(), bar.clone());
+        let batch = a.batch as u64;
+        tasks.push(tokio::spawn(async move {
+            let mut hist = Histogram::<u64>::new(3).unwrap_or_else(|_| unreachable!());
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= requests {
+                    break;
+                }
+                let req = pool[(i % pool.len() as u64) as usize].clone();
+                let t = Instant::now();
+                match client.export(req).await {
+                    Ok(_) => {
+                        acked.fetch_add(batch, Ordering::Relaxed);
+                        let _ = hist.record(t.elapsed().as_micros() as u64);
+                        bar.inc(batch);
+                    }
+                    Err(s) if s.code() == tonic::Code::ResourceExhausted || s.code() == tonic::Code::Unavailable => {
+                        refused.fetch_add(1, Ordering::Relaxed);
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                    }
+                    Err(s) => {
+                        refused.fetch_add(1, Ordering::Relaxed);
+                        eprintln!("export failed: {s}");
+                    }
+                }
+            }
+            hist
+        }));
+    }
+    let mut hist = Histogram::<u64>::new(3).unwrap_or_else(|_| unreachable!());
+    for t in tasks {
+        if let Ok(h) = t.await {
+            let _ = hist.add(h);
+        }
+    }
+    bar.finish_and_clear();
+    let wall = t0.elapsed().as_secs_f64();
+    let cpu = cpu_seconds(pid) - cpu0;
+    let a_n = acked.load(Ordering::Relaxed);
+    Ok((a_n, refused.load(Ordering::Relaxed), requests * a.batch as u64, wall, cpu, hist))
+}

@@ -1,0 +1,15 @@
+//! The performance lab: load generators and benchmarks that drive a real oxeye process and report
+//! figures as JSON plus one line for humans.
+
+mod ingest;
+mod proc;
+
+pub use ingest::{IngestArgs, bench_ingest};
+
+#[derive(Debug, thiserror::Error)]
+pub enum LabError {
+    #[error("{0}")]
+    Setup(String),
+    #[error("i/o: {0}")]
+    Io(#[from] std::io::Error),
+}

@@ -1,0 +1,99 @@
+//! Reading a process's CPU time and memory from /proc.
+
+use std::io::{BufRead, BufReader, Read};
+use std::net::TcpListener;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::LabError;
+
+/// user + system CPU seconds of `pid` so far.
+pub fn cpu_seconds(pid: u32) -> f64 {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { return 0.0 };
+    // Fields after the parenthesised command name; utime and stime are the 12th and 13th of them.
+    let Some(rest) = stat.rsplit(')').next() else { return 0.0 };
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: f64 = f.get(11).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0)
+        + f.get(12).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    ticks / if hz > 0.0 { hz } else { 100.0 }
+}
+
+/// (current RSS, peak RSS) in bytes.
+pub fn rss_bytes(pid: u32) -> (u64, u64) {
+    let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) else { return (0, 0) };
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|v| v.parse::<u64>().ok())
+            .map(|kb| kb * 1024)
+            .unwrap_or(0)
+    };
+    (field("VmRSS:"), field("VmHWM:"))
+}
+
+pub fn free_port() -> Result<u16, LabError> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+/// An `oxeye up` started for a benchmark, on free ports and a fresh data directory.
+pub struct Server {
+    pub child: Child,
+    pub grpc: String,
+}
+
+impl Server {
+    pub fn start(exe: &Path, data_dir: &Path, extra: &[&str]) -> Result<Server, LabError> {
+        let (api, grpc, http) = (free_port()?, free_port()?, free_port()?);
+        let mut child = Command::new(exe)
+            .arg("up")
+            .arg("--data-dir")
+            .arg(data_dir)
+            .args(["--http-addr", &format!("127.0.0.1:{api}")])
+            .args(["--otlp-grpc-addr", &format!("127.0.0.1:{grpc}")])
+            .args(["--otlp-http-addr", &format!("127.0.0.1:{http}")])
+            .args(extra)
+            .env("OXEYE_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()?;
+        let mut out = BufReader::new(child.stdout.take().ok_or_else(|| LabError::Setup("no stdout".into()))?);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let mut line = String::new();
+        loop {
+            line.clear();
+            if out.read_line(&mut line)? == 0 || Instant::now() > deadline {
+                let _ = child.kill();
+                return Err(LabError::Setup("oxeye up exited before it was up".into()));
+            }
+            if line.starts_with("oxeye is up") {
+                break;
+            }
+        }
+        // Keep draining stdout so the server never blocks on a full pipe.
+        std::thread::spawn(move || {
+            let mut sink = Vec::new();
+            let _ = out.read_to_end(&mut sink);
+        });
+        Ok(Server {
+            child,
+            grpc: format!("127.0.0.1:{grpc}"),
+        })
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn stop(mut self) {
+        // SAFETY: plain signal to our own child.
+        unsafe {
+            libc::kill(self.child.id() as i32, libc::SIGTERM);
+        }
+        let _ = self.child.wait();
+    }
+}

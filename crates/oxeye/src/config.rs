@@ -1,0 +1,393 @@
+//! The YAML config (OpenTelemetry Collector vocabulary) and its validation.
+//!
+//! Everything wrong with a file is reported at once, each problem with its YAML path, before
+//! anything starts. Flags and environment variables override the file; the file overrides defaults.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde_yaml::Value;
+
+/// The settings `oxeye up` runs with, after defaults, file, env and flags are merged.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    pub data_dir: PathBuf,
+    pub http_addr: SocketAddr,
+    /// None when the config disables the protocol.
+    pub otlp_grpc_addr: Option<SocketAddr>,
+    pub otlp_http_addr: Option<SocketAddr>,
+    pub receiver_token: Option<String>,
+    pub max_body_bytes: usize,
+    pub queue_bytes: usize,
+    pub retention_age: Option<Duration>,
+    pub retention_bytes: Option<u64>,
+    pub flush_interval: Duration,
+    pub enrich_host: bool,
+    pub enrich_process: bool,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            data_dir: PathBuf::from("data"),
+            http_addr: "127.0.0.1:7070".parse().unwrap_or_else(|_| unreachable!()),
+            otlp_grpc_addr: "127.0.0.1:4317".parse().ok(),
+            otlp_http_addr: "127.0.0.1:4318".parse().ok(),
+            receiver_token: None,
+            max_body_bytes: 16 << 20,
+            queue_bytes: 64 << 20,
+            retention_age: Some(Duration::from_secs(7 * 86400)),
+            retention_bytes: None,
+            flush_interval: Duration::from_secs(10),
+            enrich_host: true,
+            enrich_process: true,
+        }
+    }
+}
+
+/// Parses `10s`, `5m`, `12h`, `7d`, `250ms`.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: f64 = num
+        .parse()
+        .map_err(|_| format!("expected a duration like 30s, 15m, 12h or 7d, found {s:?}"))?;
+    let secs = match unit.trim() {
+        "ms" => n / 1000.0,
+        "s" | "" => n,
+        "m" => n * 60.0,
+        "h" => n * 3600.0,
+        "d" => n * 86400.0,
+        "w" => n * 7.0 * 86400.0,
+        _ => return Err(format!("expected a duration like 30s, 15m, 12h or 7d, found {s:?}")),
+    };
+    Ok(Duration::from_secs_f64(secs))
+}
+
+/// Parses `1048576`, `512KiB`, `64MiB`, `10GiB`, `1GB`.
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: f64 = num
+        .parse()
+        .map_err(|_| format!("expected a size like 512MiB or 10GiB, found {s:?}"))?;
+    let mult: f64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1.0,
+        "k" | "kb" => 1e3,
+        "kib" => 1024.0,
+        "m" | "mb" => 1e6,
+        "mib" => 1024.0 * 1024.0,
+        "g" | "gb" => 1e9,
+        "gib" => 1024.0 * 1024.0 * 1024.0,
+        "t" | "tb" => 1e12,
+        "tib" => 1024f64.powi(4),
+        _ => return Err(format!("expected a size like 512MiB or 10GiB, found {s:?}")),
+    };
+    Ok((n * mult) as u64)
+}
+
+pub fn parse_addr(s: &str) -> Result<SocketAddr, String> {
+    let s = s.trim();
+    let with_host = if s.starts_with(':') { format!("0.0.0.0{s}") } else { s.to_string() };
+    let with_host = if with_host.starts_with("localhost:") { with_host.replacen("localhost", "127.0.0.1", 1) } else { with_host };
+    with_host
+        .parse()
+        .map_err(|_| format!("expected host:port such as 127.0.0.1:4317, found {s:?}"))
+}
+
+/// Collects problems with their YAML paths.
+#[derive(Default)]
+struct Problems(Vec<String>);
+
+impl Problems {
+    fn add(&mut self, path: &str, msg: impl std::fmt::Display) {
+        self.0.push(format!("{path}: {msg}"));
+    }
+}
+
+fn kind(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "nothing",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Sequence(_) => "a list",
+        Value::Mapping(_) => "a mapping",
+        Value::Tagged(_) => "a tagged value",
+    }
+}
+
+/// The keys of a mapping (reporting unknown ones), or None with a problem if it is not a mapping.
+fn mapping<'a>(v: &'a Value, path: &str, known: &[&str], p: &mut Problems) -> Option<Vec<(String, &'a Value)>> {
+    match v {
+        Value::Null => Some(Vec::new()),
+        Value::Mapping(m) => {
+            let mut out = Vec::new();
+            for (k, val) in m {
+                let Some(k) = k.as_str() else {
+                    p.add(path, format!("keys must be strings, found {}", kind(k)));
+                    continue;
+                };
+                if !known.is_empty() && !known.contains(&k) && !known.iter().any(|kn| kn.ends_with('/') && k.starts_with(kn)) {
+                    p.add(
+                        &join(path, k),
+                        format!("unknown key (expected one of: {})", known.join(", ")),
+                    );
+                    continue;
+                }
+                out.push((k.to_string(), val));
+            }
+            Some(out)
+        }
+        other => {
+            p.add(path, format!("expected a mapping, found {}", kind(other)));
+            None
+        }
+    }
+}
+
+fn join(path: &str, key: &str) -> String {
+    if path.is_empty() { key.to_string() } else { format!("{path}.{key}") }
+}
+
+fn string<'a>(v: &'a Value, path: &str, p: &mut Problems) -> Option<String> {
+    match v {
+        Value::String(s) => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        other => {
+            p.add(path, format!("expected a string, found {}", kind(other)));
+            None
+        }
+    }
+}
+
+fn boolean(v: &Value, path: &str, p: &mut Problems) -> Option<bool> {
+    match v {
+        Value::Bool(b) => Some(*b),
+        other => {
+            p.add(path, format!("expected true or false, found {}", kind(other)));
+            None
+        }
+    }
+}
+
+fn with<T>(v: &Value, path: &str, p: &mut Problems, f: impl Fn(&str) -> Result<T, String>) -> Option<T> {
+    let s = string(v, path, p)?;
+    match f(&s) {
+        Ok(t) => Some(t),
+        Err(e) => {
+            p.add(path, e);
+            None
+        }
+    }
+}
+
+/// Applies a config file on top of `s`. Returns every problem found, or the updated settings.
+pub fn apply_file(text: &str, s: &mut Settings) -> Result<(), Vec<String>> {
+    let root: Value = serde_yaml::from_str(text).map_err(|e| vec![format!("not valid YAML: {e}")])?;
+    let mut p = Problems::default();
+    let top = mapping(&root, "", &["receivers", "processors", "exporters", "pipelines", "server"], &mut p)
+        .unwrap_or_default();
+    let mut receivers: Vec<String> = Vec::new();
+    let mut processors: Vec<String> = Vec::new();
+    let mut exporters: Vec<String> = Vec::new();
+    for (key, val) in &top {
+        match key.as_str() {
+            "receivers" => {
+                for (name, r) in mapping(val, "receivers", &["otlp", "otlp/"], &mut p).unwrap_or_default() {
+                    receivers.push(name.clone());
+                    let path = format!("receivers.{name}");
+                    for (k, v) in mapping(r, &path, &["protocols", "bearer_token"], &mut p).unwrap_or_default() {
+                        let kp = join(&path, &k);
+                        match k.as_str() {
+                            "bearer_token" => s.receiver_token = string(v, &kp, &mut p),
+                            _ => {
+                                s.otlp_grpc_addr = None;
+                                s.otlp_http_addr = None;
+                                for (proto, pv) in mapping(v, &kp, &["grpc", "http"], &mut p).unwrap_or_default() {
+                                    let pp = join(&kp, &proto);
+                                    let default = if proto == "grpc" { "127.0.0.1:4317" } else { "127.0.0.1:4318" };
+                                    let mut addr = parse_addr(default).ok();
+                                    let known: &[&str] = if proto == "grpc" {
+                                        &["endpoint"]
+                                    } else {
+                                        &["endpoint", "max_request_body_size"]
+                                    };
+                                    for (f, fv) in mapping(pv, &pp, known, &mut p).unwrap_or_default() {
+                                        let fp = join(&pp, &f);
+                                        match f.as_str() {
+                                            "endpoint" => addr = with(fv, &fp, &mut p, parse_addr),
+                                            _ => {
+                                                if let Some(n) = with(fv, &fp, &mut p, parse_size) {
+                                                    s.max_body_bytes = n as usize;
+                                                }
+                                            }
+                                        }
+                                    }
+                                    if proto == "grpc" {
+                                        s.otlp_grpc_addr = addr;
+                                    } else {
+                                        s.otlp_http_addr = addr;
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+            "processors" => {
+                for (name, pr) in mapping(val, "processors", &["resourcedetection", "resourcedetection/", "memory_limiter"], &mut p)
+                    .unwrap_or_default()
+                {
+                    processors.push(name.clone());
+                    let path = format!("processors.{name}");
+                    if name.starts_with("resourcedetection") {
+                        for (k, v) in mapping(pr, &path, &["host", "process"], &mut p).unwrap_or_default() {
+                            let b = boolean(v, &join(&path, &k), &mut p);
+                            match (k.as_str(), b) {
+                                ("host", Some(b)) => s.enrich_host = b,
+                                ("process", Some(b)) => s.enrich_process = b,
+                                _ => {}
+                            }
+                        }
+                    } else {
+                        for (k, v) in mapping(pr, &path, &["limit"], &mut p).unwrap_or_default() {
+                            if let Some(n) = with(v, &join(&path, &k), &mut p, parse_size) {
+                                s.queue_bytes = n as usize;
+                            }
+                        }
+                    }
+                }
+            }
+            "exporters" => {
+                for (name, e) in mapping(val, "exporters", &["store", "store/"], &mut p).unwrap_or_default() {
+                    exporters.push(name.clone());
+                    let path = format!("exporters.{name}");
+                    for (k, v) in
+                        mapping(e, &path, &["data_dir", "retention", "flush_interval"], &mut p).unwrap_or_default()
+                    {
+                        let kp = join(&path, &k);
+                        match k.as_str() {
+                            "data_dir" => {
+                                if let Some(d) = string(v, &kp, &mut p) {
+                                    s.data_dir = PathBuf::from(d);
+                                }
+                            }
+                            "flush_interval" => {
+                                if let Some(d) = with(v, &kp, &mut p, parse_duration) {
+                                    s.flush_interval = d;
+                                }
+                            }
+                            _ => {
+                                for (rk, rv) in mapping(v, &kp, &["max_age", "max_size"], &mut p).unwrap_or_default() {
+                                    let rp = join(&kp, &rk);
+                                    if rk == "max_age" {
+                                        s.retention_age = with(rv, &rp, &mut p, parse_duration);
+                                    } else {
+                                        s.retention_bytes = with(rv, &rp, &mut p, parse_size);
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+            "server" => {
+                for (k, v) in mapping(val, "server", &["endpoint"], &mut p).unwrap_or_default() {
+                    if let Some(a) = with(v, &join("server", &k), &mut p, parse_addr) {
+                        s.http_addr = a;
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    // Pipelines may only name components defined above.
+    if let Some((_, pl)) = top.iter().find(|(k, _)| k == "pipelines") {
+        for (name, def) in mapping(pl, "pipelines", &["traces", "metrics", "logs", "traces/", "metrics/", "logs/"], &mut p)
+            .unwrap_or_default()
+        {
+            let path = format!("pipelines.{name}");
+            for (k, v) in mapping(def, &path, &["receivers", "processors", "exporters"], &mut p).unwrap_or_default() {
+                let kp = join(&path, &k);
+                let defined = match k.as_str() {
+                    "receivers" => &receivers,
+                    "processors" => &processors,
+                    _ => &exporters,
+                };
+                match v {
+                    Value::Sequence(items) => {
+                        for (i, item) in items.iter().enumerate() {
+                            let ip = format!("{kp}[{i}]");
+                            if let Some(n) = string(item, &ip, &mut p)
+                                && !defined.contains(&n)
+                            {
+                                p.add(&ip, format!("{n:?} is not defined under {k}"));
+                            }
+                        }
+                    }
+                    other => p.add(&kp, format!("expected a list, found {}", kind(other))),
+                }
+            }
+        }
+    }
+    if p.0.is_empty() { Ok(()) } else { Err(p.0) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reports_every_problem_with_its_path() {
+        let yaml = r#"
+receivers:
+  otlp:
+    protocols:
+      grpc:
+        endpoint: "not an address"
+      http:
+        endpoint: 127.0.0.1:4318
+        colour: blue
+exporters:
+  store:
+    retention:
+      max_age: forever
+pipelines:
+  traces:
+    receivers: [otlp, zipkin]
+    exporters: [store]
+"#;
+        let errs = apply_file(yaml, &mut Settings::default()).unwrap_err();
+        assert_eq!(
+            errs,
+            vec![
+                "receivers.otlp.protocols.grpc.endpoint: expected host:port such as 127.0.0.1:4317, found \"not an address\"",
+                "receivers.otlp.protocols.http.colour: unknown key (expected one of: endpoint, max_request_body_size)",
+                "exporters.store.retention.max_age: expected a duration like 30s, 15m, 12h or 7d, found \"forever\"",
+                "pipelines.traces.receivers[1]: \"zipkin\" is not defined under receivers",
+            ]
+        );
+    }
+
+    #[test]
+    fn a_valid_file_sets_values() {
+        let yaml = "receivers:\n  otlp:\n    protocols:\n      grpc:\n        endpoint: 127.0.0.1:5317\nexporters:\n  store:\n    data_dir: /tmp/x\n    retention:\n      max_size: 2GiB\n";
+        let mut s = Settings::default();
+        apply_file(yaml, &mut s).unwrap();
+        assert_eq!(s.otlp_grpc_addr, Some("127.0.0.1:5317".parse().unwrap()));
+        assert_eq!(s.otlp_http_addr, None, "http not listed, so off");
+        assert_eq!(s.data_dir, PathBuf::from("/tmp/x"));
+        assert_eq!(s.retention_bytes, Some(2 << 30));
+    }
+
+    #[test]
+    fn sizes_and_durations() {
+        assert_eq!(parse_size("64MiB").unwrap(), 64 << 20);
+        assert_eq!(parse_duration("7d").unwrap(), Duration::from_secs(7 * 86400));
+        assert!(parse_duration("soon").is_err());
+    }
+}

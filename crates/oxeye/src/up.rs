@@ -1,0 +1,255 @@
+//! `oxeye up`: resolve settings, bind every listener, open the store, then serve.
+//! Anything that can fail is tried before anything starts, so a failure leaves nothing running.
+
+use std::future::Future;
+use std::io::Write;
+use std::net::SocketAddr;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::{Context, anyhow, bail};
+use ingest::ReceiverContext;
+use model::Batch;
+use pipeline::{DurableSink, EnrichConfig, Enricher, Pipeline, SinkError};
+use store::{Store, StoreConfig};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::UpArgs;
+use crate::config::{self, Settings};
+
+/// Defaults, then the config file, then environment and flags.
+pub fn resolve(a: &UpArgs) -> anyhow::Result<Settings> {
+    let mut s = Settings::default();
+    if let Some(path) = &a.config {
+        let text = std::fs::read_to_string(path).with_context(|| format!("cannot read --config {}", path.display()))?;
+        if let Err(problems) = config::apply_file(&text, &mut s) {
+            let mut msg = format!("{} has {} problem(s):", path.display(), problems.len());
+            for p in problems {
+                msg.push_str("\n  ");
+                msg.push_str(&p);
+            }
+            bail!(msg);
+        }
+    }
+    let mut problems = Vec::new();
+    let mut flag = |name: &str, r: Result<(), String>| {
+        if let Err(e) = r {
+            problems.push(format!("--{name}: {e}"));
+        }
+    };
+    if let Some(d) = &a.data_dir {
+        s.data_dir = d.clone();
+    }
+    if let Some(v) = &a.http_addr {
+        flag("http-addr", config::parse_addr(v).map(|x| s.http_addr = x));
+    }
+    if let Some(v) = &a.otlp_grpc_addr {
+        flag("otlp-grpc-addr", config::parse_addr(v).map(|x| s.otlp_grpc_addr = Some(x)));
+    }
+    if let Some(v) = &a.otlp_http_addr {
+        flag("otlp-http-addr", config::parse_addr(v).map(|x| s.otlp_http_addr = Some(x)));
+    }
+    if let Some(v) = &a.receiver_token {
+        s.receiver_token = Some(v.clone());
+    }
+    if let Some(v) = &a.max_body_bytes {
+        flag("max-body-bytes", config::parse_size(v).map(|x| s.max_body_bytes = x as usize));
+    }
+    if let Some(v) = &a.queue_bytes {
+        flag("queue-bytes", config::parse_size(v).map(|x| s.queue_bytes = x as usize));
+    }
+    if let Some(v) = &a.retention_age {
+        flag("retention-age", config::parse_duration(v).map(|x| s.retention_age = Some(x)));
+    }
+    if let Some(v) = &a.retention_size {
+        flag("retention-size", config::parse_size(v).map(|x| s.retention_bytes = Some(x)));
+    }
+    if let Some(v) = &a.flush_interval {
+        flag("flush-interval", config::parse_duration(v).map(|x| s.flush_interval = x));
+    }
+    if !problems.is_empty() {
+        bail!(problems.join("\n"));
+    }
+    if s.receiver_token.as_deref().is_some_and(str::is_empty) {
+        s.receiver_token = None;
+    }
+    let exposed: Vec<SocketAddr> = [s.otlp_grpc_addr, s.otlp_http_addr]
+        .into_iter()
+        .flatten()
+        .filter(|a| !a.ip().is_loopback())
+        .collect();
+    if !exposed.is_empty() && s.receiver_token.is_none() {
+        bail!(
+            "receivers on {} are reachable from other hosts, so they need a token: set --receiver-token \
+             (or receivers.otlp.bearer_token), or bind 127.0.0.1",
+            exposed.iter().map(|a| a.to_string()).collect::<Vec<_>>().join(" and ")
+        );
+    }
+    Ok(s)
+}
+
+async fn bind(addr: SocketAddr, what: &str, knob: &str) -> anyhow::Result<TcpListener> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|e| anyhow!("cannot listen on {addr} for {what}: {e} (change it with {knob})"))
+}
+
+/// The store as the pipeline's durable sink.
+struct StoreSink(Store);
+
+impl DurableSink for StoreSink {
+    fn write(&self, batch: Batch) -> Pin<Box<dyn Future<Output = Result<(), SinkError>> + Send + '_>> {
+        Box::pin(async move { self.0.write(&batch).await.map(|_| ()).map_err(|e| SinkError(e.to_string())) })
+    }
+}
+
+/// Reads the API token, creating it (mode 0600) on first start.
+fn api_token(dir: &Path) -> anyhow::Result<(String, PathBuf)> {
+    let path = dir.join("api-token");
+    if let Ok(t) = std::fs::read_to_string(&path) {
+        let t = t.trim().to_string();
+        if !t.is_empty() {
+            let mode = std::fs::metadata(&path)?.permissions().mode() & 0o777;
+            if mode & 0o077 != 0 {
+                std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
+            }
+            return Ok((t, path));
+        }
+    }
+    let token: String = hex::encode(rand::random::<[u8; 24]>());
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&path)
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    writeln!(f, "{token}")?;
+    f.sync_all()?;
+    Ok((token, path))
+}
+
+fn check_data_dir(dir: &Path) -> anyhow::Result<PathBuf> {
+    let fail = |e: &dyn std::fmt::Display| {
+        anyhow!(
+            "cannot use data directory {}: {e} (change it with --data-dir or exporters.store.data_dir)",
+            dir.display()
+        )
+    };
+    if dir.exists() && !dir.is_dir() {
+        return Err(fail(&"it exists and is not a directory"));
+    }
+    std::fs::create_dir_all(dir).map_err(|e| fail(&e))?;
+    let probe = dir.join(".write-test");
+    std::fs::write(&probe, b"ok").map_err(|e| fail(&e))?;
+    let _ = std::fs::remove_file(&probe);
+    dir.canonicalize().map_err(|e| fail(&e))
+}
+
+pub fn run(a: UpArgs) -> anyhow::Result<()> {
+    let s = resolve(&a)?;
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    rt.block_on(serve(s))
+}
+
+async fn serve(s: Settings) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let data_dir = check_data_dir(&s.data_dir)?;
+    let http = bind(s.http_addr, "the dashboard and API", "--http-addr or server.endpoint").await?;
+    let grpc = match s.otlp_grpc_addr {
+        Some(a) => Some(bind(a, "OTLP/gRPC", "--otlp-grpc-addr or receivers.otlp.protocols.grpc.endpoint").await?),
+        None => None,
+    };
+    let otlp_http = match s.otlp_http_addr {
+        Some(a) => Some(bind(a, "OTLP/HTTP", "--otlp-http-addr or receivers.otlp.protocols.http.endpoint").await?),
+        None => None,
+    };
+    let store_cfg = StoreConfig {
+        flush_interval: s.flush_interval,
+        retention_age: s.retention_age,
+        retention_bytes: s.retention_bytes,
+        ..StoreConfig::default()
+    };
+    let store = tokio::task::spawn_blocking({
+        let d = data_dir.clone();
+        move || Store::open(&d, store_cfg)
+    })
+    .await?
+    .map_err(|e| anyhow!("cannot open the store in {} (--data-dir): {e}", data_dir.display()))?;
+    let (token, token_path) = api_token(&data_dir)?;
+    let enricher = Enricher::new(EnrichConfig {
+        host: s.enrich_host,
+        process: s.enrich_process,
+    });
+    let pipeline = Pipeline::new(StoreSink(store.clone()), enricher, s.queue_bytes);
+    let ctx = ReceiverContext {
+        pipeline: pipeline.clone(),
+        token: s.receiver_token.as_deref().map(Arc::from),
+        max_body_bytes: s.max_body_bytes,
+    };
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let stopped = move || {
+        let mut rx = stop_rx.clone();
+        async move {
+            let _ = rx.wait_for(|v| *v).await;
+        }
+    };
+    let mut tasks = tokio::task::JoinSet::new();
+    let http_addr = http.local_addr()?;
+    let state = server::ServerState {
+        store: store.clone(),
+        pipeline: pipeline.clone(),
+        api_token: Arc::from(token.as_str()),
+        data_dir: data_dir.clone(),
+        started,
+    };
+    let sd = stopped();
+    tasks.spawn(async move { server::serve(state, http, sd).await.map_err(|e| anyhow!("api server: {e}")) });
+    let mut grpc_line = "off".to_string();
+    if let Some(l) = grpc {
+        grpc_line = l.local_addr()?.to_string();
+        let (c, sd) = (ctx.clone(), stopped());
+        tasks.spawn(async move { ingest::otlp::grpc::serve(c, l, sd).await.map_err(|e| anyhow!("otlp grpc: {e}")) });
+    }
+    let mut http_line = "off".to_string();
+    if let Some(l) = otlp_http {
+        http_line = format!("http://{}", l.local_addr()?);
+        let (c, sd) = (ctx.clone(), stopped());
+        tasks.spawn(async move { ingest::otlp::http::serve(c, l, sd).await.map_err(|e| anyhow!("otlp http: {e}")) });
+    }
+    let retention = match (s.retention_age, s.retention_bytes) {
+        (Some(a), Some(b)) => format!("{}d or {} MiB", a.as_secs() / 86400, b >> 20),
+        (Some(a), None) => format!("{:.1}d", a.as_secs_f64() / 86400.0),
+        (None, Some(b)) => format!("{} MiB", b >> 20),
+        (None, None) => "forever".into(),
+    };
+    println!(
+        "oxeye is up ({} ms)\n  dashboard   http://{http_addr}/\n  OTLP gRPC   {grpc_line}\n  OTLP HTTP   {http_line}\n  data        {}  (retention {retention})\n  API token   {token}  (in {}, mode 0600)\n  receivers   {}",
+        started.elapsed().as_millis(),
+        data_dir.display(),
+        token_path.display(),
+        if s.receiver_token.is_some() { "bearer token required" } else { "no token (loopback only)" },
+    );
+    let _ = std::io::stdout().flush();
+
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    let outcome = tokio::select! {
+        _ = tokio::signal::ctrl_c() => Ok(()),
+        _ = term.recv() => Ok(()),
+        Some(r) = tasks.join_next() => match r {
+            Ok(Ok(())) => Err(anyhow!("a listener stopped unexpectedly")),
+            Ok(Err(e)) => Err(e),
+            Err(e) => Err(anyhow!("a listener panicked: {e}")),
+        },
+    };
+    tracing::info!("shutting down: draining receivers and flushing the store");
+    let _ = stop_tx.send(true);
+    let drain = async { while tasks.join_next().await.is_some() {} };
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(10), drain).await;
+    store.close().await;
+    outcome
+}

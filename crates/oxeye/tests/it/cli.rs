@@ -1,0 +1,61 @@
+//! The binary's startup contract: clear one-line errors, nothing half-started.
+
+use std::net::TcpListener;
+use std::process::Command;
+
+fn oxeye() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_oxeye"))
+}
+
+#[test]
+fn a_port_in_use_names_the_address_and_the_flag() {
+    let taken = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let dir = tempfile::tempdir().unwrap();
+    let out = oxeye()
+        .args(["up", "--data-dir"])
+        .arg(dir.path())
+        .args(["--http-addr", &addr, "--otlp-grpc-addr", "127.0.0.1:0", "--otlp-http-addr", "127.0.0.1:0"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(&addr) && err.contains("--http-addr"), "{err}");
+    assert!(!dir.path().join("wal").exists(), "the store must not be opened when a port is taken");
+}
+
+#[test]
+fn a_file_as_data_dir_is_refused_naming_the_flag() {
+    let f = tempfile::NamedTempFile::new().unwrap();
+    let out = oxeye()
+        .args(["up", "--data-dir"])
+        .arg(f.path())
+        .args(["--http-addr", "127.0.0.1:0", "--otlp-grpc-addr", "127.0.0.1:0", "--otlp-http-addr", "127.0.0.1:0"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--data-dir") && err.contains("not a directory"), "{err}");
+}
+
+#[test]
+fn a_public_receiver_without_a_token_is_refused() {
+    let out = oxeye()
+        .args(["up", "--otlp-grpc-addr", "0.0.0.0:0"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--receiver-token"));
+}
+
+#[test]
+fn config_errors_are_all_reported_with_their_paths() {
+    let mut f = tempfile::NamedTempFile::new().unwrap();
+    use std::io::Write;
+    writeln!(f, "receivers:\n  otlp:\n    protocols:\n      grpc:\n        endpoint: nowhere\nexporters:\n  store:\n    retention:\n      max_size: lots").unwrap();
+    let out = oxeye().args(["up", "--config"]).arg(f.path()).output().unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("receivers.otlp.protocols.grpc.endpoint"), "{err}");
+    assert!(err.contains("exporters.store.retention.max_size"), "{err}");
+}

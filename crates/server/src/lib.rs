@@ -1,0 +1,38 @@
+//! The HTTP API (`/api/v1`) and the dashboard's static files. Only this crate speaks the UI's
+//! JSON; it holds no logic beyond parsing parameters and mapping errors to statuses.
+
+mod api;
+mod assets;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::Router;
+use pipeline::Pipeline;
+use store::Store;
+use tokio::net::TcpListener;
+
+#[derive(Clone)]
+pub struct ServerState {
+    pub store: Store,
+    pub pipeline: Pipeline,
+    /// Required as `Authorization: Bearer <token>` on admin and write endpoints.
+    pub api_token: Arc<str>,
+    pub data_dir: PathBuf,
+    pub started: Instant,
+}
+
+pub fn router(state: ServerState) -> Router {
+    Router::new()
+        .nest("/api/v1", api::router(state))
+        .merge(assets::router())
+}
+
+pub async fn serve(
+    state: ServerState,
+    listener: TcpListener,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, router(state)).with_graceful_shutdown(shutdown).await
+}

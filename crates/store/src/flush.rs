@@ -1,0 +1,341 @@
+//! Memory → Parquet, recovery at open, and retention.
+//!
+//! Files live at `<data>/<table>/<yyyy-mm-dd>/<hh>/<seq>.parquet`, where `seq` is the last WAL
+//! segment the flush covered. A flush is committed by writing `wal/flushed` (that `seq`); only then
+//! are the covered segments deleted. Recovery drops Parquet files newer than the marker (a flush that
+//! did not commit) and replays the segments after it, so a crash anywhere loses and duplicates nothing.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use datafusion::arrow::array::{AsArray, RecordBatch, UInt32Array};
+use datafusion::arrow::compute::{SortColumn, concat_batches, lexsort_to_indices, take_record_batch};
+use datafusion::arrow::datatypes::TimestampNanosecondType;
+use datafusion::parquet::arrow::ArrowWriter;
+use datafusion::parquet::basic::{Compression, ZstdLevel};
+use datafusion::parquet::file::properties::WriterProperties;
+
+use crate::table::Table;
+use crate::wal;
+use crate::{FileEntry, Shared, StoreError};
+
+const HOUR_NS: i64 = 3_600_000_000_000;
+
+pub(crate) struct FlushJob {
+    pub upto_seq: u64,
+    pub batches: BTreeMap<Table, Vec<RecordBatch>>,
+}
+
+pub(crate) struct FlusherHandle {
+    tx: Sender<FlushJob>,
+    done: Receiver<()>,
+}
+
+impl FlusherHandle {
+    pub fn submit(&self, job: FlushJob) {
+        let _ = self.tx.send(job);
+    }
+
+    /// Whether the submitted job finished (waiting for it when `block`).
+    pub fn poll(&self, block: bool) -> Option<()> {
+        if block { self.done.recv().ok() } else { self.done.try_recv().ok() }
+    }
+}
+
+pub(crate) fn start(shared: Arc<Shared>) -> FlusherHandle {
+    let (tx, rx) = mpsc::channel::<FlushJob>();
+    let (done_tx, done) = mpsc::channel();
+    let spawned = std::thread::Builder::new().name("oxeye-flush".into()).spawn(move || {
+        loop {
+            match rx.recv_timeout(Duration::from_secs(30)) {
+                Ok(job) => {
+                    let mut delay = Duration::from_millis(500);
+                    while let Err(e) = run_job(&shared, &job) {
+                        shared.flush_errors.fetch_add(1, Ordering::Relaxed);
+                        tracing::error!(error = %e, "flush to parquet failed; data stays in the wal, retrying");
+                        std::thread::sleep(delay);
+                        delay = (delay * 2).min(Duration::from_secs(10));
+                    }
+                    let _ = done_tx.send(());
+                    enforce_retention(&shared);
+                }
+                Err(RecvTimeoutError::Timeout) => enforce_retention(&shared),
+                Err(RecvTimeoutError::Disconnected) => return,
+            }
+        }
+    });
+    if let Err(e) = spawned {
+        tracing::error!(error = %e, "cannot start the flush thread");
+    }
+    FlusherHandle { tx, done }
+}
+
+fn run_job(shared: &Shared, job: &FlushJob) -> Result<(), StoreError> {
+    let mut new_files: Vec<(Table, FileEntry)> = Vec::new();
+    for (table, batches) in &job.batches {
+        for f in write_table(&shared.dir, *table, batches, job.upto_seq)? {
+            new_files.push((*table, f));
+        }
+    }
+    let wal_dir = shared.dir.join("wal");
+    let marker = wal_dir.join("flushed");
+    let tmp = wal_dir.join("flushed.tmp");
+    fs::write(&tmp, job.upto_seq.to_string()).map_err(StoreError::io(&tmp))?;
+    fs::File::open(&tmp).and_then(|f| f.sync_all()).map_err(StoreError::io(&tmp))?;
+    fs::rename(&tmp, &marker).map_err(StoreError::io(&marker))?;
+    wal::sync_dir(&wal_dir).map_err(StoreError::io(&wal_dir))?;
+    {
+        let mut st = shared.write_state();
+        st.flushing.clear();
+        for (t, f) in new_files {
+            st.files.entry(t).or_default().push(f);
+        }
+    }
+    let mut freed = 0;
+    for seq in wal::list_segments(&wal_dir).map_err(StoreError::io(&wal_dir))? {
+        if seq <= job.upto_seq {
+            let p = wal::segment_path(&wal_dir, seq);
+            freed += fs::metadata(&p).map(|m| m.len()).unwrap_or(0);
+            let _ = fs::remove_file(p);
+        }
+    }
+    let _ = shared
+        .wal_bytes
+        .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |b| Some(b.saturating_sub(freed)));
+    shared.last_flush_ms.store(now_ms(), Ordering::Relaxed);
+    Ok(())
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}
+
+fn partition_dir(dir: &Path, table: Table, hour: i64) -> PathBuf {
+    let secs = hour * 3600;
+    let dt = chrono::DateTime::from_timestamp(secs, 0).unwrap_or_default();
+    dir.join(table.name())
+        .join(dt.format("%Y-%m-%d").to_string())
+        .join(dt.format("%H").to_string())
+}
+
+/// Sorts the table's batches by its sort columns and writes one file per hour partition.
+fn write_table(dir: &Path, table: Table, batches: &[RecordBatch], seq: u64) -> Result<Vec<FileEntry>, StoreError> {
+    let schema = table.schema();
+    let all = concat_batches(&schema, batches)?;
+    if all.num_rows() == 0 {
+        return Ok(Vec::new());
+    }
+    let sort: Vec<SortColumn> = table
+        .sort_columns()
+        .iter()
+        .filter_map(|c| all.column_by_name(c))
+        .map(|c| SortColumn {
+            values: c.clone(),
+            options: None,
+        })
+        .collect();
+    let idx = lexsort_to_indices(&sort, None)?;
+    let sorted = take_record_batch(&all, &idx)?;
+    let time = sorted
+        .column_by_name(table.time_column())
+        .map(|c| c.as_primitive::<TimestampNanosecondType>().clone())
+        .ok_or_else(|| StoreError::Query(format!("{} has no time column", table.name())))?;
+    let mut by_hour: BTreeMap<i64, Vec<u32>> = BTreeMap::new();
+    for (i, t) in time.values().iter().enumerate() {
+        by_hour.entry(t.div_euclid(HOUR_NS)).or_default().push(i as u32);
+    }
+    let mut props = WriterProperties::builder()
+        .set_compression(Compression::ZSTD(ZstdLevel::try_new(1).unwrap_or_default()))
+        .set_max_row_group_row_count(Some(64 * 1024));
+    if matches!(table, Table::Traces | Table::Logs) {
+        // Trace lookups by id cannot use min/max statistics (ids are random); a bloom filter can.
+        props = props.set_column_bloom_filter_enabled("TraceId".into(), true);
+    }
+    let props = props.build();
+    let mut out = Vec::new();
+    for (hour, rows) in by_hour {
+        let part = take_record_batch(&sorted, &UInt32Array::from(rows))?;
+        let pdir = partition_dir(dir, table, hour);
+        fs::create_dir_all(&pdir).map_err(StoreError::io(&pdir))?;
+        let path = pdir.join(format!("{seq:020}.parquet"));
+        let tmp = pdir.join(format!("{seq:020}.parquet.tmp"));
+        let file = fs::File::create(&tmp).map_err(StoreError::io(&tmp))?;
+        let mut w = ArrowWriter::try_new(file, schema.clone(), Some(props.clone()))
+            .map_err(|e| StoreError::Query(format!("parquet: {e}")))?;
+        w.write(&part).map_err(|e| StoreError::Query(format!("parquet: {e}")))?;
+        let file = w.into_inner().map_err(|e| StoreError::Query(format!("parquet: {e}")))?;
+        file.sync_all().map_err(StoreError::io(&tmp))?;
+        drop(file);
+        fs::rename(&tmp, &path).map_err(StoreError::io(&path))?;
+        wal::sync_dir(&pdir).map_err(StoreError::io(&pdir))?;
+        let bytes = fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+        out.push(FileEntry {
+            path,
+            bytes,
+            hour_start_ns: hour * HOUR_NS,
+        });
+    }
+    Ok(out)
+}
+
+/// Loads the file list and replays the WAL into memory. With `repair`, also removes what an
+/// interrupted flush left and cuts torn WAL tails. Returns the next segment number.
+pub(crate) fn recover(shared: &Shared, repair: bool) -> Result<u64, StoreError> {
+    let wal_dir = shared.dir.join("wal");
+    let marker: u64 = fs::read_to_string(wal_dir.join("flushed"))
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(0);
+    let mut files: BTreeMap<Table, Vec<FileEntry>> = BTreeMap::new();
+    for table in Table::ALL {
+        let tdir = shared.dir.join(table.name());
+        let Ok(days) = fs::read_dir(&tdir) else { continue };
+        for day in days.flatten() {
+            let Ok(hours) = fs::read_dir(day.path()) else { continue };
+            let day_name = day.file_name().to_string_lossy().to_string();
+            for hour in hours.flatten() {
+                let hour_name = hour.file_name().to_string_lossy().to_string();
+                let Some(hour_start_ns) = parse_partition(&day_name, &hour_name) else { continue };
+                let Ok(entries) = fs::read_dir(hour.path()) else { continue };
+                for f in entries.flatten() {
+                    let path = f.path();
+                    let name = f.file_name().to_string_lossy().to_string();
+                    if name.ends_with(".tmp") {
+                        if repair {
+                            let _ = fs::remove_file(&path);
+                        }
+                        continue;
+                    }
+                    let Some(seq) = name.strip_suffix(".parquet").and_then(|s| s.parse::<u64>().ok()) else {
+                        continue;
+                    };
+                    if seq > marker {
+                        // Written by a flush that never committed: the WAL still has these rows.
+                        if repair {
+                            tracing::warn!(file = %path.display(), "removing parquet file of an uncommitted flush");
+                            let _ = fs::remove_file(&path);
+                        }
+                        continue;
+                    }
+                    let bytes = f.metadata().map(|m| m.len()).unwrap_or(0);
+                    files.entry(table).or_default().push(FileEntry {
+                        path,
+                        bytes,
+                        hour_start_ns,
+                    });
+                }
+            }
+        }
+    }
+    let mut mem: BTreeMap<Table, Vec<RecordBatch>> = BTreeMap::new();
+    let mut mem_bytes = 0;
+    let mut wal_bytes = 0;
+    let mut max_seq = marker;
+    for seq in wal::list_segments(&wal_dir).map_err(StoreError::io(&wal_dir))? {
+        let path = wal::segment_path(&wal_dir, seq);
+        max_seq = max_seq.max(seq);
+        if seq <= marker {
+            if repair {
+                let _ = fs::remove_file(&path);
+            }
+            continue;
+        }
+        let replay = wal::read_segment(&path).map_err(StoreError::io(&path))?;
+        if replay.valid_len < replay.file_len {
+            let torn = replay.file_len - replay.valid_len;
+            shared.torn_bytes.fetch_add(torn, Ordering::Relaxed);
+            if repair {
+                tracing::warn!(
+                    segment = %path.display(),
+                    at = replay.valid_len,
+                    bytes = torn,
+                    "wal segment ends in a torn or corrupt frame (never acknowledged); cutting it"
+                );
+                fs::OpenOptions::new()
+                    .write(true)
+                    .open(&path)
+                    .and_then(|f| {
+                        f.set_len(replay.valid_len)?;
+                        f.sync_all()
+                    })
+                    .map_err(StoreError::io(&path))?;
+            }
+        }
+        wal_bytes += replay.valid_len;
+        for (t, b) in replay.batches {
+            mem_bytes += b.get_array_memory_size();
+            mem.entry(t).or_default().push(b);
+        }
+    }
+    {
+        let mut st = shared.write_state();
+        st.files = files;
+        st.mem = mem;
+        st.mem_bytes = mem_bytes;
+    }
+    shared.wal_bytes.store(wal_bytes, Ordering::Relaxed);
+    Ok(max_seq + 1)
+}
+
+fn parse_partition(day: &str, hour: &str) -> Option<i64> {
+    let d = chrono::NaiveDate::parse_from_str(day, "%Y-%m-%d").ok()?;
+    let h: u32 = hour.parse().ok().filter(|h| *h < 24)?;
+    let t = d.and_hms_opt(h, 0, 0)?.and_utc().timestamp();
+    Some(t * 1_000_000_000)
+}
+
+/// Deletes whole hour partitions: those older than the age limit, then the oldest ones while the
+/// files exceed the size limit.
+pub(crate) fn enforce_retention(shared: &Shared) {
+    let cfg = &shared.config;
+    let now_ns = now_ms() as i64 * 1_000_000;
+    let mut doomed: Vec<PathBuf> = Vec::new();
+    {
+        let mut st = shared.write_state();
+        if let Some(age) = cfg.retention_age {
+            let cutoff = now_ns - age.as_nanos() as i64;
+            for files in st.files.values_mut() {
+                files.retain(|f| {
+                    let keep = f.hour_start_ns + HOUR_NS > cutoff;
+                    if !keep {
+                        doomed.push(f.path.clone());
+                    }
+                    keep
+                });
+            }
+        }
+        if let Some(limit) = cfg.retention_bytes {
+            let mut total: u64 = st.files.values().flatten().map(|f| f.bytes).sum();
+            while total > limit {
+                let Some(oldest) = st.files.values().flatten().map(|f| f.hour_start_ns).min() else { break };
+                for files in st.files.values_mut() {
+                    files.retain(|f| {
+                        let keep = f.hour_start_ns != oldest;
+                        if !keep {
+                            total = total.saturating_sub(f.bytes);
+                            doomed.push(f.path.clone());
+                        }
+                        keep
+                    });
+                }
+            }
+        }
+    }
+    for p in doomed {
+        tracing::info!(file = %p.display(), "retention: deleting");
+        let _ = fs::remove_file(&p);
+        // Remove the hour and day folders once empty.
+        if let Some(hour) = p.parent() {
+            if fs::remove_dir(hour).is_ok()
+                && let Some(day) = hour.parent()
+            {
+                let _ = fs::remove_dir(day);
+            }
+        }
+    }
+}

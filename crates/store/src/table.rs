@@ -1,0 +1,251 @@
+//! Table names and schemas. Names and columns follow the OpenTelemetry Collector's ClickHouse
+//! exporter so the same queries run on the embedded store and on ClickHouse.
+
+use std::sync::{Arc, LazyLock};
+
+use datafusion::arrow::array::{ArrayBuilder, MapBuilder, MapFieldNames, StringBuilder};
+use datafusion::arrow::datatypes::{DataType, Field, Fields, Schema, SchemaRef, TimeUnit};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Table {
+    Traces,
+    Logs,
+    MetricsGauge,
+    MetricsSum,
+    MetricsHistogram,
+    MetricsExponentialHistogram,
+    MetricsSummary,
+}
+
+impl Table {
+    pub const ALL: [Table; 7] = [
+        Table::Traces,
+        Table::Logs,
+        Table::MetricsGauge,
+        Table::MetricsSum,
+        Table::MetricsHistogram,
+        Table::MetricsExponentialHistogram,
+        Table::MetricsSummary,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Table::Traces => "otel_traces",
+            Table::Logs => "otel_logs",
+            Table::MetricsGauge => "otel_metrics_gauge",
+            Table::MetricsSum => "otel_metrics_sum",
+            Table::MetricsHistogram => "otel_metrics_histogram",
+            Table::MetricsExponentialHistogram => "otel_metrics_exponential_histogram",
+            Table::MetricsSummary => "otel_metrics_summary",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<Table> {
+        Table::ALL.into_iter().find(|t| t.name() == name)
+    }
+
+    /// Stable one-byte tag used in WAL frames.
+    pub fn tag(self) -> u8 {
+        Table::ALL.iter().position(|t| *t == self).unwrap_or(0) as u8
+    }
+
+    pub fn from_tag(tag: u8) -> Option<Table> {
+        Table::ALL.get(tag as usize).copied()
+    }
+
+    /// The column that partitions files by hour and bounds time-range queries.
+    pub fn time_column(self) -> &'static str {
+        match self {
+            Table::Traces | Table::Logs => "Timestamp",
+            _ => "TimeUnix",
+        }
+    }
+
+    /// Columns each Parquet file is sorted by, so readers can skip row groups by service and time.
+    pub fn sort_columns(self) -> &'static [&'static str] {
+        match self {
+            Table::Traces | Table::Logs => &["ServiceName", "Timestamp"],
+            _ => &["ServiceName", "MetricName", "TimeUnix"],
+        }
+    }
+
+    pub fn schema(self) -> SchemaRef {
+        static SCHEMAS: LazyLock<Vec<SchemaRef>> =
+            LazyLock::new(|| Table::ALL.iter().map(|t| Arc::new(build_schema(*t))).collect());
+        SCHEMAS[self.tag() as usize].clone()
+    }
+}
+
+pub(crate) fn ts_type() -> DataType {
+    DataType::Timestamp(TimeUnit::Nanosecond, None)
+}
+
+pub(crate) fn new_map_builder() -> MapBuilder<StringBuilder, StringBuilder> {
+    MapBuilder::new(
+        Some(MapFieldNames {
+            entry: "entries".into(),
+            key: "keys".into(),
+            value: "values".into(),
+        }),
+        StringBuilder::new(),
+        StringBuilder::new(),
+    )
+}
+
+/// The map type exactly as [`new_map_builder`] produces it, so schemas and arrays always agree.
+pub(crate) fn map_type() -> DataType {
+    static T: LazyLock<DataType> = LazyLock::new(|| {
+        let mut b = new_map_builder();
+        ArrayBuilder::finish(&mut b).data_type().clone()
+    });
+    T.clone()
+}
+
+pub(crate) fn event_fields() -> Fields {
+    Fields::from(vec![
+        Field::new("Timestamp", ts_type(), false),
+        Field::new("Name", DataType::Utf8, false),
+        Field::new("Attributes", map_type(), false),
+    ])
+}
+
+pub(crate) fn link_fields() -> Fields {
+    Fields::from(vec![
+        Field::new("TraceId", DataType::Utf8, false),
+        Field::new("SpanId", DataType::Utf8, false),
+        Field::new("TraceState", DataType::Utf8, false),
+        Field::new("Attributes", map_type(), false),
+    ])
+}
+
+pub(crate) fn quantile_fields() -> Fields {
+    Fields::from(vec![
+        Field::new("Quantile", DataType::Float64, false),
+        Field::new("Value", DataType::Float64, false),
+    ])
+}
+
+fn list_of(fields: Fields) -> DataType {
+    DataType::List(Arc::new(Field::new("item", DataType::Struct(fields), true)))
+}
+
+fn list_prim(t: DataType) -> DataType {
+    DataType::List(Arc::new(Field::new("item", t, true)))
+}
+
+fn build_schema(t: Table) -> Schema {
+    use DataType::*;
+    let s = |n: &str| Field::new(n, Utf8, false);
+    let m = |n: &str| Field::new(n, map_type(), false);
+    let metric_common = || {
+        vec![
+            m("ResourceAttributes"),
+            s("ResourceSchemaUrl"),
+            s("ScopeName"),
+            s("ScopeVersion"),
+            m("ScopeAttributes"),
+            Field::new("ScopeDroppedAttrCount", UInt32, false),
+            s("ScopeSchemaUrl"),
+            s("ServiceName"),
+            s("MetricName"),
+            s("MetricDescription"),
+            s("MetricUnit"),
+            m("Attributes"),
+            Field::new("StartTimeUnix", ts_type(), false),
+            Field::new("TimeUnix", ts_type(), false),
+            Field::new("Flags", UInt32, false),
+        ]
+    };
+    let fields = match t {
+        Table::Traces => vec![
+            Field::new("Timestamp", ts_type(), false),
+            s("TraceId"),
+            s("SpanId"),
+            s("ParentSpanId"),
+            s("TraceState"),
+            s("SpanName"),
+            s("SpanKind"),
+            s("ServiceName"),
+            m("ResourceAttributes"),
+            s("ScopeName"),
+            s("ScopeVersion"),
+            m("SpanAttributes"),
+            Field::new("Duration", UInt64, false),
+            s("StatusCode"),
+            s("StatusMessage"),
+            Field::new("Events", list_of(event_fields()), false),
+            Field::new("Links", list_of(link_fields()), false),
+        ],
+        Table::Logs => vec![
+            Field::new("Timestamp", ts_type(), false),
+            Field::new("ObservedTimestamp", ts_type(), false),
+            s("TraceId"),
+            s("SpanId"),
+            Field::new("TraceFlags", UInt32, false),
+            s("SeverityText"),
+            Field::new("SeverityNumber", Int32, false),
+            s("ServiceName"),
+            s("Body"),
+            s("ResourceSchemaUrl"),
+            m("ResourceAttributes"),
+            s("ScopeSchemaUrl"),
+            s("ScopeName"),
+            s("ScopeVersion"),
+            m("ScopeAttributes"),
+            m("LogAttributes"),
+            s("EventName"),
+        ],
+        Table::MetricsGauge => {
+            let mut f = metric_common();
+            f.push(Field::new("Value", Float64, false));
+            f
+        }
+        Table::MetricsSum => {
+            let mut f = metric_common();
+            f.push(Field::new("Value", Float64, false));
+            f.push(Field::new("AggregationTemporality", Int32, false));
+            f.push(Field::new("IsMonotonic", Boolean, false));
+            f
+        }
+        Table::MetricsHistogram => {
+            let mut f = metric_common();
+            f.extend([
+                Field::new("Count", UInt64, false),
+                Field::new("Sum", Float64, true),
+                Field::new("BucketCounts", list_prim(UInt64), false),
+                Field::new("ExplicitBounds", list_prim(Float64), false),
+                Field::new("Min", Float64, true),
+                Field::new("Max", Float64, true),
+                Field::new("AggregationTemporality", Int32, false),
+            ]);
+            f
+        }
+        Table::MetricsExponentialHistogram => {
+            let mut f = metric_common();
+            f.extend([
+                Field::new("Count", UInt64, false),
+                Field::new("Sum", Float64, true),
+                Field::new("Scale", Int32, false),
+                Field::new("ZeroCount", UInt64, false),
+                Field::new("PositiveOffset", Int32, false),
+                Field::new("PositiveBucketCounts", list_prim(UInt64), false),
+                Field::new("NegativeOffset", Int32, false),
+                Field::new("NegativeBucketCounts", list_prim(UInt64), false),
+                Field::new("Min", Float64, true),
+                Field::new("Max", Float64, true),
+                Field::new("AggregationTemporality", Int32, false),
+            ]);
+            f
+        }
+        Table::MetricsSummary => {
+            let mut f = metric_common();
+            f.extend([
+                Field::new("Count", UInt64, false),
+                Field::new("Sum", Float64, false),
+                Field::new("ValueAtQuantiles", list_of(quantile_fields()), false),
+            ]);
+            f
+        }
+    };
+    Schema::new(fields)
+}

@@ -1,0 +1,354 @@
+// End-to-end test of the dashboard: the real oxeye binary, spans sent over OTLP/HTTP JSON, and the
+// pages driven in Debian's Chromium through playwright-core (no browser download).
+//
+//   OXEYE_BIN=/path/to/oxeye node --test tests/web/
+//
+// Screenshots go to tests/web/out/. Without OXEYE_BIN the default debug build is used; when neither
+// exists the suite is skipped with a message.
+import { describe, it, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import fs from 'node:fs';
+import net from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { chromium } from 'playwright-core';
+
+const HERE = path.dirname(fileURLToPath(import.meta.url));
+const OUT = path.join(HERE, 'out');
+const DEFAULT_BIN = '/root/.cache/oxeye/target/debug/oxeye';
+const CHROMIUM = process.env.CHROMIUM_BIN || '/usr/bin/chromium';
+const BIN = process.env.OXEYE_BIN || DEFAULT_BIN;
+const skip = !process.env.OXEYE_BIN && !fs.existsSync(DEFAULT_BIN)
+  ? `oxeye binary not found: set OXEYE_BIN or build ${DEFAULT_BIN}`
+  : false;
+
+const hex = (bytes) => randomBytes(bytes).toString('hex');
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+function freePort() {
+  return new Promise((resolve, reject) => {
+    const srv = net.createServer();
+    srv.unref();
+    srv.on('error', reject);
+    srv.listen(0, '127.0.0.1', () => {
+      const { port } = srv.address();
+      srv.close(() => resolve(port));
+    });
+  });
+}
+
+// OTLP JSON helpers (ids are hex, times are decimal strings of unix nanoseconds).
+const str = (key, v) => ({ key, value: { stringValue: v } });
+const int = (key, v) => ({ key, value: { intValue: String(v) } });
+const bool = (key, v) => ({ key, value: { boolValue: v } });
+const nanos = (ms) => (BigInt(Math.round(ms)) * 1000000n).toString();
+
+const RUN = hex(3);
+const FRONTEND = `e2e-frontend-${RUN}`;
+const PAYMENTS = `e2e-payments-${RUN}`;
+const METRIC = `e2e.requests.${RUN}`;
+const TRACE_ID = hex(16);
+const ROOT = hex(8);
+const CLIENT = hex(8);
+const CHARGE = hex(8);
+const RENDER = hex(8);
+const LOG_BODY = `payment declined for order ${RUN}`;
+const HOSTILE = '<img src=x onerror="window.__xss=1"><b>not bold</b>';
+
+function tracePayload(t0) {
+  const scope = (name) => ({ name, version: '1.0.0' });
+  return {
+    resourceSpans: [
+      {
+        resource: { attributes: [str('service.name', FRONTEND), str('host.name', 'e2e-host')] },
+        scopeSpans: [{
+          scope: scope('e2e.frontend'),
+          spans: [
+            {
+              traceId: TRACE_ID, spanId: ROOT, name: 'GET /checkout', kind: 2,
+              startTimeUnixNano: nanos(t0), endTimeUnixNano: nanos(t0 + 120),
+              attributes: [str('http.method', 'GET'), str('http.route', '/checkout'), int('http.status_code', 500),
+                str('e2e.comment', HOSTILE)],
+              events: [{ timeUnixNano: nanos(t0 + 5), name: 'cache.miss', attributes: [str('cache.key', 'cart:42')] }],
+              status: { code: 2, message: 'downstream payment failed' },
+            },
+            {
+              traceId: TRACE_ID, spanId: CLIENT, parentSpanId: ROOT, name: 'POST /charge', kind: 3,
+              startTimeUnixNano: nanos(t0 + 10), endTimeUnixNano: nanos(t0 + 90),
+              attributes: [str('http.method', 'POST'), str('server.address', 'payments')],
+            },
+            {
+              traceId: TRACE_ID, spanId: RENDER, parentSpanId: ROOT, name: 'render page', kind: 1,
+              startTimeUnixNano: nanos(t0 + 95), endTimeUnixNano: nanos(t0 + 115),
+              attributes: [bool('cache.hit', false)],
+            },
+          ],
+        }],
+      },
+      {
+        resource: { attributes: [str('service.name', PAYMENTS), str('deployment.environment', 'e2e')] },
+        scopeSpans: [{
+          scope: scope('e2e.payments'),
+          spans: [{
+            traceId: TRACE_ID, spanId: CHARGE, parentSpanId: CLIENT, name: 'charge card', kind: 2,
+            startTimeUnixNano: nanos(t0 + 15), endTimeUnixNano: nanos(t0 + 85),
+            attributes: [str('payment.currency', 'EUR'), int('payment.amount_cents', 4200)],
+            events: [{ timeUnixNano: nanos(t0 + 80), name: 'exception', attributes: [str('exception.type', 'CardDeclined'), str('exception.message', 'card declined')] }],
+            status: { code: 2, message: 'card declined' },
+          }],
+        }],
+      },
+    ],
+  };
+}
+
+function logPayload(t0) {
+  return {
+    resourceLogs: [{
+      resource: { attributes: [str('service.name', PAYMENTS)] },
+      scopeLogs: [{
+        scope: { name: 'e2e.logger' },
+        logRecords: [{
+          timeUnixNano: nanos(t0 + 80), observedTimeUnixNano: nanos(t0 + 81),
+          severityNumber: 17, severityText: 'ERROR', body: { stringValue: LOG_BODY },
+          traceId: TRACE_ID, spanId: CHARGE, attributes: [str('order.id', RUN)],
+        }],
+      }],
+    }],
+  };
+}
+
+function metricPayload(t0) {
+  const points = [-60_000, -30_000, 0].map((dt, i) => ({
+    attributes: [str('http.route', '/checkout')],
+    startTimeUnixNano: nanos(t0 - 120_000), timeUnixNano: nanos(t0 + dt), asInt: String(10 * (i + 1)),
+  }));
+  return {
+    resourceMetrics: [{
+      resource: { attributes: [str('service.name', FRONTEND)] },
+      scopeMetrics: [{
+        scope: { name: 'e2e.meter' },
+        metrics: [{
+          name: METRIC, unit: '{request}', description: 'requests seen by the e2e test',
+          sum: { aggregationTemporality: 2, isMonotonic: true, dataPoints: points },
+        }],
+      }],
+    }],
+  };
+}
+
+async function post(url, body) {
+  const res = await fetch(url, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) });
+  const text = await res.text();
+  assert.equal(res.status, 200, `POST ${url} answered ${res.status}: ${text}`);
+}
+
+describe('dashboard', { skip, timeout: 240_000 }, () => {
+  let server;
+  let serverLog = '';
+  let serverExit = null;
+  let dataDir;
+  let browser;
+  let page;
+  let base;
+  const problems = []; // page errors and console errors, checked after every step
+
+  before(async () => {
+    fs.mkdirSync(OUT, { recursive: true });
+    assert.ok(fs.existsSync(BIN), `OXEYE_BIN=${BIN} does not exist`);
+    assert.ok(fs.existsSync(CHROMIUM), `${CHROMIUM} is missing: apt-get install -y chromium`);
+    dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'oxeye-web-'));
+    const [httpPort, grpcPort, otlpHttpPort] = [await freePort(), await freePort(), await freePort()];
+    base = `http://127.0.0.1:${httpPort}`;
+    server = spawn(BIN, ['up', '--data-dir', dataDir,
+      '--http-addr', `127.0.0.1:${httpPort}`,
+      '--otlp-grpc-addr', `127.0.0.1:${grpcPort}`,
+      '--otlp-http-addr', `127.0.0.1:${otlpHttpPort}`], { stdio: ['ignore', 'pipe', 'pipe'] });
+    server.stdout.on('data', (d) => { serverLog += d; });
+    server.stderr.on('data', (d) => { serverLog += d; });
+    server.on('exit', (code, signal) => { serverExit = { code, signal }; });
+
+    const deadline = Date.now() + 60_000;
+    for (;;) {
+      if (serverExit) assert.fail(`oxeye up exited (${JSON.stringify(serverExit)}) before answering:\n${serverLog}`);
+      try {
+        const res = await fetch(`${base}/api/v1/status`);
+        if (res.ok) break;
+      } catch { /* not listening yet */ }
+      if (Date.now() > deadline) assert.fail(`GET /api/v1/status did not answer within 60 s:\n${serverLog}`);
+      await sleep(200);
+    }
+
+    const t0 = Date.now() - 5_000;
+    const otlp = `http://127.0.0.1:${otlpHttpPort}`;
+    await post(`${otlp}/v1/traces`, tracePayload(t0));
+    await post(`${otlp}/v1/logs`, logPayload(t0));
+    await post(`${otlp}/v1/metrics`, metricPayload(t0));
+
+    browser = await chromium.launch({
+      executablePath: CHROMIUM,
+      args: ['--no-sandbox', '--disable-gpu', '--disable-background-networking', '--no-first-run'],
+    });
+    page = await browser.newPage({ viewport: { width: 1440, height: 900 } });
+    page.setDefaultTimeout(15_000);
+    page.on('pageerror', (e) => problems.push(`page error: ${e.message}`));
+    page.on('console', (m) => { if (m.type() === 'error') problems.push(`console error: ${m.text()} (${m.location().url})`); });
+    page.on('requestfailed', (r) => {
+      // Requests aborted on purpose (view left, newer query) are not failures.
+      if (!/ERR_ABORTED/.test(r.failure()?.errorText || '')) problems.push(`request failed: ${r.url()} ${r.failure()?.errorText}`);
+    });
+  });
+
+  after(async () => {
+    await browser?.close().catch(() => {});
+    if (server && !serverExit) {
+      server.kill('SIGTERM');
+      const exited = await Promise.race([new Promise((r) => server.once('exit', () => r(true))), sleep(5_000).then(() => false)]);
+      if (!exited) server.kill('SIGKILL');
+    }
+    fs.writeFileSync(path.join(OUT, 'server.log'), serverLog);
+    if (dataDir) fs.rmSync(dataDir, { recursive: true, force: true });
+  });
+
+  const noProblems = () => assert.deepEqual(problems, [], 'the page logged errors');
+  const shot = (name) => page.screenshot({ path: path.join(OUT, `${name}.png`), fullPage: true });
+
+  /** Reloads the view until selector appears: data may need a moment to become queryable. */
+  async function waitWithReload(selector, ms = 20_000) {
+    const deadline = Date.now() + ms;
+    for (;;) {
+      try {
+        await page.waitForSelector(selector, { timeout: 3_000 });
+        return;
+      } catch (e) {
+        if (Date.now() > deadline) throw e;
+        await page.click('#refresh-now');
+      }
+    }
+  }
+
+  it('serves the dashboard and lists the services', async () => {
+    await page.goto(`${base}/`);
+    await page.waitForFunction(() => location.hash === '#/services');
+    await waitWithReload(`.services-table tr[data-service="${FRONTEND}"]`);
+    await page.waitForSelector(`.services-table tr[data-service="${PAYMENTS}"]`);
+    const row = page.locator(`.services-table tr[data-service="${PAYMENTS}"]`);
+    assert.match(await row.innerText(), /100(\.0)?%/, 'payments: its one entry span is an error');
+    await shot('services');
+    noProblems();
+  });
+
+  it('goes from a service to its traces', async () => {
+    await page.click(`.services-table tr[data-service="${FRONTEND}"] a.service-link`);
+    await page.waitForFunction((svc) => location.hash.startsWith('#/traces') && location.hash.includes(encodeURIComponent(svc)), FRONTEND);
+    assert.equal(await page.inputValue('input[name=service]'), FRONTEND);
+    await waitWithReload(`.traces-table tr[data-trace-id="${TRACE_ID}"]`);
+    const text = await page.innerText(`.traces-table tr[data-trace-id="${TRACE_ID}"]`);
+    assert.match(text, /GET \/checkout/);
+    assert.match(text, new RegExp(PAYMENTS));
+    await shot('traces');
+    noProblems();
+  });
+
+  it('filters traces by attribute and status', async () => {
+    await page.fill('input[name=attr]', 'payment.currency=EUR');
+    await page.selectOption('select[name=status]', 'error');
+    await page.fill('input[name=service]', '');
+    await page.click('form.filters button[type=submit]');
+    await page.waitForSelector(`.traces-table tr[data-trace-id="${TRACE_ID}"]`);
+    await page.fill('input[name=attr]', 'payment.currency=USD');
+    await page.click('form.filters button[type=submit]');
+    await page.waitForSelector('.page-traces .notice-empty');
+    assert.equal(await page.locator(`.traces-table tr[data-trace-id="${TRACE_ID}"]`).count(), 0);
+    noProblems();
+  });
+
+  it('opens the waterfall and shows span details', async () => {
+    await page.goto(`${base}/#/traces?service=${encodeURIComponent(FRONTEND)}`);
+    await page.click(`.traces-table tr[data-trace-id="${TRACE_ID}"] a.trace-link`);
+    await page.waitForFunction((id) => location.hash.startsWith(`#/trace/${id}`), TRACE_ID);
+    await page.waitForSelector('.wf-span');
+    assert.equal(await page.locator('.wf-span').count(), 4);
+    // The tree follows parent_span_id: root, client, its server child, then the later sibling.
+    const order = await page.locator('.wf-span').evaluateAll((els) => els.map((e) => e.dataset.spanId));
+    assert.deepEqual(order, [ROOT, CLIENT, CHARGE, RENDER]);
+    assert.ok(await page.locator(`.wf-span[data-span-id="${CHARGE}"].is-error`).count(), 'error span is marked');
+
+    await page.click(`.wf-span[data-span-id="${CHARGE}"]`);
+    const detail = page.locator('.span-detail.open');
+    await detail.waitFor();
+    const text = await detail.innerText();
+    assert.match(text, /charge card/);
+    assert.match(text, /payment\.currency/);
+    assert.match(text, /EUR/);
+    assert.match(text, /card declined/);
+    assert.match(text, new RegExp(PAYMENTS));
+    assert.match(text, /deployment\.environment/, 'resource attributes shown');
+    assert.match(text, /e2e\.payments/, 'instrumentation scope shown');
+
+    await page.click(`.wf-span[data-span-id="${ROOT}"]`);
+    const rootText = await detail.innerText();
+    assert.match(rootText, /cache\.miss/, 'event shown');
+    assert.match(rootText, /cart:42/);
+    // Data is rendered as text: the hostile attribute value appears literally and creates no element.
+    assert.ok(rootText.includes(HOSTILE), 'attribute value shown as text');
+    assert.equal(await page.locator('.span-detail img, .span-detail b').count(), 0);
+    assert.equal(await page.evaluate(() => window.__xss), undefined);
+    await shot('trace');
+    noProblems();
+  });
+
+  it('shows the logs of the trace', async () => {
+    await page.click('#trace-logs-link');
+    await page.waitForFunction(() => location.hash.startsWith('#/logs'));
+    assert.equal(await page.inputValue('input[name=trace_id]'), TRACE_ID);
+    await waitWithReload(`.logs-table tr[data-trace-id="${TRACE_ID}"]`);
+    const row = page.locator(`.logs-table tr[data-trace-id="${TRACE_ID}"]`).first();
+    const text = await row.innerText();
+    assert.match(text, new RegExp(LOG_BODY));
+    assert.match(text, /ERROR/);
+    await row.click();
+    await page.waitForSelector('.log-detail:not([hidden])');
+    await shot('logs');
+    // The trace link leads back to the waterfall.
+    await row.locator('a.trace-link').click();
+    await page.waitForFunction((id) => location.hash.startsWith(`#/trace/${id}`), TRACE_ID);
+    await page.waitForSelector('.wf-span');
+    noProblems();
+  });
+
+  it('renders the logs view unfiltered', async () => {
+    await page.goto(`${base}/#/logs`);
+    await page.waitForSelector('.logs-table, .page-logs .notice');
+    await page.selectOption('select[name=severity]', 'error');
+    await page.waitForSelector(`.logs-table tr[data-trace-id="${TRACE_ID}"]`);
+    noProblems();
+  });
+
+  it('plots a metric', async () => {
+    await page.goto(`${base}/#/metrics`);
+    await waitWithReload(`.metric-item[data-metric="${METRIC}"]`);
+    await page.click(`.metric-item[data-metric="${METRIC}"]`);
+    await page.waitForFunction((m) => decodeURIComponent(location.hash).includes(m), METRIC);
+    await page.waitForSelector('.chart-wrap .uplot canvas');
+    const legend = await page.innerText('.chart-wrap .u-legend');
+    assert.match(legend, /http\.route=\/checkout/);
+    await page.selectOption('select[name=service]', FRONTEND);
+    await page.waitForSelector('.chart-wrap .uplot canvas');
+    await shot('metrics');
+    noProblems();
+  });
+
+  it('shows the API error message for an unknown trace', async () => {
+    await page.goto(`${base}/#/trace/${'0'.repeat(32)}`);
+    await page.waitForSelector('.page-trace .notice');
+    assert.match(await page.innerText('.page-trace .notice'), /not found/i);
+    // The 404 itself is logged by Chromium as a failed resource load; that one is expected.
+    const unexpected = problems.filter((p) => !/status of 404/.test(p));
+    problems.length = 0;
+    assert.deepEqual(unexpected, []);
+  });
+});
