@@ -157,6 +157,7 @@ describe('dashboard', { skip, timeout: 240_000 }, () => {
   const problems = []; // page errors and console errors, checked after every step
 
   before(async () => {
+    fs.rmSync(OUT, { recursive: true, force: true }); // screenshots of this run only
     fs.mkdirSync(OUT, { recursive: true });
     assert.ok(fs.existsSync(BIN), `OXEYE_BIN=${BIN} does not exist`);
     assert.ok(fs.existsSync(CHROMIUM), `${CHROMIUM} is missing: apt-get install -y chromium`);
@@ -170,6 +171,8 @@ describe('dashboard', { skip, timeout: 240_000 }, () => {
     server.stdout.on('data', (d) => { serverLog += d; });
     server.stderr.on('data', (d) => { serverLog += d; });
     server.on('exit', (code, signal) => { serverExit = { code, signal }; });
+    // Last resort if the runner is interrupted before `after` runs.
+    process.once('exit', () => { if (!serverExit) server.kill('SIGKILL'); });
 
     const deadline = Date.now() + 60_000;
     for (;;) {
@@ -224,13 +227,38 @@ describe('dashboard', { skip, timeout: 240_000 }, () => {
         await page.waitForSelector(selector, { timeout: 3_000 });
         return;
       } catch (e) {
-        if (Date.now() > deadline) throw e;
+        if (Date.now() > deadline) {
+          // Say what the page shows instead (an API error, an empty state) rather than only "timeout".
+          const shown = await page.locator('.notice').allInnerTexts().catch(() => []);
+          await shot(`failed-${Date.now()}`).catch(() => {});
+          throw new Error(`${selector} did not appear within ${ms / 1000} s on ${await page.evaluate(() => location.hash)}` +
+            (shown.length ? `; the page shows: ${shown.join(' | ')}` : ''), { cause: e });
+        }
         await page.click('#refresh-now');
       }
     }
   }
 
-  it('serves the dashboard and lists the services', async () => {
+  // Steps build on each other: after the first failure the dependent ones are skipped, not failed
+  // again; `independent` steps (they start from their own URL) still run.
+  let brokenAt = null;
+  function step(name, fn, { independent = false } = {}) {
+    it(name, async (t) => {
+      if (brokenAt && !independent) {
+        t.skip(`an earlier step failed: ${brokenAt}`);
+        return;
+      }
+      try {
+        await fn(t);
+      } catch (e) {
+        brokenAt ??= name;
+        problems.length = 0; // reported with this step; later steps start clean
+        throw e;
+      }
+    });
+  }
+
+  step('serves the dashboard and lists the services', async () => {
     await page.goto(`${base}/`);
     await page.waitForFunction(() => location.hash === '#/services');
     await waitWithReload(`.services-table tr[data-service="${FRONTEND}"]`);
@@ -241,7 +269,7 @@ describe('dashboard', { skip, timeout: 240_000 }, () => {
     noProblems();
   });
 
-  it('goes from a service to its traces', async () => {
+  step('goes from a service to its traces', async () => {
     await page.click(`.services-table tr[data-service="${FRONTEND}"] a.service-link`);
     await page.waitForFunction((svc) => location.hash.startsWith('#/traces') && location.hash.includes(encodeURIComponent(svc)), FRONTEND);
     assert.equal(await page.inputValue('input[name=service]'), FRONTEND);
@@ -253,7 +281,7 @@ describe('dashboard', { skip, timeout: 240_000 }, () => {
     noProblems();
   });
 
-  it('filters traces by attribute and status', async () => {
+  step('filters traces by attribute and status', async () => {
     await page.fill('input[name=attr]', 'payment.currency=EUR');
     await page.selectOption('select[name=status]', 'error');
     await page.fill('input[name=service]', '');
@@ -266,7 +294,7 @@ describe('dashboard', { skip, timeout: 240_000 }, () => {
     noProblems();
   });
 
-  it('opens the waterfall and shows span details', async () => {
+  step('opens the waterfall and shows span details', async () => {
     await page.goto(`${base}/#/traces?service=${encodeURIComponent(FRONTEND)}`);
     await page.click(`.traces-table tr[data-trace-id="${TRACE_ID}"] a.trace-link`);
     await page.waitForFunction((id) => location.hash.startsWith(`#/trace/${id}`), TRACE_ID);
@@ -301,7 +329,7 @@ describe('dashboard', { skip, timeout: 240_000 }, () => {
     noProblems();
   });
 
-  it('shows the logs of the trace', async () => {
+  step('shows the logs of the trace', async () => {
     await page.click('#trace-logs-link');
     await page.waitForFunction(() => location.hash.startsWith('#/logs'));
     assert.equal(await page.inputValue('input[name=trace_id]'), TRACE_ID);
@@ -320,15 +348,15 @@ describe('dashboard', { skip, timeout: 240_000 }, () => {
     noProblems();
   });
 
-  it('renders the logs view unfiltered', async () => {
+  step('renders the logs view unfiltered', async () => {
     await page.goto(`${base}/#/logs`);
     await page.waitForSelector('.logs-table, .page-logs .notice');
     await page.selectOption('select[name=severity]', 'error');
-    await page.waitForSelector(`.logs-table tr[data-trace-id="${TRACE_ID}"]`);
+    await waitWithReload(`.logs-table tr[data-trace-id="${TRACE_ID}"]`);
     noProblems();
-  });
+  }, { independent: true });
 
-  it('plots a metric', async () => {
+  step('plots a metric', async () => {
     await page.goto(`${base}/#/metrics`);
     await waitWithReload(`.metric-item[data-metric="${METRIC}"]`);
     await page.click(`.metric-item[data-metric="${METRIC}"]`);
@@ -340,9 +368,9 @@ describe('dashboard', { skip, timeout: 240_000 }, () => {
     await page.waitForSelector('.chart-wrap .uplot canvas');
     await shot('metrics');
     noProblems();
-  });
+  }, { independent: true });
 
-  it('shows the API error message for an unknown trace', async () => {
+  step('shows the API error message for an unknown trace', async () => {
     await page.goto(`${base}/#/trace/${'0'.repeat(32)}`);
     await page.waitForSelector('.page-trace .notice');
     assert.match(await page.innerText('.page-trace .notice'), /not found/i);
@@ -350,5 +378,5 @@ describe('dashboard', { skip, timeout: 240_000 }, () => {
     const unexpected = problems.filter((p) => !/status of 404/.test(p));
     problems.length = 0;
     assert.deepEqual(unexpected, []);
-  });
+  }, { independent: true });
 });

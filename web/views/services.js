@@ -40,6 +40,7 @@ export default function mount(root, { params }, ctx) {
     h('section', { class: 'panel' }, body));
 
   async function load() {
+    subtitle.textContent = `RED metrics of entry spans, ${rangeLabel()}`;
     try {
       const res = await get('services', timeWindow(), { signal: slot.next() });
       data = res.services || [];

@@ -27,7 +27,12 @@ pub struct QueryResult {
 impl Store {
     /// A session that sees a consistent snapshot of memory and files.
     pub(crate) fn session(&self) -> Result<SessionContext, StoreError> {
-        let ctx = SessionContext::new_with_config(SessionConfig::new().with_target_partitions(2));
+        // Column names are CamelCase as in ClickHouse; keep unquoted identifiers case-sensitive
+        // there too, so the same queries run on both.
+        let config = SessionConfig::new()
+            .with_target_partitions(2)
+            .set_bool("datafusion.sql_parser.enable_ident_normalization", false);
+        let ctx = SessionContext::new_with_config(config);
         let snapshot: Vec<(Table, Vec<RecordBatch>, Vec<String>)> = {
             let st = self.shared.read_state();
             Table::ALL

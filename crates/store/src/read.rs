@@ -199,6 +199,15 @@ fn n(o: &Map<String, Value>, k: &str) -> f64 {
     }
 }
 
+/// Integers exactly (nanosecond timestamps do not fit an f64).
+fn i(o: &Map<String, Value>, k: &str) -> i64 {
+    match o.get(k) {
+        Some(Value::Number(n)) => n.as_i64().unwrap_or_else(|| n.as_f64().unwrap_or(0.0) as i64),
+        Some(Value::String(s)) => s.parse().unwrap_or(0),
+        _ => 0,
+    }
+}
+
 fn u(o: &Map<String, Value>, k: &str) -> u64 {
     match o.get(k) {
         Some(Value::Number(n)) => n.as_u64().or_else(|| n.as_i64().map(|i| i.max(0) as u64)).unwrap_or(0),
@@ -344,7 +353,7 @@ impl Store {
         }
         let mut acc: HashMap<String, Acc> = HashMap::new();
         for o in self.objects(&spans_sql).await? {
-            let ts = n(&o, "ts") as i64;
+            let ts = i(&o, "ts");
             let end = ts + u(&o, "Duration") as i64;
             let a = acc.entry(s(&o, "TraceId")).or_insert_with(|| Acc {
                 start: i64::MAX,
@@ -399,7 +408,7 @@ impl Store {
         );
         let mut out = Vec::new();
         for o in self.objects(&sql).await? {
-            let ts = n(&o, "__ts") as i64;
+            let ts = i(&o, "__ts");
             let dur = u(&o, "Duration");
             let list = |k: &str| match o.get(k) {
                 Some(Value::Array(a)) => a.clone(),
@@ -478,11 +487,11 @@ impl Store {
             .await?
             .iter()
             .map(|o| {
-                let ts = n(o, "__ts") as i64;
+                let ts = i(o, "__ts");
                 LogEntry {
                     time_unix_nano: ts.to_string(),
                     time_ms: ts as f64 / 1e6,
-                    observed_time_unix_nano: (n(o, "__ots") as i64).to_string(),
+                    observed_time_unix_nano: (i(o, "__ots")).to_string(),
                     service: s(o, "ServiceName"),
                     severity_text: s(o, "SeverityText"),
                     severity_number: n(o, "SeverityNumber") as i64,
@@ -591,11 +600,11 @@ impl Store {
 }
 
 fn point(o: &Map<String, Value>, kind: &str) -> Value {
-    let t = n(o, "__t") as i64;
+    let t = i(o, "__t");
     let mut p = Map::new();
     p.insert("t".into(), Value::from(t as f64 / 1e6));
     p.insert("time_unix_nano".into(), Value::from(t.to_string()));
-    p.insert("start_time_unix_nano".into(), Value::from((n(o, "__st") as i64).to_string()));
+    p.insert("start_time_unix_nano".into(), Value::from((i(o, "__st")).to_string()));
     let copy = |p: &mut Map<String, Value>, from: &str, to: &str| {
         p.insert(to.into(), o.get(from).cloned().unwrap_or(Value::Null));
     };
