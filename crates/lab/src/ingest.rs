@@ -77,7 +77,9 @@ fn request(seed: u64, n: usize) -> ExportTraceServiceRequest {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_nanos() as u64)
         .unwrap_or(0);
-    let mut rng = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+    let mut rng = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
     let mut next = move || {
         rng ^= rng << 13;
         rng ^= rng >> 7;
@@ -95,7 +97,11 @@ fn request(seed: u64, n: usize) -> ExportTraceServiceRequest {
             trace_id[8..].copy_from_slice(&next().to_le_bytes());
             root = next().to_le_bytes();
         }
-        let span_id = if i % 8 == 0 { root } else { next().to_le_bytes() };
+        let span_id = if i % 8 == 0 {
+            root
+        } else {
+            next().to_le_bytes()
+        };
         let start = now - (next() % 1_000_000_000);
         let dur = 50_000 + next() % 50_000_000;
         spans.push(Span {
@@ -107,10 +113,19 @@ fn request(seed: u64, n: usize) -> ExportTraceServiceRequest {
             start_time_unix_nano: start,
             end_time_unix_nano: start + dur,
             attributes: vec![
-                kv("http.request.method", any_value::Value::StringValue("GET".into())),
+                kv(
+                    "http.request.method",
+                    any_value::Value::StringValue("GET".into()),
+                ),
                 kv("http.response.status_code", any_value::Value::IntValue(200)),
-                kv("url.path", any_value::Value::StringValue(format!("/api/items/{}", next() % 1000))),
-                kv("server.address", any_value::Value::StringValue("10.0.0.1".into())),
+                kv(
+                    "url.path",
+                    any_value::Value::StringValue(format!("/api/items/{}", next() % 1000)),
+                ),
+                kv(
+                    "server.address",
+                    any_value::Value::StringValue("10.0.0.1".into()),
+                ),
             ],
             events: if i % 16 == 0 {
                 vec![span::Event {
@@ -134,8 +149,14 @@ fn request(seed: u64, n: usize) -> ExportTraceServiceRequest {
             resource: Some(Resource {
                 attributes: vec![
                     kv("service.name", any_value::Value::StringValue(svc.into())),
-                    kv("service.version", any_value::Value::StringValue("1.4.2".into())),
-                    kv("host.name", any_value::Value::StringValue("bench-host".into())),
+                    kv(
+                        "service.version",
+                        any_value::Value::StringValue("1.4.2".into()),
+                    ),
+                    kv(
+                        "host.name",
+                        any_value::Value::StringValue("bench-host".into()),
+                    ),
                 ],
                 ..Default::default()
             }),
@@ -196,7 +217,10 @@ pub fn bench_ingest(exe: &Path, a: IngestArgs) -> Result<(), LabError> {
     if let Some(parent) = a.out.parent() {
         std::fs::create_dir_all(parent)?;
     }
-    std::fs::write(&a.out, serde_json::to_string_pretty(&figures).unwrap_or_default())?;
+    std::fs::write(
+        &a.out,
+        serde_json::to_string_pretty(&figures).unwrap_or_default(),
+    )?;
     println!(
         "ingest: {:.0} spans/s, {:.0} spans per server CPU-second (target 300000), server RSS {:.0} MiB (peak {:.0}, target < 500), export p99 {:.1} ms; {} acked, {} refused; figures in {}",
         figures.spans_per_second,
@@ -223,7 +247,8 @@ async fn drive(server: &Server, a: &IngestArgs) -> Result<Outcome, LabError> {
             .max_decoding_message_size(64 << 20);
         clients.push(c);
     }
-    let pool: Arc<Vec<ExportTraceServiceRequest>> = Arc::new((0..64).map(|i| request(i + 1, a.batch)).collect());
+    let pool: Arc<Vec<ExportTraceServiceRequest>> =
+        Arc::new((0..64).map(|i| request(i + 1, a.batch)).collect());
     // Warm-up: let allocations and the first WAL segment settle.
     for r in pool.iter().take(20) {
         let _ = clients[0].clone().export(r.clone()).await;
@@ -243,7 +268,13 @@ async fn drive(server: &Server, a: &IngestArgs) -> Result<Outcome, LabError> {
     let mut tasks = Vec::new();
     for w in 0..a.concurrency {
         let mut client = clients[w % clients.len()].clone();
-        let (pool, next, acked, refused, bar) = (pool.clone(), next.clone(), acked.clone(), refused.clone(), bar.clone());
+        let (pool, next, acked, refused, bar) = (
+            pool.clone(),
+            next.clone(),
+            acked.clone(),
+            refused.clone(),
+            bar.clone(),
+        );
         let batch = a.batch as u64;
         tasks.push(tokio::spawn(async move {
             let mut hist = Histogram::<u64>::new(3).unwrap_or_else(|_| unreachable!());
@@ -260,7 +291,10 @@ async fn drive(server: &Server, a: &IngestArgs) -> Result<Outcome, LabError> {
                         let _ = hist.record(t.elapsed().as_micros() as u64);
                         bar.inc(batch);
                     }
-                    Err(s) if s.code() == tonic::Code::ResourceExhausted || s.code() == tonic::Code::Unavailable => {
+                    Err(s)
+                        if s.code() == tonic::Code::ResourceExhausted
+                            || s.code() == tonic::Code::Unavailable =>
+                    {
                         refused.fetch_add(1, Ordering::Relaxed);
                         tokio::time::sleep(Duration::from_millis(20)).await;
                     }
@@ -283,5 +317,12 @@ async fn drive(server: &Server, a: &IngestArgs) -> Result<Outcome, LabError> {
     let wall = t0.elapsed().as_secs_f64();
     let cpu = cpu_seconds(pid) - cpu0;
     let a_n = acked.load(Ordering::Relaxed);
-    Ok((a_n, refused.load(Ordering::Relaxed), requests * a.batch as u64, wall, cpu, hist))
+    Ok((
+        a_n,
+        refused.load(Ordering::Relaxed),
+        requests * a.batch as u64,
+        wall,
+        cpu,
+        hist,
+    ))
 }

@@ -10,9 +10,13 @@ use crate::LabError;
 
 /// user + system CPU seconds of `pid` so far.
 pub fn cpu_seconds(pid: u32) -> f64 {
-    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { return 0.0 };
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return 0.0;
+    };
     // Fields after the parenthesised command name; utime and stime are the 12th and 13th of them.
-    let Some(rest) = stat.rsplit(')').next() else { return 0.0 };
+    let Some(rest) = stat.rsplit(')').next() else {
+        return 0.0;
+    };
     let f: Vec<&str> = rest.split_whitespace().collect();
     let ticks: f64 = f.get(11).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0)
         + f.get(12).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
@@ -23,7 +27,9 @@ pub fn cpu_seconds(pid: u32) -> f64 {
 
 /// (current RSS, peak RSS) in bytes.
 pub fn rss_bytes(pid: u32) -> (u64, u64) {
-    let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) else { return (0, 0) };
+    let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) else {
+        return (0, 0);
+    };
     let field = |name: &str| {
         status
             .lines()
@@ -61,7 +67,12 @@ impl Server {
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()?;
-        let mut out = BufReader::new(child.stdout.take().ok_or_else(|| LabError::Setup("no stdout".into()))?);
+        let mut out = BufReader::new(
+            child
+                .stdout
+                .take()
+                .ok_or_else(|| LabError::Setup("no stdout".into()))?,
+        );
         let deadline = Instant::now() + Duration::from_secs(60);
         let mut line = String::new();
         loop {

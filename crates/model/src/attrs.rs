@@ -40,12 +40,19 @@ fn to_json(v: &AnyValue) -> serde_json::Value {
         Some(Value::DoubleValue(d)) => serde_json::Number::from_f64(*d)
             .map(J::Number)
             .unwrap_or_else(|| J::String(format_double(*d))),
-        Some(Value::BytesValue(b)) => J::String(base64::engine::general_purpose::STANDARD.encode(b)),
+        Some(Value::BytesValue(b)) => {
+            J::String(base64::engine::general_purpose::STANDARD.encode(b))
+        }
         Some(Value::ArrayValue(a)) => J::Array(a.values.iter().map(to_json).collect()),
         Some(Value::KvlistValue(kv)) => J::Object(
             kv.values
                 .iter()
-                .map(|k| (k.key.clone(), k.value.as_ref().map(to_json).unwrap_or(J::Null)))
+                .map(|k| {
+                    (
+                        k.key.clone(),
+                        k.value.as_ref().map(to_json).unwrap_or(J::Null),
+                    )
+                })
                 .collect(),
         ),
         // String-table references only occur in profiles, which carry their own tables.
@@ -59,7 +66,11 @@ fn to_json(v: &AnyValue) -> serde_json::Value {
 pub fn attrs_from_otlp(kvs: &[KeyValue]) -> Attrs {
     let mut out: Attrs = Vec::with_capacity(kvs.len());
     for kv in kvs {
-        let v = kv.value.as_ref().map(any_value_to_string).unwrap_or_default();
+        let v = kv
+            .value
+            .as_ref()
+            .map(any_value_to_string)
+            .unwrap_or_default();
         if let Some(slot) = out.iter_mut().find(|(k, _)| *k == kv.key) {
             slot.1 = v;
         } else {

@@ -11,7 +11,10 @@ pub struct Resource {
 
 impl Resource {
     pub fn get(&self, key: &str) -> Option<&str> {
-        self.attributes.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
+        self.attributes
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
     }
 
     /// `service.name`, or the semantic-conventions fallback `unknown_service`.
@@ -66,7 +69,11 @@ impl Batch {
     pub fn len(&self) -> usize {
         match self {
             Batch::Spans(g) => g.iter().map(|g| g.items.len()).sum(),
-            Batch::Metrics(g) => g.iter().flat_map(|g| &g.items).map(|m| m.points.len()).sum(),
+            Batch::Metrics(g) => g
+                .iter()
+                .flat_map(|g| &g.items)
+                .map(|m| m.points.len())
+                .sum(),
             Batch::Logs(g) => g.iter().map(|g| g.items.len()).sum(),
         }
     }
@@ -203,7 +210,11 @@ pub struct LogRecord {
 impl LogRecord {
     /// The time to index by: the event time, or when it was observed if the source had no clock.
     pub fn effective_time(&self) -> u64 {
-        if self.time_unix_nano != 0 { self.time_unix_nano } else { self.observed_time_unix_nano }
+        if self.time_unix_nano != 0 {
+            self.time_unix_nano
+        } else {
+            self.observed_time_unix_nano
+        }
     }
 }
 

@@ -26,7 +26,9 @@ impl std::error::Error for InvalidData {}
 
 fn resource(r: Option<&OtlpResource>, schema_url: &str) -> Arc<Resource> {
     Arc::new(Resource {
-        attributes: r.map(|r| attrs_from_otlp(&r.attributes)).unwrap_or_default(),
+        attributes: r
+            .map(|r| attrs_from_otlp(&r.attributes))
+            .unwrap_or_default(),
         schema_url: schema_url.to_string(),
     })
 }
@@ -48,7 +50,12 @@ fn scope(s: Option<&InstrumentationScope>, schema_url: &str) -> Arc<Scope> {
 }
 
 /// Hex of an id that must be exactly `len` bytes (`allow_empty` for optional ids).
-fn id_hex(bytes: &[u8], len: usize, allow_empty: bool, what: &dyn Fn() -> String) -> Result<String, InvalidData> {
+fn id_hex(
+    bytes: &[u8],
+    len: usize,
+    allow_empty: bool,
+    what: &dyn Fn() -> String,
+) -> Result<String, InvalidData> {
     if bytes.len() == len || (allow_empty && bytes.is_empty()) {
         if bytes.iter().all(|b| *b == 0) && !bytes.is_empty() && !allow_empty {
             return Err(InvalidData(format!("{}: must not be all zeros", what())));
@@ -97,8 +104,12 @@ pub fn spans_from_otlp(req: ExportTraceServiceRequest) -> Result<Batch, InvalidD
                         .enumerate()
                         .map(|(li, l)| {
                             Ok(SpanLink {
-                                trace_id: id_hex(&l.trace_id, 16, false, &|| at(&format!("links[{li}].traceId")))?,
-                                span_id: id_hex(&l.span_id, 8, false, &|| at(&format!("links[{li}].spanId")))?,
+                                trace_id: id_hex(&l.trace_id, 16, false, &|| {
+                                    at(&format!("links[{li}].traceId"))
+                                })?,
+                                span_id: id_hex(&l.span_id, 8, false, &|| {
+                                    at(&format!("links[{li}].spanId"))
+                                })?,
                                 trace_state: l.trace_state.clone(),
                                 attributes: attrs_from_otlp(&l.attributes),
                             })
@@ -127,7 +138,8 @@ pub fn logs_from_otlp(req: ExportLogsServiceRequest) -> Result<Batch, InvalidDat
         for (si, sl) in rl.scope_logs.iter().enumerate() {
             let mut items = Vec::with_capacity(sl.log_records.len());
             for (i, l) in sl.log_records.iter().enumerate() {
-                let at = |f: &str| format!("resourceLogs[{ri}].scopeLogs[{si}].logRecords[{i}].{f}");
+                let at =
+                    |f: &str| format!("resourceLogs[{ri}].scopeLogs[{si}].logRecords[{i}].{f}");
                 items.push(LogRecord {
                     time_unix_nano: l.time_unix_nano,
                     observed_time_unix_nano: l.observed_time_unix_nano,
@@ -349,7 +361,9 @@ mod tests {
             ..Default::default()
         }))
         .unwrap();
-        let Batch::Spans(g) = b else { panic!("expected spans") };
+        let Batch::Spans(g) = b else {
+            panic!("expected spans")
+        };
         assert_eq!(g[0].items[0].trace_id, "ab".repeat(16));
         assert_eq!(g[0].items[0].span_id, "0c".repeat(8));
         assert_eq!(g[0].items[0].parent_span_id, "");

@@ -49,7 +49,9 @@ impl Default for Settings {
 /// Parses `10s`, `5m`, `12h`, `7d`, `250ms`.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
-    let split = s.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(s.len());
+    let split = s
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(s.len());
     let (num, unit) = s.split_at(split);
     let n: f64 = num
         .parse()
@@ -61,7 +63,11 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         "h" => n * 3600.0,
         "d" => n * 86400.0,
         "w" => n * 7.0 * 86400.0,
-        _ => return Err(format!("expected a duration like 30s, 15m, 12h or 7d, found {s:?}")),
+        _ => {
+            return Err(format!(
+                "expected a duration like 30s, 15m, 12h or 7d, found {s:?}"
+            ));
+        }
     };
     Ok(Duration::from_secs_f64(secs))
 }
@@ -69,7 +75,9 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
 /// Parses `1048576`, `512KiB`, `64MiB`, `10GiB`, `1GB`.
 pub fn parse_size(s: &str) -> Result<u64, String> {
     let t = s.trim();
-    let split = t.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(t.len());
+    let split = t
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(t.len());
     let (num, unit) = t.split_at(split);
     let n: f64 = num
         .parse()
@@ -91,8 +99,16 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
 
 pub fn parse_addr(s: &str) -> Result<SocketAddr, String> {
     let s = s.trim();
-    let with_host = if s.starts_with(':') { format!("0.0.0.0{s}") } else { s.to_string() };
-    let with_host = if with_host.starts_with("localhost:") { with_host.replacen("localhost", "127.0.0.1", 1) } else { with_host };
+    let with_host = if s.starts_with(':') {
+        format!("0.0.0.0{s}")
+    } else {
+        s.to_string()
+    };
+    let with_host = if with_host.starts_with("localhost:") {
+        with_host.replacen("localhost", "127.0.0.1", 1)
+    } else {
+        with_host
+    };
     with_host
         .parse()
         .map_err(|_| format!("expected host:port such as 127.0.0.1:4317, found {s:?}"))
@@ -121,7 +137,12 @@ fn kind(v: &Value) -> &'static str {
 }
 
 /// The keys of a mapping (reporting unknown ones), or None with a problem if it is not a mapping.
-fn mapping<'a>(v: &'a Value, path: &str, known: &[&str], p: &mut Problems) -> Option<Vec<(String, &'a Value)>> {
+fn mapping<'a>(
+    v: &'a Value,
+    path: &str,
+    known: &[&str],
+    p: &mut Problems,
+) -> Option<Vec<(String, &'a Value)>> {
     match v {
         Value::Null => Some(Vec::new()),
         Value::Mapping(m) => {
@@ -131,7 +152,12 @@ fn mapping<'a>(v: &'a Value, path: &str, known: &[&str], p: &mut Problems) -> Op
                     p.add(path, format!("keys must be strings, found {}", kind(k)));
                     continue;
                 };
-                if !known.is_empty() && !known.contains(&k) && !known.iter().any(|kn| kn.ends_with('/') && k.starts_with(kn)) {
+                if !known.is_empty()
+                    && !known.contains(&k)
+                    && !known
+                        .iter()
+                        .any(|kn| kn.ends_with('/') && k.starts_with(kn))
+                {
                     p.add(
                         &join(path, k),
                         format!("unknown key (expected one of: {})", known.join(", ")),
@@ -150,10 +176,14 @@ fn mapping<'a>(v: &'a Value, path: &str, known: &[&str], p: &mut Problems) -> Op
 }
 
 fn join(path: &str, key: &str) -> String {
-    if path.is_empty() { key.to_string() } else { format!("{path}.{key}") }
+    if path.is_empty() {
+        key.to_string()
+    } else {
+        format!("{path}.{key}")
+    }
 }
 
-fn string<'a>(v: &'a Value, path: &str, p: &mut Problems) -> Option<String> {
+fn string(v: &Value, path: &str, p: &mut Problems) -> Option<String> {
     match v {
         Value::String(s) => Some(s.clone()),
         Value::Number(n) => Some(n.to_string()),
@@ -168,13 +198,21 @@ fn boolean(v: &Value, path: &str, p: &mut Problems) -> Option<bool> {
     match v {
         Value::Bool(b) => Some(*b),
         other => {
-            p.add(path, format!("expected true or false, found {}", kind(other)));
+            p.add(
+                path,
+                format!("expected true or false, found {}", kind(other)),
+            );
             None
         }
     }
 }
 
-fn with<T>(v: &Value, path: &str, p: &mut Problems, f: impl Fn(&str) -> Result<T, String>) -> Option<T> {
+fn with<T>(
+    v: &Value,
+    path: &str,
+    p: &mut Problems,
+    f: impl Fn(&str) -> Result<T, String>,
+) -> Option<T> {
     let s = string(v, path, p)?;
     match f(&s) {
         Ok(t) => Some(t),
@@ -187,36 +225,60 @@ fn with<T>(v: &Value, path: &str, p: &mut Problems, f: impl Fn(&str) -> Result<T
 
 /// Applies a config file on top of `s`. Returns every problem found, or the updated settings.
 pub fn apply_file(text: &str, s: &mut Settings) -> Result<(), Vec<String>> {
-    let root: Value = serde_yaml::from_str(text).map_err(|e| vec![format!("not valid YAML: {e}")])?;
+    let root: Value =
+        serde_yaml::from_str(text).map_err(|e| vec![format!("not valid YAML: {e}")])?;
     let mut p = Problems::default();
-    let top = mapping(&root, "", &["receivers", "processors", "exporters", "pipelines", "server"], &mut p)
-        .unwrap_or_default();
+    let top = mapping(
+        &root,
+        "",
+        &[
+            "receivers",
+            "processors",
+            "exporters",
+            "pipelines",
+            "server",
+        ],
+        &mut p,
+    )
+    .unwrap_or_default();
     let mut receivers: Vec<String> = Vec::new();
     let mut processors: Vec<String> = Vec::new();
     let mut exporters: Vec<String> = Vec::new();
     for (key, val) in &top {
         match key.as_str() {
             "receivers" => {
-                for (name, r) in mapping(val, "receivers", &["otlp", "otlp/"], &mut p).unwrap_or_default() {
+                for (name, r) in
+                    mapping(val, "receivers", &["otlp", "otlp/"], &mut p).unwrap_or_default()
+                {
                     receivers.push(name.clone());
                     let path = format!("receivers.{name}");
-                    for (k, v) in mapping(r, &path, &["protocols", "bearer_token"], &mut p).unwrap_or_default() {
+                    for (k, v) in mapping(r, &path, &["protocols", "bearer_token"], &mut p)
+                        .unwrap_or_default()
+                    {
                         let kp = join(&path, &k);
                         match k.as_str() {
                             "bearer_token" => s.receiver_token = string(v, &kp, &mut p),
                             _ => {
                                 s.otlp_grpc_addr = None;
                                 s.otlp_http_addr = None;
-                                for (proto, pv) in mapping(v, &kp, &["grpc", "http"], &mut p).unwrap_or_default() {
+                                for (proto, pv) in
+                                    mapping(v, &kp, &["grpc", "http"], &mut p).unwrap_or_default()
+                                {
                                     let pp = join(&kp, &proto);
-                                    let default = if proto == "grpc" { "127.0.0.1:4317" } else { "127.0.0.1:4318" };
+                                    let default = if proto == "grpc" {
+                                        "127.0.0.1:4317"
+                                    } else {
+                                        "127.0.0.1:4318"
+                                    };
                                     let mut addr = parse_addr(default).ok();
                                     let known: &[&str] = if proto == "grpc" {
                                         &["endpoint"]
                                     } else {
                                         &["endpoint", "max_request_body_size"]
                                     };
-                                    for (f, fv) in mapping(pv, &pp, known, &mut p).unwrap_or_default() {
+                                    for (f, fv) in
+                                        mapping(pv, &pp, known, &mut p).unwrap_or_default()
+                                    {
                                         let fp = join(&pp, &f);
                                         match f.as_str() {
                                             "endpoint" => addr = with(fv, &fp, &mut p, parse_addr),
@@ -239,13 +301,20 @@ pub fn apply_file(text: &str, s: &mut Settings) -> Result<(), Vec<String>> {
                 }
             }
             "processors" => {
-                for (name, pr) in mapping(val, "processors", &["resourcedetection", "resourcedetection/", "memory_limiter"], &mut p)
-                    .unwrap_or_default()
+                for (name, pr) in mapping(
+                    val,
+                    "processors",
+                    &["resourcedetection", "resourcedetection/", "memory_limiter"],
+                    &mut p,
+                )
+                .unwrap_or_default()
                 {
                     processors.push(name.clone());
                     let path = format!("processors.{name}");
                     if name.starts_with("resourcedetection") {
-                        for (k, v) in mapping(pr, &path, &["host", "process"], &mut p).unwrap_or_default() {
+                        for (k, v) in
+                            mapping(pr, &path, &["host", "process"], &mut p).unwrap_or_default()
+                        {
                             let b = boolean(v, &join(&path, &k), &mut p);
                             match (k.as_str(), b) {
                                 ("host", Some(b)) => s.enrich_host = b,
@@ -263,11 +332,18 @@ pub fn apply_file(text: &str, s: &mut Settings) -> Result<(), Vec<String>> {
                 }
             }
             "exporters" => {
-                for (name, e) in mapping(val, "exporters", &["store", "store/"], &mut p).unwrap_or_default() {
+                for (name, e) in
+                    mapping(val, "exporters", &["store", "store/"], &mut p).unwrap_or_default()
+                {
                     exporters.push(name.clone());
                     let path = format!("exporters.{name}");
-                    for (k, v) in
-                        mapping(e, &path, &["data_dir", "retention", "flush_interval"], &mut p).unwrap_or_default()
+                    for (k, v) in mapping(
+                        e,
+                        &path,
+                        &["data_dir", "retention", "flush_interval"],
+                        &mut p,
+                    )
+                    .unwrap_or_default()
                     {
                         let kp = join(&path, &k);
                         match k.as_str() {
@@ -282,7 +358,9 @@ pub fn apply_file(text: &str, s: &mut Settings) -> Result<(), Vec<String>> {
                                 }
                             }
                             _ => {
-                                for (rk, rv) in mapping(v, &kp, &["max_age", "max_size"], &mut p).unwrap_or_default() {
+                                for (rk, rv) in mapping(v, &kp, &["max_age", "max_size"], &mut p)
+                                    .unwrap_or_default()
+                                {
                                     let rp = join(&kp, &rk);
                                     if rk == "max_age" {
                                         s.retention_age = with(rv, &rp, &mut p, parse_duration);
@@ -307,11 +385,23 @@ pub fn apply_file(text: &str, s: &mut Settings) -> Result<(), Vec<String>> {
     }
     // Pipelines may only name components defined above.
     if let Some((_, pl)) = top.iter().find(|(k, _)| k == "pipelines") {
-        for (name, def) in mapping(pl, "pipelines", &["traces", "metrics", "logs", "traces/", "metrics/", "logs/"], &mut p)
-            .unwrap_or_default()
+        for (name, def) in mapping(
+            pl,
+            "pipelines",
+            &["traces", "metrics", "logs", "traces/", "metrics/", "logs/"],
+            &mut p,
+        )
+        .unwrap_or_default()
         {
             let path = format!("pipelines.{name}");
-            for (k, v) in mapping(def, &path, &["receivers", "processors", "exporters"], &mut p).unwrap_or_default() {
+            for (k, v) in mapping(
+                def,
+                &path,
+                &["receivers", "processors", "exporters"],
+                &mut p,
+            )
+            .unwrap_or_default()
+            {
                 let kp = join(&path, &k);
                 let defined = match k.as_str() {
                     "receivers" => &receivers,
@@ -387,7 +477,10 @@ pipelines:
     #[test]
     fn sizes_and_durations() {
         assert_eq!(parse_size("64MiB").unwrap(), 64 << 20);
-        assert_eq!(parse_duration("7d").unwrap(), Duration::from_secs(7 * 86400));
+        assert_eq!(
+            parse_duration("7d").unwrap(),
+            Duration::from_secs(7 * 86400)
+        );
         assert!(parse_duration("soon").is_err());
     }
 }

@@ -29,7 +29,11 @@ fn kernel_release() -> String {
 
 fn effective_caps() -> Option<u64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let hex = status.lines().find_map(|l| l.strip_prefix("CapEff:"))?.trim().to_string();
+    let hex = status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapEff:"))?
+        .trim()
+        .to_string();
     u64::from_str_radix(&hex, 16).ok()
 }
 
@@ -54,9 +58,17 @@ pub fn run(a: DoctorArgs) -> anyhow::Result<()> {
     let mut failures = 0;
     line(Level::Ok, "kernel", kernel_release());
     if Path::new("/sys/kernel/btf/vmlinux").exists() {
-        line(Level::Ok, "btf", "/sys/kernel/btf/vmlinux present (CO-RE eBPF programs can load)");
+        line(
+            Level::Ok,
+            "btf",
+            "/sys/kernel/btf/vmlinux present (CO-RE eBPF programs can load)",
+        );
     } else {
-        line(Level::Warn, "btf", "no /sys/kernel/btf/vmlinux: eBPF profiling and the sensor will stay off");
+        line(
+            Level::Warn,
+            "btf",
+            "no /sys/kernel/btf/vmlinux: eBPF profiling and the sensor will stay off",
+        );
     }
     let euid = unsafe { libc::geteuid() };
     let caps = effective_caps().unwrap_or(0);
@@ -64,16 +76,33 @@ pub fn run(a: DoctorArgs) -> anyhow::Result<()> {
     let cap_perfmon = caps & (1 << 38) != 0;
     let cap_sys_admin = caps & (1 << 21) != 0;
     if euid == 0 || (cap_bpf && cap_perfmon) || cap_sys_admin {
-        line(Level::Ok, "privileges", format!("uid {euid}, may load eBPF programs"));
+        line(
+            Level::Ok,
+            "privileges",
+            format!("uid {euid}, may load eBPF programs"),
+        );
     } else {
-        line(Level::Warn, "privileges", format!("uid {euid} without CAP_BPF+CAP_PERFMON: eBPF features off (run as root)"));
+        line(
+            Level::Warn,
+            "privileges",
+            format!("uid {euid} without CAP_BPF+CAP_PERFMON: eBPF features off (run as root)"),
+        );
     }
     match mounted("tracefs") {
         Some(p) => line(Level::Ok, "tracefs", format!("mounted at {p}")),
-        None => line(Level::Warn, "tracefs", "not mounted: `oxeye up` mounts /sys/kernel/tracing when it needs tracepoints"),
+        None => line(
+            Level::Warn,
+            "tracefs",
+            "not mounted (eBPF tracepoints need it at /sys/kernel/tracing: mount -t tracefs nodev /sys/kernel/tracing)",
+        ),
     }
-    let paranoid = std::fs::read_to_string("/proc/sys/kernel/perf_event_paranoid").unwrap_or_default();
-    line(Level::Ok, "perf_event", format!("perf_event_paranoid = {}", paranoid.trim()));
+    let paranoid =
+        std::fs::read_to_string("/proc/sys/kernel/perf_event_paranoid").unwrap_or_default();
+    line(
+        Level::Ok,
+        "perf_event",
+        format!("perf_event_paranoid = {}", paranoid.trim()),
+    );
     for (what, addr, knob) in [
         ("api port", Some(s.http_addr), "--http-addr"),
         ("otlp grpc", s.otlp_grpc_addr, "--otlp-grpc-addr"),
@@ -85,14 +114,22 @@ pub fn run(a: DoctorArgs) -> anyhow::Result<()> {
                 Ok(_) => line(Level::Ok, what, format!("{addr} is free")),
                 Err(e) => {
                     failures += 1;
-                    line(Level::Fail, what, format!("{addr}: {e} (another oxeye running? change with {knob})"))
+                    line(
+                        Level::Fail,
+                        what,
+                        format!("{addr}: {e} (another oxeye running? change with {knob})"),
+                    )
                 }
             },
         }
     }
     let dir = &s.data_dir;
     if !dir.join("wal").is_dir() {
-        line(Level::Ok, "store", format!("{} has no store yet; `oxeye up` creates it", dir.display()));
+        line(
+            Level::Ok,
+            "store",
+            format!("{} has no store yet; `oxeye up` creates it", dir.display()),
+        );
     } else {
         match store::Store::open_read_only(dir) {
             Ok(st) => {
@@ -114,7 +151,10 @@ pub fn run(a: DoctorArgs) -> anyhow::Result<()> {
                     line(
                         Level::Warn,
                         "wal",
-                        format!("{} bytes of torn tail (never acknowledged); cut at next start", stats.torn_tail_bytes),
+                        format!(
+                            "{} bytes of torn tail (never acknowledged); cut at next start",
+                            stats.torn_tail_bytes
+                        ),
                     );
                 }
             }
@@ -124,10 +164,30 @@ pub fn run(a: DoctorArgs) -> anyhow::Result<()> {
             }
         }
     }
-    let probe = if dir.exists() { dir.clone() } else { std::path::PathBuf::from(".") };
+    let probe = if dir.exists() {
+        dir.clone()
+    } else {
+        std::path::PathBuf::from(".")
+    };
     match free_bytes(&probe) {
-        Some(b) if b < 1 << 30 => line(Level::Warn, "disk", format!("{:.0} MiB free under {}", b as f64 / 1048576.0, probe.display())),
-        Some(b) => line(Level::Ok, "disk", format!("{:.1} GiB free under {}", b as f64 / 1073741824.0, probe.display())),
+        Some(b) if b < 1 << 30 => line(
+            Level::Warn,
+            "disk",
+            format!(
+                "{:.0} MiB free under {}",
+                b as f64 / 1048576.0,
+                probe.display()
+            ),
+        ),
+        Some(b) => line(
+            Level::Ok,
+            "disk",
+            format!(
+                "{:.1} GiB free under {}",
+                b as f64 / 1073741824.0,
+                probe.display()
+            ),
+        ),
         None => line(Level::Warn, "disk", "cannot read free space"),
     }
     if failures > 0 {

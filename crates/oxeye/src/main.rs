@@ -10,7 +10,11 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "oxeye", version, about = "Observability in one binary: OTLP in, durable store, query API and dashboard")]
+#[command(
+    name = "oxeye",
+    version,
+    about = "Observability in one binary: OTLP in, durable store, query API and dashboard"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -104,7 +108,8 @@ fn main() {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("OXEYE_LOG").unwrap_or_else(|_| "info,h2=warn,hyper=warn,datafusion=warn".into()),
+            tracing_subscriber::EnvFilter::try_from_env("OXEYE_LOG")
+                .unwrap_or_else(|_| "info,h2=warn,hyper=warn,datafusion=warn".into()),
         )
         .with_writer(std::io::stderr)
         .init();
@@ -113,9 +118,10 @@ fn main() {
         Command::Query(a) => query::run(a),
         Command::Doctor(a) => doctor::run(a),
         Command::Lab {
-            command: LabCommand::Bench {
-                which: BenchCommand::Ingest(a),
-            },
+            command:
+                LabCommand::Bench {
+                    which: BenchCommand::Ingest(a),
+                },
         } => std::env::current_exe()
             .map_err(anyhow::Error::from)
             .and_then(|exe| lab::bench_ingest(&exe, a).map_err(anyhow::Error::from)),

@@ -3,9 +3,16 @@ use anyhow::Context;
 use crate::QueryArgs;
 
 pub fn run(a: QueryArgs) -> anyhow::Result<()> {
-    let store = store::Store::open_read_only(&a.data_dir)
-        .with_context(|| format!("cannot open the store in {} (--data-dir)", a.data_dir.display()))?;
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    let store = store::Store::open_read_only(&a.data_dir).with_context(|| {
+        format!(
+            "cannot open the store in {} (--data-dir)",
+            a.data_dir.display()
+        )
+    })?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
     rt.block_on(async {
         match a.format.as_str() {
             "json" => {

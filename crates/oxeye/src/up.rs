@@ -25,7 +25,8 @@ use crate::config::{self, Settings};
 pub fn resolve(a: &UpArgs) -> anyhow::Result<Settings> {
     let mut s = Settings::default();
     if let Some(path) = &a.config {
-        let text = std::fs::read_to_string(path).with_context(|| format!("cannot read --config {}", path.display()))?;
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read --config {}", path.display()))?;
         if let Err(problems) = config::apply_file(&text, &mut s) {
             let mut msg = format!("{} has {} problem(s):", path.display(), problems.len());
             for p in problems {
@@ -48,28 +49,49 @@ pub fn resolve(a: &UpArgs) -> anyhow::Result<Settings> {
         flag("http-addr", config::parse_addr(v).map(|x| s.http_addr = x));
     }
     if let Some(v) = &a.otlp_grpc_addr {
-        flag("otlp-grpc-addr", config::parse_addr(v).map(|x| s.otlp_grpc_addr = Some(x)));
+        flag(
+            "otlp-grpc-addr",
+            config::parse_addr(v).map(|x| s.otlp_grpc_addr = Some(x)),
+        );
     }
     if let Some(v) = &a.otlp_http_addr {
-        flag("otlp-http-addr", config::parse_addr(v).map(|x| s.otlp_http_addr = Some(x)));
+        flag(
+            "otlp-http-addr",
+            config::parse_addr(v).map(|x| s.otlp_http_addr = Some(x)),
+        );
     }
     if let Some(v) = &a.receiver_token {
         s.receiver_token = Some(v.clone());
     }
     if let Some(v) = &a.max_body_bytes {
-        flag("max-body-bytes", config::parse_size(v).map(|x| s.max_body_bytes = x as usize));
+        flag(
+            "max-body-bytes",
+            config::parse_size(v).map(|x| s.max_body_bytes = x as usize),
+        );
     }
     if let Some(v) = &a.queue_bytes {
-        flag("queue-bytes", config::parse_size(v).map(|x| s.queue_bytes = x as usize));
+        flag(
+            "queue-bytes",
+            config::parse_size(v).map(|x| s.queue_bytes = x as usize),
+        );
     }
     if let Some(v) = &a.retention_age {
-        flag("retention-age", config::parse_duration(v).map(|x| s.retention_age = Some(x)));
+        flag(
+            "retention-age",
+            config::parse_duration(v).map(|x| s.retention_age = Some(x)),
+        );
     }
     if let Some(v) = &a.retention_size {
-        flag("retention-size", config::parse_size(v).map(|x| s.retention_bytes = Some(x)));
+        flag(
+            "retention-size",
+            config::parse_size(v).map(|x| s.retention_bytes = Some(x)),
+        );
     }
     if let Some(v) = &a.flush_interval {
-        flag("flush-interval", config::parse_duration(v).map(|x| s.flush_interval = x));
+        flag(
+            "flush-interval",
+            config::parse_duration(v).map(|x| s.flush_interval = x),
+        );
     }
     if !problems.is_empty() {
         bail!(problems.join("\n"));
@@ -86,7 +108,11 @@ pub fn resolve(a: &UpArgs) -> anyhow::Result<Settings> {
         bail!(
             "receivers on {} are reachable from other hosts, so they need a token: set --receiver-token \
              (or receivers.otlp.bearer_token), or bind 127.0.0.1",
-            exposed.iter().map(|a| a.to_string()).collect::<Vec<_>>().join(" and ")
+            exposed
+                .iter()
+                .map(|a| a.to_string())
+                .collect::<Vec<_>>()
+                .join(" and ")
         );
     }
     Ok(s)
@@ -102,8 +128,17 @@ async fn bind(addr: SocketAddr, what: &str, knob: &str) -> anyhow::Result<TcpLis
 struct StoreSink(Store);
 
 impl DurableSink for StoreSink {
-    fn write(&self, batch: Batch) -> Pin<Box<dyn Future<Output = Result<(), SinkError>> + Send + '_>> {
-        Box::pin(async move { self.0.write(&batch).await.map(|_| ()).map_err(|e| SinkError(e.to_string())) })
+    fn write(
+        &self,
+        batch: Batch,
+    ) -> Pin<Box<dyn Future<Output = Result<(), SinkError>> + Send + '_>> {
+        Box::pin(async move {
+            self.0
+                .write(&batch)
+                .await
+                .map(|_| ())
+                .map_err(|e| SinkError(e.to_string()))
+        })
     }
 }
 
@@ -152,20 +187,41 @@ fn check_data_dir(dir: &Path) -> anyhow::Result<PathBuf> {
 
 pub fn run(a: UpArgs) -> anyhow::Result<()> {
     let s = resolve(&a)?;
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
     rt.block_on(serve(s))
 }
 
 async fn serve(s: Settings) -> anyhow::Result<()> {
     let started = Instant::now();
     let data_dir = check_data_dir(&s.data_dir)?;
-    let http = bind(s.http_addr, "the dashboard and API", "--http-addr or server.endpoint").await?;
+    let http = bind(
+        s.http_addr,
+        "the dashboard and API",
+        "--http-addr or server.endpoint",
+    )
+    .await?;
     let grpc = match s.otlp_grpc_addr {
-        Some(a) => Some(bind(a, "OTLP/gRPC", "--otlp-grpc-addr or receivers.otlp.protocols.grpc.endpoint").await?),
+        Some(a) => Some(
+            bind(
+                a,
+                "OTLP/gRPC",
+                "--otlp-grpc-addr or receivers.otlp.protocols.grpc.endpoint",
+            )
+            .await?,
+        ),
         None => None,
     };
     let otlp_http = match s.otlp_http_addr {
-        Some(a) => Some(bind(a, "OTLP/HTTP", "--otlp-http-addr or receivers.otlp.protocols.http.endpoint").await?),
+        Some(a) => Some(
+            bind(
+                a,
+                "OTLP/HTTP",
+                "--otlp-http-addr or receivers.otlp.protocols.http.endpoint",
+            )
+            .await?,
+        ),
         None => None,
     };
     let store_cfg = StoreConfig {
@@ -179,7 +235,12 @@ async fn serve(s: Settings) -> anyhow::Result<()> {
         move || Store::open(&d, store_cfg)
     })
     .await?
-    .map_err(|e| anyhow!("cannot open the store in {} (--data-dir): {e}", data_dir.display()))?;
+    .map_err(|e| {
+        anyhow!(
+            "cannot open the store in {} (--data-dir): {e}",
+            data_dir.display()
+        )
+    })?;
     let (token, token_path) = api_token(&data_dir)?;
     let enricher = Enricher::new(EnrichConfig {
         host: s.enrich_host,
@@ -208,18 +269,30 @@ async fn serve(s: Settings) -> anyhow::Result<()> {
         started,
     };
     let sd = stopped();
-    tasks.spawn(async move { server::serve(state, http, sd).await.map_err(|e| anyhow!("api server: {e}")) });
+    tasks.spawn(async move {
+        server::serve(state, http, sd)
+            .await
+            .map_err(|e| anyhow!("api server: {e}"))
+    });
     let mut grpc_line = "off".to_string();
     if let Some(l) = grpc {
         grpc_line = l.local_addr()?.to_string();
         let (c, sd) = (ctx.clone(), stopped());
-        tasks.spawn(async move { ingest::otlp::grpc::serve(c, l, sd).await.map_err(|e| anyhow!("otlp grpc: {e}")) });
+        tasks.spawn(async move {
+            ingest::otlp::grpc::serve(c, l, sd)
+                .await
+                .map_err(|e| anyhow!("otlp grpc: {e}"))
+        });
     }
     let mut http_line = "off".to_string();
     if let Some(l) = otlp_http {
         http_line = format!("http://{}", l.local_addr()?);
         let (c, sd) = (ctx.clone(), stopped());
-        tasks.spawn(async move { ingest::otlp::http::serve(c, l, sd).await.map_err(|e| anyhow!("otlp http: {e}")) });
+        tasks.spawn(async move {
+            ingest::otlp::http::serve(c, l, sd)
+                .await
+                .map_err(|e| anyhow!("otlp http: {e}"))
+        });
     }
     let retention = match (s.retention_age, s.retention_bytes) {
         (Some(a), Some(b)) => format!("{}d or {} MiB", a.as_secs() / 86400, b >> 20),
@@ -232,7 +305,11 @@ async fn serve(s: Settings) -> anyhow::Result<()> {
         started.elapsed().as_millis(),
         data_dir.display(),
         token_path.display(),
-        if s.receiver_token.is_some() { "bearer token required" } else { "no token (loopback only)" },
+        if s.receiver_token.is_some() {
+            "bearer token required"
+        } else {
+            "no token (loopback only)"
+        },
     );
     let _ = std::io::stdout().flush();
 

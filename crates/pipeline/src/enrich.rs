@@ -22,7 +22,10 @@ pub struct EnrichConfig {
 
 impl Default for EnrichConfig {
     fn default() -> Self {
-        EnrichConfig { host: true, process: true }
+        EnrichConfig {
+            host: true,
+            process: true,
+        }
     }
 }
 
@@ -55,14 +58,19 @@ impl Enricher {
     }
 
     pub fn disabled() -> Enricher {
-        let mut e = Enricher::new(EnrichConfig { host: false, process: false });
+        let mut e = Enricher::new(EnrichConfig {
+            host: false,
+            process: false,
+        });
         e.host_name.clear();
         e
     }
 
     pub async fn enrich(&self, batch: &mut Batch, origin: Origin) {
         let process = match origin.peer {
-            Some(peer) if self.config.process && peer.ip().is_loopback() => self.process_of(peer).await,
+            Some(peer) if self.config.process && peer.ip().is_loopback() => {
+                self.process_of(peer).await
+            }
             _ => None,
         };
         for r in batch.resources_mut() {
@@ -88,7 +96,10 @@ impl Enricher {
         if let Some(hit) = self.cache.lock().ok()?.get(&peer) {
             return hit.clone();
         }
-        let found = tokio::task::spawn_blocking(move || find_process(peer)).await.ok().flatten();
+        let found = tokio::task::spawn_blocking(move || find_process(peer))
+            .await
+            .ok()
+            .flatten();
         if let Ok(mut c) = self.cache.lock() {
             if c.len() > 10_000 {
                 c.clear();
@@ -103,13 +114,16 @@ impl Enricher {
 fn socket_inode(peer: SocketAddr) -> Option<u64> {
     let port = format!("{:04X}", peer.port());
     for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
-        let Ok(text) = std::fs::read_to_string(table) else { continue };
+        let Ok(text) = std::fs::read_to_string(table) else {
+            continue;
+        };
         for line in text.lines().skip(1) {
             let cols: Vec<&str> = line.split_whitespace().collect();
-            if cols.len() > 9 && cols[1].rsplit(':').next() == Some(port.as_str()) {
-                if let Ok(inode) = cols[9].parse() {
-                    return Some(inode);
-                }
+            if cols.len() > 9
+                && cols[1].rsplit(':').next() == Some(port.as_str())
+                && let Ok(inode) = cols[9].parse()
+            {
+                return Some(inode);
             }
         }
     }
@@ -121,11 +135,15 @@ fn find_process(peer: SocketAddr) -> Option<ProcessInfo> {
     let target = format!("socket:[{inode}]");
     let me = std::process::id();
     for entry in std::fs::read_dir("/proc").ok()?.flatten() {
-        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else { continue };
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
         if pid == me {
             continue;
         }
-        let Ok(fds) = std::fs::read_dir(entry.path().join("fd")) else { continue };
+        let Ok(fds) = std::fs::read_dir(entry.path().join("fd")) else {
+            continue;
+        };
         for fd in fds.flatten() {
             if std::fs::read_link(fd.path()).is_ok_and(|l| l.as_os_str() == target.as_str()) {
                 let exe_path = std::fs::read_link(entry.path().join("exe"))

@@ -16,11 +16,14 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use model::Batch;
 use tokio::sync::oneshot;
 
-pub use enrich::{Enricher, EnrichConfig};
+pub use enrich::{EnrichConfig, Enricher};
 
 /// The durable sink whose commit completes an acknowledgement (the store).
 pub trait DurableSink: Send + Sync + 'static {
-    fn write(&self, batch: Batch) -> Pin<Box<dyn Future<Output = Result<(), SinkError>> + Send + '_>>;
+    fn write(
+        &self,
+        batch: Batch,
+    ) -> Pin<Box<dyn Future<Output = Result<(), SinkError>> + Send + '_>>;
 }
 
 #[derive(Debug, Clone, thiserror::Error)]
@@ -40,9 +43,11 @@ pub struct Ack(oneshot::Receiver<Result<(), SinkError>>);
 
 impl Ack {
     pub async fn wait(self) -> Result<(), SinkError> {
-        self.0
-            .await
-            .unwrap_or_else(|_| Err(SinkError("the pipeline stopped before the data was stored".into())))
+        self.0.await.unwrap_or_else(|_| {
+            Err(SinkError(
+                "the pipeline stopped before the data was stored".into(),
+            ))
+        })
     }
 }
 
@@ -112,10 +117,12 @@ impl Pipeline {
                     capacity: inner.capacity,
                 });
             }
-            match inner
-                .used
-                .compare_exchange_weak(used, used + bytes, Ordering::AcqRel, Ordering::Acquire)
-            {
+            match inner.used.compare_exchange_weak(
+                used,
+                used + bytes,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            ) {
                 Ok(_) => break,
                 Err(now) => used = now,
             }
@@ -144,7 +151,10 @@ mod tests {
     struct Gate(Arc<Mutex<Vec<usize>>>, Arc<tokio::sync::Notify>);
 
     impl DurableSink for Gate {
-        fn write(&self, b: Batch) -> Pin<Box<dyn Future<Output = Result<(), SinkError>> + Send + '_>> {
+        fn write(
+            &self,
+            b: Batch,
+        ) -> Pin<Box<dyn Future<Output = Result<(), SinkError>> + Send + '_>> {
             Box::pin(async move {
                 self.1.notified().await;
                 self.0.lock().unwrap().push(b.len());
@@ -158,13 +168,20 @@ mod tests {
         let seen = Arc::new(Mutex::new(Vec::new()));
         let gate = Arc::new(tokio::sync::Notify::new());
         let p = Pipeline::new(Gate(seen.clone(), gate.clone()), Enricher::disabled(), 100);
-        let a = p.submit(Batch::Spans(vec![]), 60, Origin::default()).unwrap();
-        let busy = p.submit(Batch::Spans(vec![]), 60, Origin::default()).err().unwrap();
+        let a = p
+            .submit(Batch::Spans(vec![]), 60, Origin::default())
+            .unwrap();
+        let busy = p
+            .submit(Batch::Spans(vec![]), 60, Origin::default())
+            .err()
+            .unwrap();
         assert_eq!((busy.used, busy.capacity), (60, 100));
         gate.notify_one();
         a.wait().await.unwrap();
         assert_eq!(p.used_bytes(), 0);
-        let b = p.submit(Batch::Spans(vec![]), 60, Origin::default()).unwrap();
+        let b = p
+            .submit(Batch::Spans(vec![]), 60, Origin::default())
+            .unwrap();
         gate.notify_one();
         b.wait().await.unwrap();
         assert_eq!(seen.lock().unwrap().len(), 2);
@@ -173,9 +190,18 @@ mod tests {
     #[tokio::test]
     async fn an_oversize_batch_passes_only_alone() {
         let gate = Arc::new(tokio::sync::Notify::new());
-        let p = Pipeline::new(Gate(Default::default(), gate.clone()), Enricher::disabled(), 10);
-        let a = p.submit(Batch::Spans(vec![]), 50, Origin::default()).unwrap();
-        assert!(p.submit(Batch::Spans(vec![]), 1, Origin::default()).is_err());
+        let p = Pipeline::new(
+            Gate(Default::default(), gate.clone()),
+            Enricher::disabled(),
+            10,
+        );
+        let a = p
+            .submit(Batch::Spans(vec![]), 50, Origin::default())
+            .unwrap();
+        assert!(
+            p.submit(Batch::Spans(vec![]), 1, Origin::default())
+                .is_err()
+        );
         gate.notify_one();
         a.wait().await.unwrap();
     }

@@ -8,8 +8,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::{Value, json};
-use store::read::{LogFilter, TimeRange, TraceFilter};
 use store::StoreError;
+use store::read::{LogFilter, TimeRange, TraceFilter};
 
 use crate::ServerState;
 
@@ -38,24 +38,39 @@ fn bad(msg: impl Into<String>) -> ApiError {
 }
 
 fn param<'a>(p: &'a [(String, String)], key: &str) -> Option<&'a str> {
-    p.iter().rev().find(|(k, v)| k == key && !v.is_empty()).map(|(_, v)| v.as_str())
+    p.iter()
+        .rev()
+        .find(|(k, v)| k == key && !v.is_empty())
+        .map(|(_, v)| v.as_str())
 }
 
-fn num<T: std::str::FromStr>(p: &[(String, String)], key: &str, what: &str) -> Result<Option<T>, ApiError> {
+fn num<T: std::str::FromStr>(
+    p: &[(String, String)],
+    key: &str,
+    what: &str,
+) -> Result<Option<T>, ApiError> {
     param(p, key)
-        .map(|v| v.parse::<T>().map_err(|_| bad(format!("parameter {key}: expected {what}, found {v:?}"))))
+        .map(|v| {
+            v.parse::<T>()
+                .map_err(|_| bad(format!("parameter {key}: expected {what}, found {v:?}")))
+        })
         .transpose()
 }
 
 fn now_ms() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
 }
 
 fn range(p: &[(String, String)]) -> Result<TimeRange, ApiError> {
     let end = num::<i64>(p, "end", "unix milliseconds")?.unwrap_or_else(now_ms);
     let start = num::<i64>(p, "start", "unix milliseconds")?.unwrap_or(end - 3_600_000);
     if start > end {
-        return Err(bad(format!("parameter start ({start}) is after end ({end})")));
+        return Err(bad(format!(
+            "parameter start ({start}) is after end ({end})"
+        )));
     }
     // `end` is inclusive to the millisecond for users; the store's range is half-open.
     Ok(TimeRange {
@@ -105,10 +120,15 @@ async fn services(State(s): State<ServerState>, Query(p): Params) -> Result<Json
     Ok(Json(json!({ "services": s.store.services(r).await? })))
 }
 
-async fn operations(State(s): State<ServerState>, Query(p): Params) -> Result<Json<Value>, ApiError> {
+async fn operations(
+    State(s): State<ServerState>,
+    Query(p): Params,
+) -> Result<Json<Value>, ApiError> {
     let svc = param(&p, "service").ok_or_else(|| bad("parameter service is required"))?;
     let r = range(&p)?;
-    Ok(Json(json!({ "operations": s.store.operations(svc, r).await? })))
+    Ok(Json(
+        json!({ "operations": s.store.operations(svc, r).await? }),
+    ))
 }
 
 async fn traces(State(s): State<ServerState>, Query(p): Params) -> Result<Json<Value>, ApiError> {
@@ -120,7 +140,11 @@ async fn traces(State(s): State<ServerState>, Query(p): Params) -> Result<Json<V
             "ok" => "STATUS_CODE_OK",
             "error" => "STATUS_CODE_ERROR",
             "unset" => "STATUS_CODE_UNSET",
-            _ => return Err(bad(format!("parameter status: expected ok, error or unset, found {v:?}"))),
+            _ => {
+                return Err(bad(format!(
+                    "parameter status: expected ok, error or unset, found {v:?}"
+                )));
+            }
         }),
     };
     let f = TraceFilter {
@@ -132,18 +156,30 @@ async fn traces(State(s): State<ServerState>, Query(p): Params) -> Result<Json<V
         attributes: attr_filters(&p)?,
         limit: num(&p, "limit", "a count")?.unwrap_or(20),
     };
-    Ok(Json(json!({ "traces": s.store.search_traces(&f, r).await? })))
+    Ok(Json(
+        json!({ "traces": s.store.search_traces(&f, r).await? }),
+    ))
 }
 
-async fn trace(State(s): State<ServerState>, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
+async fn trace(
+    State(s): State<ServerState>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
     if id.len() != 32 || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
-        return Err(bad(format!("trace id: expected 32 hex characters, found {id:?}")));
+        return Err(bad(format!(
+            "trace id: expected 32 hex characters, found {id:?}"
+        )));
     }
     let spans = s.store.trace(&id).await?;
     if spans.is_empty() {
-        return Err(ApiError(StatusCode::NOT_FOUND, format!("trace {id} not found")));
+        return Err(ApiError(
+            StatusCode::NOT_FOUND,
+            format!("trace {id} not found"),
+        ));
     }
-    Ok(Json(json!({ "trace_id": id.to_ascii_lowercase(), "spans": spans })))
+    Ok(Json(
+        json!({ "trace_id": id.to_ascii_lowercase(), "spans": spans }),
+    ))
 }
 
 fn severity(v: &str) -> Result<i32, ApiError> {
@@ -185,24 +221,43 @@ async fn metrics(State(s): State<ServerState>) -> Result<Json<Value>, ApiError> 
     Ok(Json(json!({ "metrics": s.store.metric_names().await? })))
 }
 
-async fn metric_series(State(s): State<ServerState>, Query(p): Params) -> Result<Response, ApiError> {
+async fn metric_series(
+    State(s): State<ServerState>,
+    Query(p): Params,
+) -> Result<Response, ApiError> {
     metric_query(s, p, false).await
 }
 
-async fn metric_points(State(s): State<ServerState>, Query(p): Params) -> Result<Response, ApiError> {
+async fn metric_points(
+    State(s): State<ServerState>,
+    Query(p): Params,
+) -> Result<Response, ApiError> {
     metric_query(s, p, true).await
 }
 
-async fn metric_query(s: ServerState, p: Vec<(String, String)>, with_points: bool) -> Result<Response, ApiError> {
+async fn metric_query(
+    s: ServerState,
+    p: Vec<(String, String)>,
+    with_points: bool,
+) -> Result<Response, ApiError> {
     let name = param(&p, "name").ok_or_else(|| bad("parameter name is required"))?;
     let r = if with_points { Some(range(&p)?) } else { None };
     match s
         .store
-        .metric_points(name, param(&p, "service"), &attr_filters(&p)?, r, with_points)
+        .metric_points(
+            name,
+            param(&p, "service"),
+            &attr_filters(&p)?,
+            r,
+            with_points,
+        )
         .await?
     {
         Some(m) => Ok(Json(m).into_response()),
-        None => Err(ApiError(StatusCode::NOT_FOUND, format!("metric {name:?} not found"))),
+        None => Err(ApiError(
+            StatusCode::NOT_FOUND,
+            format!("metric {name:?} not found"),
+        )),
     }
 }
 
@@ -211,10 +266,25 @@ struct QueryBody {
     sql: String,
 }
 
-async fn query(State(s): State<ServerState>, body: Result<Json<QueryBody>, axum::extract::rejection::JsonRejection>) -> Result<Json<Value>, ApiError> {
-    let Json(q) = body.map_err(|e| bad(format!("expected a JSON body {{\"sql\": \"SELECT ...\"}}: {e}")))?;
-    let first = q.sql.trim_start().split_whitespace().next().unwrap_or("").to_ascii_uppercase();
-    if !matches!(first.as_str(), "SELECT" | "WITH" | "EXPLAIN" | "SHOW" | "DESCRIBE" | "VALUES" | "(") {
+async fn query(
+    State(s): State<ServerState>,
+    body: Result<Json<QueryBody>, axum::extract::rejection::JsonRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let Json(q) = body.map_err(|e| {
+        bad(format!(
+            "expected a JSON body {{\"sql\": \"SELECT ...\"}}: {e}"
+        ))
+    })?;
+    let first = q
+        .sql
+        .split_whitespace()
+        .next()
+        .unwrap_or("")
+        .to_ascii_uppercase();
+    if !matches!(
+        first.as_str(),
+        "SELECT" | "WITH" | "EXPLAIN" | "SHOW" | "DESCRIBE" | "VALUES" | "("
+    ) {
         return Err(bad(format!(
             "only read-only queries are allowed (SELECT, WITH, EXPLAIN, SHOW, DESCRIBE); found {first:?}"
         )));
@@ -230,7 +300,11 @@ async fn flush(State(s): State<ServerState>, headers: HeaderMap) -> Result<Json<
 }
 
 async fn openapi() -> Response {
-    ([(header::CONTENT_TYPE, "application/json")], include_str!("openapi.json")).into_response()
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        include_str!("openapi.json"),
+    )
+        .into_response()
 }
 
 pub fn router(state: ServerState) -> Router {
@@ -247,6 +321,11 @@ pub fn router(state: ServerState) -> Router {
         .route("/query", post(query))
         .route("/admin/flush", post(flush))
         .route("/openapi.json", get(openapi))
-        .fallback(|| async { ApiError(StatusCode::NOT_FOUND, "no such API endpoint; see /api/v1/openapi.json".into()) })
+        .fallback(|| async {
+            ApiError(
+                StatusCode::NOT_FOUND,
+                "no such API endpoint; see /api/v1/openapi.json".into(),
+            )
+        })
         .with_state(state)
 }

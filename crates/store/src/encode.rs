@@ -3,13 +3,16 @@
 use std::sync::Arc;
 
 use datafusion::arrow::array::{
-    ArrayBuilder, ArrayRef, BooleanBuilder, Float64Builder, Int32Builder, ListArray, ListBuilder, MapBuilder, RecordBatch,
-    StringBuilder, StructArray, TimestampNanosecondArray, UInt32Builder, UInt64Builder,
+    ArrayBuilder, ArrayRef, BooleanBuilder, Float64Builder, Int32Builder, ListArray, ListBuilder,
+    MapBuilder, RecordBatch, StringBuilder, StructArray, TimestampNanosecondArray, UInt32Builder,
+    UInt64Builder,
 };
 use datafusion::arrow::buffer::OffsetBuffer;
 use datafusion::arrow::datatypes::{DataType, Field, Fields};
 use datafusion::arrow::error::ArrowError;
-use model::{Attrs, Batch, Group, LogRecord, Metric, MetricPoint, PointValue, Resource, Scope, Span};
+use model::{
+    Attrs, Batch, Group, LogRecord, Metric, MetricPoint, PointValue, Resource, Scope, Span,
+};
 
 use crate::table::{Table, event_fields, link_fields, new_map_builder, quantile_fields};
 
@@ -85,8 +88,12 @@ fn spans(groups: &[Group<Span>]) -> Result<RecordBatch, ArrowError> {
     let mut duration = UInt64Builder::with_capacity(n);
     let mut status = StringBuilder::new();
     let mut status_msg = StringBuilder::new();
-    let (mut ev_list, mut ev_ts, mut ev_name, mut ev_attrs) =
-        (ListOfStruct::new(), Vec::new(), StringBuilder::new(), MapCol::new());
+    let (mut ev_list, mut ev_ts, mut ev_name, mut ev_attrs) = (
+        ListOfStruct::new(),
+        Vec::new(),
+        StringBuilder::new(),
+        MapCol::new(),
+    );
     let (mut ln_list, mut ln_trace, mut ln_span, mut ln_state, mut ln_attrs) = (
         ListOfStruct::new(),
         StringBuilder::new(),
@@ -307,8 +314,12 @@ impl MetricCommon {
             Arc::new(self.description.finish()),
             Arc::new(self.unit.finish()),
             self.attrs.finish(),
-            Arc::new(TimestampNanosecondArray::from(std::mem::take(&mut self.start))),
-            Arc::new(TimestampNanosecondArray::from(std::mem::take(&mut self.time))),
+            Arc::new(TimestampNanosecondArray::from(std::mem::take(
+                &mut self.start,
+            ))),
+            Arc::new(TimestampNanosecondArray::from(std::mem::take(
+                &mut self.time,
+            ))),
             Arc::new(self.flags.finish()),
         ]
     }
@@ -359,8 +370,13 @@ fn metrics(groups: &[Group<Metric>]) -> Result<Vec<(Table, RecordBatch)>, ArrowE
     let mut sums = Numbers::default();
     let mut hist = Histograms::default();
     let mut exp = ExpHistograms::default();
-    let (mut q_count, mut q_sum, mut q_list, mut q_q, mut q_v) =
-        (UInt64Builder::new(), Float64Builder::new(), ListOfStruct::new(), Vec::new(), Vec::new());
+    let (mut q_count, mut q_sum, mut q_list, mut q_q, mut q_v) = (
+        UInt64Builder::new(),
+        Float64Builder::new(),
+        ListOfStruct::new(),
+        Vec::new(),
+        Vec::new(),
+    );
     for g in groups {
         for m in &g.items {
             for p in &m.points {
@@ -427,7 +443,11 @@ fn metrics(groups: &[Group<Metric>]) -> Result<Vec<(Table, RecordBatch)>, ArrowE
                         exp.max.append_option(*max);
                         exp.temporality.append_value(*temporality as i32);
                     }
-                    PointValue::Summary { count, sum, quantiles } => {
+                    PointValue::Summary {
+                        count,
+                        sum,
+                        quantiles,
+                    } => {
                         qc.append(&g.resource, &g.scope, m, p);
                         q_count.append_value(*count);
                         q_sum.append_value(*sum);
@@ -442,13 +462,18 @@ fn metrics(groups: &[Group<Metric>]) -> Result<Vec<(Table, RecordBatch)>, ArrowE
         }
     }
     let mut out = Vec::new();
-    let mut push = |t: Table, mut cols: Vec<ArrayRef>, extra: Vec<ArrayRef>| -> Result<(), ArrowError> {
-        cols.extend(extra);
-        out.push((t, RecordBatch::try_new(t.schema(), cols)?));
-        Ok(())
-    };
+    let mut push =
+        |t: Table, mut cols: Vec<ArrayRef>, extra: Vec<ArrayRef>| -> Result<(), ArrowError> {
+            cols.extend(extra);
+            out.push((t, RecordBatch::try_new(t.schema(), cols)?));
+            Ok(())
+        };
     if gc.rows > 0 {
-        push(Table::MetricsGauge, gc.finish(), vec![Arc::new(gauge.finish())])?;
+        push(
+            Table::MetricsGauge,
+            gc.finish(),
+            vec![Arc::new(gauge.finish())],
+        )?;
     }
     if sc.rows > 0 {
         push(
@@ -506,7 +531,11 @@ fn metrics(groups: &[Group<Metric>]) -> Result<Vec<(Table, RecordBatch)>, ArrowE
         push(
             Table::MetricsSummary,
             qc.finish(),
-            vec![Arc::new(q_count.finish()), Arc::new(q_sum.finish()), quantiles],
+            vec![
+                Arc::new(q_count.finish()),
+                Arc::new(q_sum.finish()),
+                quantiles,
+            ],
         )?;
     }
     Ok(out)

@@ -14,7 +14,9 @@ use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use datafusion::arrow::array::{AsArray, RecordBatch, UInt32Array};
-use datafusion::arrow::compute::{SortColumn, concat_batches, lexsort_to_indices, take_record_batch};
+use datafusion::arrow::compute::{
+    SortColumn, concat_batches, lexsort_to_indices, take_record_batch,
+};
 use datafusion::arrow::datatypes::TimestampNanosecondType;
 use datafusion::parquet::arrow::ArrowWriter;
 use datafusion::parquet::basic::{Compression, ZstdLevel};
@@ -43,7 +45,11 @@ impl FlusherHandle {
 
     /// Whether the submitted job finished (waiting for it when `block`).
     pub fn poll(&self, block: bool) -> Option<()> {
-        if block { self.done.recv().ok() } else { self.done.try_recv().ok() }
+        if block {
+            self.done.recv().ok()
+        } else {
+            self.done.try_recv().ok()
+        }
     }
 }
 
@@ -86,7 +92,9 @@ fn run_job(shared: &Shared, job: &FlushJob) -> Result<(), StoreError> {
     let marker = wal_dir.join("flushed");
     let tmp = wal_dir.join("flushed.tmp");
     fs::write(&tmp, job.upto_seq.to_string()).map_err(StoreError::io(&tmp))?;
-    fs::File::open(&tmp).and_then(|f| f.sync_all()).map_err(StoreError::io(&tmp))?;
+    fs::File::open(&tmp)
+        .and_then(|f| f.sync_all())
+        .map_err(StoreError::io(&tmp))?;
     fs::rename(&tmp, &marker).map_err(StoreError::io(&marker))?;
     wal::sync_dir(&wal_dir).map_err(StoreError::io(&wal_dir))?;
     {
@@ -106,13 +114,18 @@ fn run_job(shared: &Shared, job: &FlushJob) -> Result<(), StoreError> {
     }
     let _ = shared
         .wal_bytes
-        .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |b| Some(b.saturating_sub(freed)));
+        .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |b| {
+            Some(b.saturating_sub(freed))
+        });
     shared.last_flush_ms.store(now_ms(), Ordering::Relaxed);
     Ok(())
 }
 
 fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
 }
 
 fn partition_dir(dir: &Path, table: Table, hour: i64) -> PathBuf {
@@ -124,7 +137,12 @@ fn partition_dir(dir: &Path, table: Table, hour: i64) -> PathBuf {
 }
 
 /// Sorts the table's batches by its sort columns and writes one file per hour partition.
-fn write_table(dir: &Path, table: Table, batches: &[RecordBatch], seq: u64) -> Result<Vec<FileEntry>, StoreError> {
+fn write_table(
+    dir: &Path,
+    table: Table,
+    batches: &[RecordBatch],
+    seq: u64,
+) -> Result<Vec<FileEntry>, StoreError> {
     let schema = table.schema();
     let all = concat_batches(&schema, batches)?;
     if all.num_rows() == 0 {
@@ -147,7 +165,10 @@ fn write_table(dir: &Path, table: Table, batches: &[RecordBatch], seq: u64) -> R
         .ok_or_else(|| StoreError::Query(format!("{} has no time column", table.name())))?;
     let mut by_hour: BTreeMap<i64, Vec<u32>> = BTreeMap::new();
     for (i, t) in time.values().iter().enumerate() {
-        by_hour.entry(t.div_euclid(HOUR_NS)).or_default().push(i as u32);
+        by_hour
+            .entry(t.div_euclid(HOUR_NS))
+            .or_default()
+            .push(i as u32);
     }
     let mut props = WriterProperties::builder()
         .set_compression(Compression::ZSTD(ZstdLevel::try_new(1).unwrap_or_default()))
@@ -167,8 +188,11 @@ fn write_table(dir: &Path, table: Table, batches: &[RecordBatch], seq: u64) -> R
         let file = fs::File::create(&tmp).map_err(StoreError::io(&tmp))?;
         let mut w = ArrowWriter::try_new(file, schema.clone(), Some(props.clone()))
             .map_err(|e| StoreError::Query(format!("parquet: {e}")))?;
-        w.write(&part).map_err(|e| StoreError::Query(format!("parquet: {e}")))?;
-        let file = w.into_inner().map_err(|e| StoreError::Query(format!("parquet: {e}")))?;
+        w.write(&part)
+            .map_err(|e| StoreError::Query(format!("parquet: {e}")))?;
+        let file = w
+            .into_inner()
+            .map_err(|e| StoreError::Query(format!("parquet: {e}")))?;
         file.sync_all().map_err(StoreError::io(&tmp))?;
         drop(file);
         fs::rename(&tmp, &path).map_err(StoreError::io(&path))?;
@@ -194,14 +218,22 @@ pub(crate) fn recover(shared: &Shared, repair: bool) -> Result<u64, StoreError> 
     let mut files: BTreeMap<Table, Vec<FileEntry>> = BTreeMap::new();
     for table in Table::ALL {
         let tdir = shared.dir.join(table.name());
-        let Ok(days) = fs::read_dir(&tdir) else { continue };
+        let Ok(days) = fs::read_dir(&tdir) else {
+            continue;
+        };
         for day in days.flatten() {
-            let Ok(hours) = fs::read_dir(day.path()) else { continue };
+            let Ok(hours) = fs::read_dir(day.path()) else {
+                continue;
+            };
             let day_name = day.file_name().to_string_lossy().to_string();
             for hour in hours.flatten() {
                 let hour_name = hour.file_name().to_string_lossy().to_string();
-                let Some(hour_start_ns) = parse_partition(&day_name, &hour_name) else { continue };
-                let Ok(entries) = fs::read_dir(hour.path()) else { continue };
+                let Some(hour_start_ns) = parse_partition(&day_name, &hour_name) else {
+                    continue;
+                };
+                let Ok(entries) = fs::read_dir(hour.path()) else {
+                    continue;
+                };
                 for f in entries.flatten() {
                     let path = f.path();
                     let name = f.file_name().to_string_lossy().to_string();
@@ -211,7 +243,10 @@ pub(crate) fn recover(shared: &Shared, repair: bool) -> Result<u64, StoreError> 
                         }
                         continue;
                     }
-                    let Some(seq) = name.strip_suffix(".parquet").and_then(|s| s.parse::<u64>().ok()) else {
+                    let Some(seq) = name
+                        .strip_suffix(".parquet")
+                        .and_then(|s| s.parse::<u64>().ok())
+                    else {
                         continue;
                     };
                     if seq > marker {
@@ -312,7 +347,10 @@ pub(crate) fn enforce_retention(shared: &Shared) {
         if let Some(limit) = cfg.retention_bytes {
             let mut total: u64 = st.files.values().flatten().map(|f| f.bytes).sum();
             while total > limit {
-                let Some(oldest) = st.files.values().flatten().map(|f| f.hour_start_ns).min() else { break };
+                let Some(oldest) = st.files.values().flatten().map(|f| f.hour_start_ns).min()
+                else {
+                    break;
+                };
                 for files in st.files.values_mut() {
                     files.retain(|f| {
                         let keep = f.hour_start_ns != oldest;
@@ -330,12 +368,11 @@ pub(crate) fn enforce_retention(shared: &Shared) {
         tracing::info!(file = %p.display(), "retention: deleting");
         let _ = fs::remove_file(&p);
         // Remove the hour and day folders once empty.
-        if let Some(hour) = p.parent() {
-            if fs::remove_dir(hour).is_ok()
-                && let Some(day) = hour.parent()
-            {
-                let _ = fs::remove_dir(day);
-            }
+        if let Some(hour) = p.parent()
+            && fs::remove_dir(hour).is_ok()
+            && let Some(day) = hour.parent()
+        {
+            let _ = fs::remove_dir(day);
         }
     }
 }

@@ -29,7 +29,10 @@ pub use table::Table;
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("store i/o error on {path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("cannot encode batch: {0}")]
     Encode(#[from] datafusion::arrow::error::ArrowError),
     #[error("{0}")]
@@ -38,7 +41,9 @@ pub enum StoreError {
     ReadOnly,
     #[error("the store is shutting down")]
     Closed,
-    #[error("data directory {dir} is in use by another oxeye (pid {pid}); stop it or choose another --data-dir")]
+    #[error(
+        "data directory {dir} is in use by another oxeye (pid {pid}); stop it or choose another --data-dir"
+    )]
     Locked { dir: PathBuf, pid: String },
 }
 
@@ -203,7 +208,10 @@ impl Store {
         if !dir.join("wal").is_dir() {
             return Err(StoreError::Io {
                 path: dir.to_path_buf(),
-                source: std::io::Error::new(std::io::ErrorKind::NotFound, "no oxeye store here (expected a wal/ folder)"),
+                source: std::io::Error::new(
+                    std::io::ErrorKind::NotFound,
+                    "no oxeye store here (expected a wal/ folder)",
+                ),
             });
         }
         let shared = Arc::new(Shared {
@@ -264,7 +272,9 @@ impl Store {
             .iter()
             .map(|t| {
                 let rows = |m: &BTreeMap<Table, Vec<RecordBatch>>| {
-                    m.get(t).map(|v| v.iter().map(|b| b.num_rows()).sum::<usize>()).unwrap_or(0)
+                    m.get(t)
+                        .map(|v| v.iter().map(|b| b.num_rows()).sum::<usize>())
+                        .unwrap_or(0)
                 };
                 let files = st.files.get(t).map(|f| f.as_slice()).unwrap_or(&[]);
                 (

@@ -7,7 +7,9 @@ use datafusion::arrow::json::writer::{JsonArray, WriterBuilder};
 use datafusion::catalog::TableProvider;
 use datafusion::datasource::MemTable;
 use datafusion::datasource::file_format::parquet::ParquetFormat;
-use datafusion::datasource::listing::{ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl};
+use datafusion::datasource::listing::{
+    ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl,
+};
 use datafusion::execution::context::{SQLOptions, SessionConfig, SessionContext};
 
 use crate::table::Table;
@@ -43,7 +45,11 @@ impl Store {
                     let files = st
                         .files
                         .get(t)
-                        .map(|f| f.iter().map(|f| f.path.to_string_lossy().into_owned()).collect())
+                        .map(|f| {
+                            f.iter()
+                                .map(|f| f.path.to_string_lossy().into_owned())
+                                .collect()
+                        })
                         .unwrap_or_default();
                     (*t, mem, files)
                 })
@@ -61,11 +67,13 @@ impl Store {
                     .map(ListingTableUrl::parse)
                     .collect::<Result<Vec<_>, _>>()
                     .map_err(df_err)?;
-                let opts = ListingOptions::new(Arc::new(ParquetFormat::default())).with_file_extension(".parquet");
+                let opts = ListingOptions::new(Arc::new(ParquetFormat::default()))
+                    .with_file_extension(".parquet");
                 let cfg = ListingTableConfig::new_with_multi_paths(urls)
                     .with_listing_options(opts)
                     .with_schema(schema.clone());
-                let files_table: Arc<dyn TableProvider> = Arc::new(ListingTable::try_new(cfg).map_err(df_err)?);
+                let files_table: Arc<dyn TableProvider> =
+                    Arc::new(ListingTable::try_new(cfg).map_err(df_err)?);
                 ctx.read_table(mem_table)
                     .and_then(|m| m.union(ctx.read_table(files_table)?))
                     .map_err(df_err)?
@@ -99,7 +107,13 @@ impl Store {
 pub fn to_json(batches: &[RecordBatch]) -> Result<QueryResult, StoreError> {
     let columns: Vec<String> = batches
         .first()
-        .map(|b| b.schema().fields().iter().map(|f| f.name().clone()).collect())
+        .map(|b| {
+            b.schema()
+                .fields()
+                .iter()
+                .map(|f| f.name().clone())
+                .collect()
+        })
         .unwrap_or_default();
     let mut rows = Vec::new();
     for obj in to_objects(batches)? {
@@ -114,10 +128,14 @@ pub fn to_json(batches: &[RecordBatch]) -> Result<QueryResult, StoreError> {
     Ok(QueryResult { columns, rows })
 }
 
-pub(crate) fn to_objects(batches: &[RecordBatch]) -> Result<Vec<serde_json::Map<String, serde_json::Value>>, StoreError> {
+pub(crate) fn to_objects(
+    batches: &[RecordBatch],
+) -> Result<Vec<serde_json::Map<String, serde_json::Value>>, StoreError> {
     let mut buf = Vec::new();
     {
-        let mut w = WriterBuilder::new().with_explicit_nulls(true).build::<_, JsonArray>(&mut buf);
+        let mut w = WriterBuilder::new()
+            .with_explicit_nulls(true)
+            .build::<_, JsonArray>(&mut buf);
         for b in batches {
             w.write(b).map_err(df_err)?;
         }
@@ -126,7 +144,8 @@ pub(crate) fn to_objects(batches: &[RecordBatch]) -> Result<Vec<serde_json::Map<
     if buf.is_empty() {
         return Ok(Vec::new());
     }
-    let v: Vec<serde_json::Map<String, serde_json::Value>> = serde_json::from_slice(&buf).map_err(df_err)?;
+    let v: Vec<serde_json::Map<String, serde_json::Value>> =
+        serde_json::from_slice(&buf).map_err(df_err)?;
     Ok(v)
 }
 
@@ -134,9 +153,11 @@ impl Store {
     /// [`Store::sql`] rendered as an aligned text table.
     pub async fn sql_table(&self, sql: &str) -> Result<String, StoreError> {
         let batches = self.sql(sql).await?;
-        Ok(datafusion::arrow::util::pretty::pretty_format_batches(&batches)
-            .map_err(df_err)?
-            .to_string())
+        Ok(
+            datafusion::arrow::util::pretty::pretty_format_batches(&batches)
+                .map_err(df_err)?
+                .to_string(),
+        )
     }
 
     /// [`Store::sql`] rendered as CSV with a header line.
@@ -144,7 +165,9 @@ impl Store {
         let batches = self.sql(sql).await?;
         let mut buf = Vec::new();
         {
-            let mut w = datafusion::arrow::csv::WriterBuilder::new().with_header(true).build(&mut buf);
+            let mut w = datafusion::arrow::csv::WriterBuilder::new()
+                .with_header(true)
+                .build(&mut buf);
             for b in &batches {
                 w.write(b).map_err(df_err)?;
             }

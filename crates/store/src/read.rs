@@ -32,7 +32,11 @@ fn lit(s: &str) -> String {
 
 /// A `LIKE` pattern matching `s` anywhere, with its wildcards escaped.
 fn like_anywhere(s: &str) -> String {
-    let esc = s.to_lowercase().replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_");
+    let esc = s
+        .to_lowercase()
+        .replace('\\', "\\\\")
+        .replace('%', "\\%")
+        .replace('_', "\\_");
     lit(&format!("%{esc}%"))
 }
 
@@ -202,7 +206,9 @@ fn n(o: &Map<String, Value>, k: &str) -> f64 {
 /// Integers exactly (nanosecond timestamps do not fit an f64).
 fn i(o: &Map<String, Value>, k: &str) -> i64 {
     match o.get(k) {
-        Some(Value::Number(n)) => n.as_i64().unwrap_or_else(|| n.as_f64().unwrap_or(0.0) as i64),
+        Some(Value::Number(n)) => n
+            .as_i64()
+            .unwrap_or_else(|| n.as_f64().unwrap_or(0.0) as i64),
         Some(Value::String(s)) => s.parse().unwrap_or(0),
         _ => 0,
     }
@@ -210,7 +216,10 @@ fn i(o: &Map<String, Value>, k: &str) -> i64 {
 
 fn u(o: &Map<String, Value>, k: &str) -> u64 {
     match o.get(k) {
-        Some(Value::Number(n)) => n.as_u64().or_else(|| n.as_i64().map(|i| i.max(0) as u64)).unwrap_or(0),
+        Some(Value::Number(n)) => n
+            .as_u64()
+            .or_else(|| n.as_i64().map(|i| i.max(0) as u64))
+            .unwrap_or(0),
         Some(Value::String(s)) => s.parse().unwrap_or(0),
         _ => 0,
     }
@@ -267,7 +276,11 @@ impl Store {
                     spans,
                     rate: spans as f64 / secs,
                     errors,
-                    error_rate: if spans > 0 { errors as f64 / spans as f64 } else { 0.0 },
+                    error_rate: if spans > 0 {
+                        errors as f64 / spans as f64
+                    } else {
+                        0.0
+                    },
                     p50_ms: ms("p50"),
                     p95_ms: ms("p95"),
                     p99_ms: ms("p99"),
@@ -294,16 +307,29 @@ impl Store {
         Ok(out.into_values().collect())
     }
 
-    pub async fn operations(&self, service: &str, range: TimeRange) -> Result<Vec<String>, StoreError> {
+    pub async fn operations(
+        &self,
+        service: &str,
+        range: TimeRange,
+    ) -> Result<Vec<String>, StoreError> {
         let sql = format!(
             "SELECT DISTINCT SpanName AS name FROM otel_traces WHERE ServiceName = {} AND {} ORDER BY name",
             lit(service),
             range.sql("Timestamp")
         );
-        Ok(self.objects(&sql).await?.iter().map(|o| s(o, "name")).collect())
+        Ok(self
+            .objects(&sql)
+            .await?
+            .iter()
+            .map(|o| s(o, "name"))
+            .collect())
     }
 
-    pub async fn search_traces(&self, f: &TraceFilter, range: TimeRange) -> Result<Vec<TraceSummary>, StoreError> {
+    pub async fn search_traces(
+        &self,
+        f: &TraceFilter,
+        range: TimeRange,
+    ) -> Result<Vec<TraceSummary>, StoreError> {
         let mut conds = vec![range.sql("Timestamp")];
         if let Some(v) = &f.service {
             conds.push(format!("ServiceName = {}", lit(v)));
@@ -332,7 +358,12 @@ impl Store {
             "SELECT TraceId, MAX(Timestamp) AS t FROM otel_traces WHERE {} GROUP BY TraceId ORDER BY t DESC LIMIT {limit}",
             conds.join(" AND ")
         );
-        let ids: Vec<String> = self.objects(&ids_sql).await?.iter().map(|o| s(o, "TraceId")).collect();
+        let ids: Vec<String> = self
+            .objects(&ids_sql)
+            .await?
+            .iter()
+            .map(|o| s(o, "TraceId"))
+            .collect();
         if ids.is_empty() {
             return Ok(Vec::new());
         }
@@ -521,7 +552,10 @@ impl Store {
             );
             for o in self.objects(&sql).await? {
                 let mut services: Vec<String> = match o.get("services") {
-                    Some(Value::Array(a)) => a.iter().filter_map(|v| v.as_str().map(String::from)).collect(),
+                    Some(Value::Array(a)) => a
+                        .iter()
+                        .filter_map(|v| v.as_str().map(String::from))
+                        .collect(),
                     _ => Vec::new(),
                 };
                 services.sort();
@@ -604,13 +638,20 @@ fn point(o: &Map<String, Value>, kind: &str) -> Value {
     let mut p = Map::new();
     p.insert("t".into(), Value::from(t as f64 / 1e6));
     p.insert("time_unix_nano".into(), Value::from(t.to_string()));
-    p.insert("start_time_unix_nano".into(), Value::from((i(o, "__st")).to_string()));
+    p.insert(
+        "start_time_unix_nano".into(),
+        Value::from((i(o, "__st")).to_string()),
+    );
     let copy = |p: &mut Map<String, Value>, from: &str, to: &str| {
         p.insert(to.into(), o.get(from).cloned().unwrap_or(Value::Null));
     };
     let mean = |o: &Map<String, Value>| {
         let c = n(o, "Count");
-        if c > 0.0 { Value::from(n(o, "Sum") / c) } else { Value::Null }
+        if c > 0.0 {
+            Value::from(n(o, "Sum") / c)
+        } else {
+            Value::Null
+        }
     };
     match kind {
         "gauge" => copy(&mut p, "Value", "value"),

@@ -70,8 +70,12 @@ impl Table {
     }
 
     pub fn schema(self) -> SchemaRef {
-        static SCHEMAS: LazyLock<Vec<SchemaRef>> =
-            LazyLock::new(|| Table::ALL.iter().map(|t| Arc::new(build_schema(*t))).collect());
+        static SCHEMAS: LazyLock<Vec<SchemaRef>> = LazyLock::new(|| {
+            Table::ALL
+                .iter()
+                .map(|t| Arc::new(build_schema(*t)))
+                .collect()
+        });
         SCHEMAS[self.tag() as usize].clone()
     }
 }

@@ -35,7 +35,11 @@ pub fn list_segments(dir: &Path) -> io::Result<Vec<u64>> {
 }
 
 /// Appends one frame for `batch` to `buf`.
-pub fn encode_frame(buf: &mut Vec<u8>, table: Table, batch: &RecordBatch) -> Result<(), ArrowError> {
+pub fn encode_frame(
+    buf: &mut Vec<u8>,
+    table: Table,
+    batch: &RecordBatch,
+) -> Result<(), ArrowError> {
     let start = buf.len();
     buf.extend_from_slice(&[0u8; HEADER]);
     buf[start + 8] = table.tag();
@@ -71,7 +75,9 @@ pub fn read_segment(path: &Path) -> io::Result<Replay> {
         if end > data.len() || crc32fast::hash(&data[pos + 8..end]) != crc {
             break;
         }
-        let Some(table) = Table::from_tag(data[pos + 8]) else { break };
+        let Some(table) = Table::from_tag(data[pos + 8]) else {
+            break;
+        };
         let reader = match StreamReader::try_new(&data[pos + HEADER..end], None) {
             Ok(r) => r,
             Err(_) => break,
@@ -104,7 +110,10 @@ pub struct Segment {
 
 impl Segment {
     pub fn create(dir: &Path, seq: u64) -> io::Result<Segment> {
-        let file = OpenOptions::new().create(true).append(true).open(segment_path(dir, seq))?;
+        let file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(segment_path(dir, seq))?;
         let len = file.metadata()?.len();
         sync_dir(dir)?;
         Ok(Segment { seq, file, len })
@@ -113,7 +122,10 @@ impl Segment {
     /// Appends and fsyncs. On failure the segment is cut back to where it was, so a half-written
     /// frame can never sit in front of later good ones.
     pub fn append_durable(&mut self, frames: &[u8]) -> io::Result<()> {
-        let res = self.file.write_all(frames).and_then(|_| self.file.sync_data());
+        let res = self
+            .file
+            .write_all(frames)
+            .and_then(|_| self.file.sync_data());
         match res {
             Ok(()) => {
                 self.len += frames.len() as u64;

@@ -17,6 +17,13 @@ use crate::{Shared, StoreError};
 /// Frames beyond this many bytes wait for the next fsync, bounding one commit's latency.
 const MAX_GROUP_BYTES: usize = 32 << 20;
 
+/// Encoded WAL frames, the batches they hold, and who to tell once they are durable.
+type PendingWrite = (
+    Vec<u8>,
+    Vec<(Table, RecordBatch)>,
+    oneshot::Sender<Result<(), StoreError>>,
+);
+
 pub(crate) enum Msg {
     Write {
         frames: Vec<u8>,
@@ -79,13 +86,21 @@ impl Writer {
             let mut next = first;
             while let Some(m) = next {
                 match m {
-                    Msg::Write { frames, batches, done } => {
+                    Msg::Write {
+                        frames,
+                        batches,
+                        done,
+                    } => {
                         bytes += frames.len();
                         writes.push((frames, batches, done));
                     }
                     Msg::Flush { done } => flushes.push(done),
                 }
-                next = if bytes < MAX_GROUP_BYTES { rx.try_recv().ok() } else { None };
+                next = if bytes < MAX_GROUP_BYTES {
+                    rx.try_recv().ok()
+                } else {
+                    None
+                };
             }
             if !writes.is_empty() {
                 self.commit(writes);
@@ -94,19 +109,25 @@ impl Writer {
             if !flushes.is_empty() {
                 let res = self.flush_now();
                 for d in flushes {
-                    let _ = d.send(res.as_ref().map(|n| *n).map_err(|e| StoreError::Query(e.to_string())));
+                    let _ = d.send(
+                        res.as_ref()
+                            .map(|n| *n)
+                            .map_err(|e| StoreError::Query(e.to_string())),
+                    );
                 }
             } else if self.should_flush() {
                 self.rotate();
             }
             // Memory over its bound: wait for the flusher before taking more writes (backpressure).
-            while self.flush_in_flight && self.shared.read_state().mem_bytes >= self.shared.config.max_memory_bytes {
+            while self.flush_in_flight
+                && self.shared.read_state().mem_bytes >= self.shared.config.max_memory_bytes
+            {
                 self.poll_flusher(true);
             }
         }
     }
 
-    fn commit(&mut self, writes: Vec<(Vec<u8>, Vec<(Table, RecordBatch)>, oneshot::Sender<Result<(), StoreError>>)>) {
+    fn commit(&mut self, writes: Vec<PendingWrite>) {
         let total: usize = writes.iter().map(|w| w.0.len()).sum();
         let mut buf = Vec::with_capacity(total);
         for w in &writes {
@@ -114,7 +135,9 @@ impl Writer {
         }
         match self.segment.append_durable(&buf) {
             Ok(()) => {
-                self.shared.wal_bytes.fetch_add(total as u64, Ordering::Relaxed);
+                self.shared
+                    .wal_bytes
+                    .fetch_add(total as u64, Ordering::Relaxed);
                 let mut dones = Vec::with_capacity(writes.len());
                 {
                     let mut st = self.shared.write_state();
@@ -195,12 +218,21 @@ impl Writer {
         while self.flush_in_flight {
             self.poll_flusher(true);
         }
-        let rows: usize = self.shared.read_state().mem.values().flatten().map(|b| b.num_rows()).sum();
+        let rows: usize = self
+            .shared
+            .read_state()
+            .mem
+            .values()
+            .flatten()
+            .map(|b| b.num_rows())
+            .sum();
         if rows == 0 {
             return Ok(0);
         }
         if !self.rotate() {
-            return Err(StoreError::Query("cannot rotate the wal; see the server log".into()));
+            return Err(StoreError::Query(
+                "cannot rotate the wal; see the server log".into(),
+            ));
         }
         while self.flush_in_flight {
             self.poll_flusher(true);

@@ -3,14 +3,26 @@
 use std::net::SocketAddr;
 
 use http::HeaderValue;
-use model::otlp::{InvalidData, logs_from_otlp, metrics_from_otlp, spans_from_otlp};
 use model::Batch;
-use opentelemetry_proto::tonic::collector::logs::v1::logs_service_server::{LogsService, LogsServiceServer};
-use opentelemetry_proto::tonic::collector::logs::v1::{ExportLogsServiceRequest, ExportLogsServiceResponse};
-use opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_server::{MetricsService, MetricsServiceServer};
-use opentelemetry_proto::tonic::collector::metrics::v1::{ExportMetricsServiceRequest, ExportMetricsServiceResponse};
-use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{TraceService, TraceServiceServer};
-use opentelemetry_proto::tonic::collector::trace::v1::{ExportTraceServiceRequest, ExportTraceServiceResponse};
+use model::otlp::{InvalidData, logs_from_otlp, metrics_from_otlp, spans_from_otlp};
+use opentelemetry_proto::tonic::collector::logs::v1::logs_service_server::{
+    LogsService, LogsServiceServer,
+};
+use opentelemetry_proto::tonic::collector::logs::v1::{
+    ExportLogsServiceRequest, ExportLogsServiceResponse,
+};
+use opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_server::{
+    MetricsService, MetricsServiceServer,
+};
+use opentelemetry_proto::tonic::collector::metrics::v1::{
+    ExportMetricsServiceRequest, ExportMetricsServiceResponse,
+};
+use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
+    TraceService, TraceServiceServer,
+};
+use opentelemetry_proto::tonic::collector::trace::v1::{
+    ExportTraceServiceRequest, ExportTraceServiceResponse,
+};
 use pipeline::Origin;
 use prost::Message;
 use tokio::net::TcpListener;
@@ -24,15 +36,25 @@ struct Otlp(ReceiverContext);
 
 impl Otlp {
     fn check_auth<T>(&self, req: &Request<T>) -> Result<(), Status> {
-        let header = req.metadata().get("authorization").and_then(|v| v.to_str().ok());
+        let header = req
+            .metadata()
+            .get("authorization")
+            .and_then(|v| v.to_str().ok());
         if self.0.authorized(header) {
             Ok(())
         } else {
-            Err(Status::unauthenticated("missing or wrong bearer token (metadata `authorization: Bearer <token>`)"))
+            Err(Status::unauthenticated(
+                "missing or wrong bearer token (metadata `authorization: Bearer <token>`)",
+            ))
         }
     }
 
-    async fn accept(&self, batch: Result<Batch, InvalidData>, wire_bytes: usize, peer: Option<SocketAddr>) -> Result<(), Status> {
+    async fn accept(
+        &self,
+        batch: Result<Batch, InvalidData>,
+        wire_bytes: usize,
+        peer: Option<SocketAddr>,
+    ) -> Result<(), Status> {
         let batch = batch.map_err(|e| Status::invalid_argument(format!("invalid data: {e}")))?;
         if batch.is_empty() {
             return Ok(());
@@ -50,37 +72,52 @@ impl Otlp {
 
 #[tonic::async_trait]
 impl TraceService for Otlp {
-    async fn export(&self, req: Request<ExportTraceServiceRequest>) -> Result<Response<ExportTraceServiceResponse>, Status> {
+    async fn export(
+        &self,
+        req: Request<ExportTraceServiceRequest>,
+    ) -> Result<Response<ExportTraceServiceResponse>, Status> {
         self.check_auth(&req)?;
         let peer = req.remote_addr();
         let req = req.into_inner();
         let n = req.encoded_len();
         self.accept(spans_from_otlp(req), n, peer).await?;
-        Ok(Response::new(ExportTraceServiceResponse { partial_success: None }))
+        Ok(Response::new(ExportTraceServiceResponse {
+            partial_success: None,
+        }))
     }
 }
 
 #[tonic::async_trait]
 impl MetricsService for Otlp {
-    async fn export(&self, req: Request<ExportMetricsServiceRequest>) -> Result<Response<ExportMetricsServiceResponse>, Status> {
+    async fn export(
+        &self,
+        req: Request<ExportMetricsServiceRequest>,
+    ) -> Result<Response<ExportMetricsServiceResponse>, Status> {
         self.check_auth(&req)?;
         let peer = req.remote_addr();
         let req = req.into_inner();
         let n = req.encoded_len();
         self.accept(metrics_from_otlp(req), n, peer).await?;
-        Ok(Response::new(ExportMetricsServiceResponse { partial_success: None }))
+        Ok(Response::new(ExportMetricsServiceResponse {
+            partial_success: None,
+        }))
     }
 }
 
 #[tonic::async_trait]
 impl LogsService for Otlp {
-    async fn export(&self, req: Request<ExportLogsServiceRequest>) -> Result<Response<ExportLogsServiceResponse>, Status> {
+    async fn export(
+        &self,
+        req: Request<ExportLogsServiceRequest>,
+    ) -> Result<Response<ExportLogsServiceResponse>, Status> {
         self.check_auth(&req)?;
         let peer = req.remote_addr();
         let req = req.into_inner();
         let n = req.encoded_len();
         self.accept(logs_from_otlp(req), n, peer).await?;
-        Ok(Response::new(ExportLogsServiceResponse { partial_success: None }))
+        Ok(Response::new(ExportLogsServiceResponse {
+            partial_success: None,
+        }))
     }
 }
 
@@ -95,7 +132,8 @@ fn bad_input_is_invalid_argument<B>(mut resp: http::Response<B>) -> http::Respon
         .unwrap_or_default()
         .to_ascii_lowercase();
     if internal && (msg.contains("decode") || msg.contains("decompress")) {
-        resp.headers_mut().insert("grpc-status", HeaderValue::from_static("3"));
+        resp.headers_mut()
+            .insert("grpc-status", HeaderValue::from_static("3"));
     }
     resp
 }
@@ -109,7 +147,9 @@ pub async fn serve(
     let svc = Otlp(ctx.clone());
     let max = ctx.max_decoded_bytes();
     tonic::transport::Server::builder()
-        .layer(tower::util::MapResponseLayer::new(bad_input_is_invalid_argument))
+        .layer(tower::util::MapResponseLayer::new(
+            bad_input_is_invalid_argument,
+        ))
         .add_service(
             TraceServiceServer::new(svc.clone())
                 .accept_compressed(CompressionEncoding::Gzip)
@@ -128,6 +168,9 @@ pub async fn serve(
                 .send_compressed(CompressionEncoding::Gzip)
                 .max_decoding_message_size(max),
         )
-        .serve_with_incoming_shutdown(tonic::transport::server::TcpIncoming::from(listener), shutdown)
+        .serve_with_incoming_shutdown(
+            tonic::transport::server::TcpIncoming::from(listener),
+            shutdown,
+        )
         .await
 }

@@ -58,7 +58,9 @@ impl IntoResponse for Failure {
         let (ctype, body) = match self.encoding {
             Encoding::Json => (
                 "application/json",
-                serde_json::json!({"code": code, "message": self.message}).to_string().into_bytes(),
+                serde_json::json!({"code": code, "message": self.message})
+                    .to_string()
+                    .into_bytes(),
             ),
             Encoding::Protobuf => (
                 "application/x-protobuf",
@@ -89,21 +91,35 @@ fn media_type(headers: &HeaderMap) -> String {
         .to_ascii_lowercase()
 }
 
-async fn handle(ctx: ReceiverContext, signal: Signal, peer: SocketAddr, headers: HeaderMap, body: Body) -> Result<Response, Failure> {
+async fn handle(
+    ctx: ReceiverContext,
+    signal: Signal,
+    peer: SocketAddr,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, Failure> {
     let ct = media_type(&headers);
     let encoding = match ct.as_str() {
         "application/x-protobuf" | "application/protobuf" => Encoding::Protobuf,
         "application/json" => Encoding::Json,
         other => {
-            let found = if other.is_empty() { "none".to_string() } else { format!("{other:?}") };
+            let found = if other.is_empty() {
+                "none".to_string()
+            } else {
+                format!("{other:?}")
+            };
             return Err(Failure::new(
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
                 Encoding::Json,
-                format!("unsupported content type {found}: expected application/x-protobuf or application/json"),
+                format!(
+                    "unsupported content type {found}: expected application/x-protobuf or application/json"
+                ),
             ));
         }
     };
-    let auth = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+    let auth = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
     if !ctx.authorized(auth) {
         return Err(Failure::new(
             StatusCode::UNAUTHORIZED,
@@ -115,7 +131,10 @@ async fn handle(ctx: ReceiverContext, signal: Signal, peer: SocketAddr, headers:
         Failure::new(
             StatusCode::PAYLOAD_TOO_LARGE,
             encoding,
-            format!("request body of {n} exceeds the limit of {} bytes (--max-body-bytes)", ctx.max_body_bytes),
+            format!(
+                "request body of {n} exceeds the limit of {} bytes (--max-body-bytes)",
+                ctx.max_body_bytes
+            ),
         )
     };
     if let Some(len) = headers
@@ -143,9 +162,17 @@ async fn handle(ctx: ReceiverContext, signal: Signal, peer: SocketAddr, headers:
             flate2::read::GzDecoder::new(&raw[..])
                 .take(limit + 1)
                 .read_to_end(&mut out)
-                .map_err(|e| Failure::new(StatusCode::BAD_REQUEST, encoding, format!("invalid gzip body: {e}")))?;
+                .map_err(|e| {
+                    Failure::new(
+                        StatusCode::BAD_REQUEST,
+                        encoding,
+                        format!("invalid gzip body: {e}"),
+                    )
+                })?;
             if out.len() as u64 > limit {
-                return Err(too_large(format!("more than {limit} bytes after gzip decompression")));
+                return Err(too_large(format!(
+                    "more than {limit} bytes after gzip decompression"
+                )));
             }
             out
         }
@@ -167,7 +194,11 @@ async fn handle(ctx: ReceiverContext, signal: Signal, peer: SocketAddr, headers:
     if !batch.is_empty() {
         let ack = ctx
             .pipeline
-            .submit(batch, body.len() * DECODED_SIZE_FACTOR, Origin { peer: Some(peer) })
+            .submit(
+                batch,
+                body.len() * DECODED_SIZE_FACTOR,
+                Origin { peer: Some(peer) },
+            )
             .map_err(|busy| Failure {
                 status: StatusCode::TOO_MANY_REQUESTS,
                 encoding,
@@ -184,14 +215,23 @@ async fn handle(ctx: ReceiverContext, signal: Signal, peer: SocketAddr, headers:
     // Every Export*ServiceResponse without partial success is the empty message.
     Ok(match encoding {
         Encoding::Json => ([(header::CONTENT_TYPE, "application/json")], "{}").into_response(),
-        Encoding::Protobuf => ([(header::CONTENT_TYPE, "application/x-protobuf")], Vec::<u8>::new()).into_response(),
+        Encoding::Protobuf => (
+            [(header::CONTENT_TYPE, "application/x-protobuf")],
+            Vec::<u8>::new(),
+        )
+            .into_response(),
     })
 }
 
 fn route(signal: Signal) -> axum::routing::MethodRouter<ReceiverContext> {
     post(
-        move |State(ctx): State<ReceiverContext>, ConnectInfo(peer): ConnectInfo<SocketAddr>, headers: HeaderMap, body: Body| async move {
-            handle(ctx, signal, peer, headers, body).await.unwrap_or_else(|f| f.into_response())
+        move |State(ctx): State<ReceiverContext>,
+              ConnectInfo(peer): ConnectInfo<SocketAddr>,
+              headers: HeaderMap,
+              body: Body| async move {
+            handle(ctx, signal, peer, headers, body)
+                .await
+                .unwrap_or_else(|f| f.into_response())
         },
     )
 }
@@ -218,7 +258,10 @@ pub async fn serve(
     listener: TcpListener,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(ctx).into_make_service_with_connect_info::<SocketAddr>())
-        .with_graceful_shutdown(shutdown)
-        .await
+    axum::serve(
+        listener,
+        router(ctx).into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown)
+    .await
 }

@@ -36,9 +36,15 @@ pub enum Encoding {
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum DecodeError {
     #[error("invalid protobuf {message}: {detail}")]
-    Protobuf { message: &'static str, detail: String },
+    Protobuf {
+        message: &'static str,
+        detail: String,
+    },
     #[error("invalid OTLP json {message}: {detail}")]
-    Json { message: &'static str, detail: String },
+    Json {
+        message: &'static str,
+        detail: String,
+    },
     #[error("invalid data: {0}")]
     Invalid(String),
 }
@@ -56,13 +62,21 @@ pub fn decode(signal: Signal, encoding: Encoding, body: &[u8]) -> Result<Batch, 
     };
     let invalid = |e: model::otlp::InvalidData| DecodeError::Invalid(e.0);
     match (signal, encoding) {
-        (Signal::Traces, Encoding::Protobuf) => spans_from_otlp(ExportTraceServiceRequest::decode(body).map_err(pb)?),
-        (Signal::Traces, Encoding::Json) => spans_from_otlp(serde_json::from_slice(body).map_err(js)?),
+        (Signal::Traces, Encoding::Protobuf) => {
+            spans_from_otlp(ExportTraceServiceRequest::decode(body).map_err(pb)?)
+        }
+        (Signal::Traces, Encoding::Json) => {
+            spans_from_otlp(serde_json::from_slice(body).map_err(js)?)
+        }
         (Signal::Metrics, Encoding::Protobuf) => {
             metrics_from_otlp(ExportMetricsServiceRequest::decode(body).map_err(pb)?)
         }
-        (Signal::Metrics, Encoding::Json) => metrics_from_otlp(serde_json::from_slice(body).map_err(js)?),
-        (Signal::Logs, Encoding::Protobuf) => logs_from_otlp(ExportLogsServiceRequest::decode(body).map_err(pb)?),
+        (Signal::Metrics, Encoding::Json) => {
+            metrics_from_otlp(serde_json::from_slice(body).map_err(js)?)
+        }
+        (Signal::Logs, Encoding::Protobuf) => {
+            logs_from_otlp(ExportLogsServiceRequest::decode(body).map_err(pb)?)
+        }
         (Signal::Logs, Encoding::Json) => logs_from_otlp(serde_json::from_slice(body).map_err(js)?),
     }
     .map_err(invalid)
@@ -75,7 +89,11 @@ mod tests {
     #[test]
     fn garbage_protobuf_names_the_message() {
         let err = decode(Signal::Traces, Encoding::Protobuf, &[0xff, 0xff, 0xff]).unwrap_err();
-        assert!(err.to_string().starts_with("invalid protobuf ExportTraceServiceRequest:"), "{err}");
+        assert!(
+            err.to_string()
+                .starts_with("invalid protobuf ExportTraceServiceRequest:"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -91,7 +109,10 @@ mod tests {
         assert_eq!(g[0].resource.service_name(), "checkout");
         assert_eq!(s.trace_id, "5b8efff798038103d269b633813fc60c");
         assert_eq!(s.duration_nanos(), 1_000_000_000);
-        assert_eq!(s.attributes, vec![("http.status_code".to_string(), "200".to_string())]);
+        assert_eq!(
+            s.attributes,
+            vec![("http.status_code".to_string(), "200".to_string())]
+        );
         assert_eq!(s.status_message, "boom");
     }
 

@@ -15,13 +15,23 @@ fn a_port_in_use_names_the_address_and_the_flag() {
     let out = oxeye()
         .args(["up", "--data-dir"])
         .arg(dir.path())
-        .args(["--http-addr", &addr, "--otlp-grpc-addr", "127.0.0.1:0", "--otlp-http-addr", "127.0.0.1:0"])
+        .args([
+            "--http-addr",
+            &addr,
+            "--otlp-grpc-addr",
+            "127.0.0.1:0",
+            "--otlp-http-addr",
+            "127.0.0.1:0",
+        ])
         .output()
         .unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains(&addr) && err.contains("--http-addr"), "{err}");
-    assert!(!dir.path().join("wal").exists(), "the store must not be opened when a port is taken");
+    assert!(
+        !dir.path().join("wal").exists(),
+        "the store must not be opened when a port is taken"
+    );
 }
 
 #[test]
@@ -30,12 +40,22 @@ fn a_file_as_data_dir_is_refused_naming_the_flag() {
     let out = oxeye()
         .args(["up", "--data-dir"])
         .arg(f.path())
-        .args(["--http-addr", "127.0.0.1:0", "--otlp-grpc-addr", "127.0.0.1:0", "--otlp-http-addr", "127.0.0.1:0"])
+        .args([
+            "--http-addr",
+            "127.0.0.1:0",
+            "--otlp-grpc-addr",
+            "127.0.0.1:0",
+            "--otlp-http-addr",
+            "127.0.0.1:0",
+        ])
         .output()
         .unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("--data-dir") && err.contains("not a directory"), "{err}");
+    assert!(
+        err.contains("--data-dir") && err.contains("not a directory"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -53,9 +73,16 @@ fn config_errors_are_all_reported_with_their_paths() {
     let mut f = tempfile::NamedTempFile::new().unwrap();
     use std::io::Write;
     writeln!(f, "receivers:\n  otlp:\n    protocols:\n      grpc:\n        endpoint: nowhere\nexporters:\n  store:\n    retention:\n      max_size: lots").unwrap();
-    let out = oxeye().args(["up", "--config"]).arg(f.path()).output().unwrap();
+    let out = oxeye()
+        .args(["up", "--config"])
+        .arg(f.path())
+        .output()
+        .unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("receivers.otlp.protocols.grpc.endpoint"), "{err}");
+    assert!(
+        err.contains("receivers.otlp.protocols.grpc.endpoint"),
+        "{err}"
+    );
     assert!(err.contains("exporters.store.retention.max_size"), "{err}");
 }

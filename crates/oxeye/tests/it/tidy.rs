@@ -6,7 +6,10 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().unwrap()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .canonicalize()
+        .unwrap()
 }
 
 fn crates() -> Vec<String> {
@@ -35,7 +38,10 @@ fn files(dir: &Path, ext: &str, out: &mut Vec<PathBuf>) {
 fn architecture_md_has_a_section_per_crate() {
     let arch = std::fs::read_to_string(root().join("ARCHITECTURE.md")).unwrap();
     for c in crates() {
-        assert!(arch.contains(&format!("### `{c}`")), "ARCHITECTURE.md has no `### `{c}`` section");
+        assert!(
+            arch.contains(&format!("### `{c}`")),
+            "ARCHITECTURE.md has no `### `{c}`` section"
+        );
     }
 }
 
@@ -48,7 +54,10 @@ fn allowed() -> BTreeMap<&'static str, &'static [&'static str]> {
         ("ingest", &["model", "pipeline"][..]),
         ("server", &["model", "store", "pipeline"][..]),
         ("lab", &[][..]),
-        ("oxeye", &["model", "ingest", "pipeline", "store", "server", "lab"][..]),
+        (
+            "oxeye",
+            &["model", "ingest", "pipeline", "store", "server", "lab"][..],
+        ),
     ])
 }
 
@@ -60,7 +69,8 @@ fn crates_depend_only_on_what_the_architecture_allows() {
         let allowed = rules
             .get(c.as_str())
             .unwrap_or_else(|| panic!("crate {c} has no dependency rule in tidy.rs"));
-        let toml = std::fs::read_to_string(root().join("crates").join(c).join("Cargo.toml")).unwrap();
+        let toml =
+            std::fs::read_to_string(root().join("crates").join(c).join("Cargo.toml")).unwrap();
         let mut section = String::new();
         for line in toml.lines() {
             let l = line.trim();
@@ -73,7 +83,10 @@ fn crates_depend_only_on_what_the_architecture_allows() {
             }
             let name = l.split(['=', '.']).next().unwrap_or("").trim();
             if all.iter().any(|x| x == name) {
-                assert!(allowed.contains(&name), "crate {c} must not depend on {name}");
+                assert!(
+                    allowed.contains(&name),
+                    "crate {c} must not depend on {name}"
+                );
             }
         }
     }
@@ -92,14 +105,21 @@ fn no_unexplained_unwrap_in_library_code() {
                 if line.trim_start().starts_with("#[cfg(test)]") {
                     break;
                 }
-                if line.contains(".unwrap()") && !line.contains("//") && !prev.trim_start().starts_with("//") {
+                if line.contains(".unwrap()")
+                    && !line.contains("//")
+                    && !prev.trim_start().starts_with("//")
+                {
                     bad.push(format!("{}:{}", f.display(), i + 1));
                 }
                 prev = line;
             }
         }
     }
-    assert!(bad.is_empty(), "unwrap() without a comment saying why it cannot fail:\n{}", bad.join("\n"));
+    assert!(
+        bad.is_empty(),
+        "unwrap() without a comment saying why it cannot fail:\n{}",
+        bad.join("\n")
+    );
 }
 
 #[test]
@@ -107,10 +127,12 @@ fn vendored_files_keep_their_licence() {
     let vendor = root().join("web/vendor");
     for e in std::fs::read_dir(&vendor).into_iter().flatten().flatten() {
         if e.path().is_dir() {
-            let has = std::fs::read_dir(e.path())
-                .unwrap()
-                .flatten()
-                .any(|f| f.file_name().to_string_lossy().to_uppercase().starts_with("LICENSE"));
+            let has = std::fs::read_dir(e.path()).unwrap().flatten().any(|f| {
+                f.file_name()
+                    .to_string_lossy()
+                    .to_uppercase()
+                    .starts_with("LICENSE")
+            });
             assert!(has, "{} has no LICENSE file", e.path().display());
         }
     }

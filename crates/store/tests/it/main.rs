@@ -9,7 +9,10 @@ use store::read::{LogFilter, TimeRange, TraceFilter};
 use store::{Store, StoreConfig};
 
 fn now_ns() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_nanos() as u64
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64
 }
 
 fn resource(service: &str) -> Arc<Resource> {
@@ -26,13 +29,22 @@ fn span(trace: u8, id: u8, parent: Option<u8>, start: u64, dur: u64) -> Span {
     Span {
         trace_id: format!("{trace:02x}").repeat(16),
         span_id: format!("{id:02x}").repeat(8),
-        parent_span_id: parent.map(|p| format!("{p:02x}").repeat(8)).unwrap_or_default(),
+        parent_span_id: parent
+            .map(|p| format!("{p:02x}").repeat(8))
+            .unwrap_or_default(),
         trace_state: String::new(),
         name: format!("op-{id}"),
-        kind: if parent.is_none() { SpanKind::Server } else { SpanKind::Client },
+        kind: if parent.is_none() {
+            SpanKind::Server
+        } else {
+            SpanKind::Client
+        },
         start_unix_nano: start,
         end_unix_nano: start + dur,
-        attributes: vec![("http.route".into(), format!("/r/{id}")), ("n".into(), id.to_string())],
+        attributes: vec![
+            ("http.route".into(), format!("/r/{id}")),
+            ("n".into(), id.to_string()),
+        ],
         events: vec![SpanEvent {
             time_unix_nano: start + 10,
             name: "ev".into(),
@@ -44,8 +56,16 @@ fn span(trace: u8, id: u8, parent: Option<u8>, start: u64, dur: u64) -> Span {
             trace_state: "x=1".into(),
             attributes: vec![("link.kind".into(), "follows".into())],
         }],
-        status_code: if id == 3 { StatusCode::Error } else { StatusCode::Unset },
-        status_message: if id == 3 { "boom".into() } else { String::new() },
+        status_code: if id == 3 {
+            StatusCode::Error
+        } else {
+            StatusCode::Unset
+        },
+        status_message: if id == 3 {
+            "boom".into()
+        } else {
+            String::new()
+        },
     }
 }
 
@@ -77,7 +97,10 @@ fn quiet() -> StoreConfig {
 }
 
 async fn count(store: &Store, table: &str) -> i64 {
-    let r = store.sql_json(&format!("SELECT COUNT(*) AS n FROM {table}")).await.unwrap();
+    let r = store
+        .sql_json(&format!("SELECT COUNT(*) AS n FROM {table}"))
+        .await
+        .unwrap();
     r.rows[0][0].as_i64().unwrap()
 }
 
@@ -87,7 +110,13 @@ async fn spans_round_trip_field_by_field() {
     let store = Store::open(dir.path(), quiet()).unwrap();
     let t = now_ns() - 1_000_000;
     store
-        .write(&spans("checkout", vec![span(1, 1, None, t, 5_000_000), span(1, 3, Some(1), t + 1000, 1_000_000)]))
+        .write(&spans(
+            "checkout",
+            vec![
+                span(1, 1, None, t, 5_000_000),
+                span(1, 3, Some(1), t + 1000, 1_000_000),
+            ],
+        ))
         .await
         .unwrap();
     let got = store.trace(&"01".repeat(16)).await.unwrap();
@@ -112,7 +141,10 @@ async fn spans_round_trip_field_by_field() {
 
     let red = store.services(range()).await.unwrap();
     assert_eq!(red.len(), 1);
-    assert_eq!((red[0].service.as_str(), red[0].spans, red[0].errors), ("checkout", 1, 0));
+    assert_eq!(
+        (red[0].service.as_str(), red[0].spans, red[0].errors),
+        ("checkout", 1, 0)
+    );
 
     let f = TraceFilter {
         attributes: vec![("http.route".into(), "/r/3".into())],
@@ -129,7 +161,13 @@ async fn spans_round_trip_field_by_field() {
         limit: 10,
         ..TraceFilter::default()
     };
-    assert!(store.search_traces(&none, range()).await.unwrap().is_empty());
+    assert!(
+        store
+            .search_traces(&none, range())
+            .await
+            .unwrap()
+            .is_empty()
+    );
 }
 
 #[tokio::test]
@@ -137,13 +175,22 @@ async fn flush_moves_rows_to_parquet_without_duplicates() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path(), quiet()).unwrap();
     let t = now_ns();
-    store.write(&spans("a", (1..=50).map(|i| span(i, i, None, t, 10)).collect())).await.unwrap();
+    store
+        .write(&spans(
+            "a",
+            (1..=50).map(|i| span(i, i, None, t, 10)).collect(),
+        ))
+        .await
+        .unwrap();
     assert_eq!(store.flush().await.unwrap(), 50);
     assert_eq!(count(&store, "otel_traces").await, 50);
     let files: Vec<_> = walk(&dir.path().join("otel_traces"));
     assert_eq!(files.len(), 1, "{files:?}");
     assert!(files[0].to_string_lossy().ends_with(".parquet"));
-    store.write(&spans("a", vec![span(99, 99, None, t, 10)])).await.unwrap();
+    store
+        .write(&spans("a", vec![span(99, 99, None, t, 10)]))
+        .await
+        .unwrap();
     assert_eq!(count(&store, "otel_traces").await, 51);
     // No WAL segment older than the flush is kept.
     let segs = std::fs::read_dir(dir.path().join("wal")).unwrap().count();
@@ -170,14 +217,21 @@ async fn reopen_replays_the_wal_and_cuts_a_torn_tail() {
     let t = now_ns();
     {
         let store = Store::open(dir.path(), quiet()).unwrap();
-        store.write(&spans("a", vec![span(1, 1, None, t, 10)])).await.unwrap();
-        store.write(&spans("a", vec![span(2, 2, None, t, 10)])).await.unwrap();
+        store
+            .write(&spans("a", vec![span(1, 1, None, t, 10)]))
+            .await
+            .unwrap();
+        store
+            .write(&spans("a", vec![span(2, 2, None, t, 10)]))
+            .await
+            .unwrap();
         // Dropped without close: like a crash, nothing flushed.
     }
     let seg = walk(&dir.path().join("wal"))
         .into_iter()
-        .filter(|p| p.extension().is_some_and(|e| e == "wal") && std::fs::metadata(p).unwrap().len() > 0)
-        .next()
+        .find(|p| {
+            p.extension().is_some_and(|e| e == "wal") && std::fs::metadata(p).unwrap().len() > 0
+        })
         .unwrap();
     // A frame cut short by a crash mid-write.
     use std::io::Write;
@@ -188,7 +242,10 @@ async fn reopen_replays_the_wal_and_cuts_a_torn_tail() {
     let store = Store::open(dir.path(), quiet()).unwrap();
     assert_eq!(count(&store, "otel_traces").await, 2);
     assert_eq!(store.stats().torn_tail_bytes, 11);
-    store.write(&spans("a", vec![span(3, 3, None, t, 10)])).await.unwrap();
+    store
+        .write(&spans("a", vec![span(3, 3, None, t, 10)]))
+        .await
+        .unwrap();
     assert_eq!(count(&store, "otel_traces").await, 3);
 }
 
@@ -216,7 +273,13 @@ async fn retention_by_size_drops_the_oldest_hours() {
     .unwrap();
     let hour = 3_600_000_000_000u64;
     let t = now_ns() - 5 * hour;
-    store.write(&spans("a", vec![span(1, 1, None, t, 10), span(2, 2, None, t + 3 * hour, 10)])).await.unwrap();
+    store
+        .write(&spans(
+            "a",
+            vec![span(1, 1, None, t, 10), span(2, 2, None, t + 3 * hour, 10)],
+        ))
+        .await
+        .unwrap();
     store.flush().await.unwrap();
     // Retention runs after each flush, on the flusher thread.
     for _ in 0..50 {
@@ -250,7 +313,10 @@ async fn logs_filter_by_severity_text_and_trace() {
         .write(&Batch::Logs(vec![Group {
             resource: resource("api"),
             scope: Arc::new(Scope::default()),
-            items: vec![rec(9, "user logged in", ""), rec(17, "Payment FAILED 100%", &"aa".repeat(16))],
+            items: vec![
+                rec(9, "user logged in", ""),
+                rec(17, "Payment FAILED 100%", &"aa".repeat(16)),
+            ],
         }]))
         .await
         .unwrap();
@@ -260,11 +326,24 @@ async fn logs_filter_by_severity_text_and_trace() {
         limit: 10,
         ..LogFilter::default()
     };
-    assert_eq!(store.logs(&f(Some(17), None), range()).await.unwrap().len(), 1);
-    let hit = store.logs(&f(None, Some("failed 100%")), range()).await.unwrap();
+    assert_eq!(
+        store.logs(&f(Some(17), None), range()).await.unwrap().len(),
+        1
+    );
+    let hit = store
+        .logs(&f(None, Some("failed 100%")), range())
+        .await
+        .unwrap();
     assert_eq!(hit.len(), 1);
     assert_eq!(hit[0].trace_id, "aa".repeat(16));
-    assert!(store.logs(&f(None, Some("_")), range()).await.unwrap().is_empty(), "LIKE wildcards are escaped");
+    assert!(
+        store
+            .logs(&f(None, Some("_")), range())
+            .await
+            .unwrap()
+            .is_empty(),
+        "LIKE wildcards are escaped"
+    );
 }
 
 #[tokio::test]
@@ -287,7 +366,14 @@ async fn every_metric_type_round_trips() {
     };
     let metrics = vec![
         m("g", PointValue::Gauge(1.5)),
-        m("s", PointValue::Sum { value: 7.0, temporality: Temporality::Cumulative, monotonic: true }),
+        m(
+            "s",
+            PointValue::Sum {
+                value: 7.0,
+                temporality: Temporality::Cumulative,
+                monotonic: true,
+            },
+        ),
         m(
             "h",
             PointValue::Histogram {
@@ -316,7 +402,14 @@ async fn every_metric_type_round_trips() {
                 temporality: Temporality::Cumulative,
             },
         ),
-        m("q", PointValue::Summary { count: 10, sum: 20.0, quantiles: vec![(0.5, 1.0), (0.99, 4.0)] }),
+        m(
+            "q",
+            PointValue::Summary {
+                count: 10,
+                sum: 20.0,
+                quantiles: vec![(0.5, 1.0), (0.99, 4.0)],
+            },
+        ),
     ];
     store
         .write(&Batch::Metrics(vec![Group {
@@ -327,16 +420,29 @@ async fn every_metric_type_round_trips() {
         .await
         .unwrap();
     let names = store.metric_names().await.unwrap();
-    let kinds: Vec<(&str, &str)> = names.iter().map(|m| (m.name.as_str(), m.kind.as_str())).collect();
+    let kinds: Vec<(&str, &str)> = names
+        .iter()
+        .map(|m| (m.name.as_str(), m.kind.as_str()))
+        .collect();
     assert_eq!(
         kinds,
-        vec![("e", "exponential_histogram"), ("g", "gauge"), ("h", "histogram"), ("q", "summary"), ("s", "sum")]
+        vec![
+            ("e", "exponential_histogram"),
+            ("g", "gauge"),
+            ("h", "histogram"),
+            ("q", "summary"),
+            ("s", "sum")
+        ]
     );
     let pt = |name: &str| {
         let store = store.clone();
         let name = name.to_string();
         async move {
-            let s = store.metric_points(&name, None, &[], Some(range()), true).await.unwrap().unwrap();
+            let s = store
+                .metric_points(&name, None, &[], Some(range()), true)
+                .await
+                .unwrap()
+                .unwrap();
             assert_eq!(s.series.len(), 1);
             assert_eq!(s.series[0].attributes["host"], "h1");
             s.series[0].points[0].clone()
@@ -344,14 +450,23 @@ async fn every_metric_type_round_trips() {
     };
     assert_eq!(pt("g").await["value"], 1.5);
     let s = pt("s").await;
-    assert_eq!((s["value"].as_f64(), s["is_monotonic"].as_bool()), (Some(7.0), Some(true)));
+    assert_eq!(
+        (s["value"].as_f64(), s["is_monotonic"].as_bool()),
+        (Some(7.0), Some(true))
+    );
     let h = pt("h").await;
     assert_eq!(h["bucket_counts"], serde_json::json!([1, 2, 0]));
     assert_eq!(h["explicit_bounds"], serde_json::json!([1.0, 5.0]));
     assert_eq!(h["value"], 2.0);
     let e = pt("e").await;
-    assert_eq!((e["scale"].as_i64(), e["positive_offset"].as_i64()), (Some(2), Some(-1)));
+    assert_eq!(
+        (e["scale"].as_i64(), e["positive_offset"].as_i64()),
+        (Some(2), Some(-1))
+    );
     assert_eq!(e["positive_bucket_counts"], serde_json::json!([1, 2]));
     let q = pt("q").await;
-    assert_eq!(q["quantiles"], serde_json::json!([{"quantile": 0.5, "value": 1.0}, {"quantile": 0.99, "value": 4.0}]));
+    assert_eq!(
+        q["quantiles"],
+        serde_json::json!([{"quantile": 0.5, "value": 1.0}, {"quantile": 0.99, "value": 4.0}])
+    );
 }
