@@ -14,6 +14,9 @@ Summaries: the Python SDK cannot emit them, so that test builds an OTLP
 from __future__ import annotations
 
 import logging
+import os
+import socket
+import sys
 import time
 
 import grpc
@@ -167,6 +170,14 @@ def test_traces_roundtrip(oxeye_module, transport):
         sid = format_span_id(sdk.get_span_context().span_id)
         assert sid in by_id, f"span {sdk.name} ({sid}) missing from {list(by_id)}"
         _assert_span(by_id[sid], sdk, svc, resource_expect)
+
+    # The resource processor adds what the sender did not say: the host, and for a sender on this
+    # host, the sending process (this pytest process).
+    res = body["spans"][0]["resource"]
+    assert res.get("host.name") == socket.gethostname(), res
+    assert res.get("os.type") == "linux", res
+    assert res.get("process.pid") == str(os.getpid()), res
+    assert res.get("process.executable.path") == os.path.realpath(sys.executable), res
 
     # search by service
     root = next(s for s in spans if s.parent is None)

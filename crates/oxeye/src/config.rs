@@ -39,7 +39,7 @@ impl Default for Settings {
             queue_bytes: 64 << 20,
             retention_age: Some(Duration::from_secs(7 * 86400)),
             retention_bytes: None,
-            flush_interval: Duration::from_secs(10),
+            flush_interval: Duration::from_secs(60),
             enrich_host: true,
             enrich_process: true,
         }

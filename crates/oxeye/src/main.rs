@@ -67,7 +67,7 @@ pub struct UpArgs {
     /// Delete the oldest data while the store is larger than this [default: unlimited].
     #[arg(long, env = "OXEYE_RETENTION_SIZE")]
     pub retention_size: Option<String>,
-    /// Write memory to Parquet at least this often [default: 10s].
+    /// Write memory to Parquet at least this often [default: 60s].
     #[arg(long, env = "OXEYE_FLUSH_INTERVAL")]
     pub flush_interval: Option<String>,
 }
