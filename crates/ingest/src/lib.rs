@@ -20,7 +20,7 @@ pub struct ReceiverContext {
 impl ReceiverContext {
     /// Largest body accepted after decompression (guards against gzip bombs).
     pub fn max_decoded_bytes(&self) -> usize {
-        self.max_body_bytes.saturating_mul(8)
+        self.max_body_bytes.saturating_mul(4)
     }
 
     pub(crate) fn authorized(&self, header: Option<&str>) -> bool {

@@ -179,8 +179,14 @@ fn write_table(
     }
     let props = props.build();
     let mut out = Vec::new();
+    let single = by_hour.len() == 1;
     for (hour, rows) in by_hour {
-        let part = take_record_batch(&sorted, &UInt32Array::from(rows))?;
+        // Most flushes hold one hour: write the sorted batch as it is instead of copying it again.
+        let part = if single {
+            sorted.clone()
+        } else {
+            take_record_batch(&sorted, &UInt32Array::from(rows))?
+        };
         let pdir = partition_dir(dir, table, hour);
         fs::create_dir_all(&pdir).map_err(StoreError::io(&pdir))?;
         let path = pdir.join(format!("{seq:020}.parquet"));

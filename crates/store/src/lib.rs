@@ -77,8 +77,8 @@ impl Default for StoreConfig {
     fn default() -> Self {
         StoreConfig {
             flush_interval: Duration::from_secs(60),
-            flush_bytes: 64 << 20,
-            max_memory_bytes: 256 << 20,
+            flush_bytes: 16 << 20,
+            max_memory_bytes: 64 << 20,
             retention_age: Some(Duration::from_secs(7 * 24 * 3600)),
             retention_bytes: None,
         }

@@ -145,7 +145,8 @@ pub async fn serve(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), tonic::transport::Error> {
     let svc = Otlp(ctx.clone());
-    let max = ctx.max_decoded_bytes();
+    // A gRPC message is limited by its decoded size; the same limit as an HTTP body.
+    let max = ctx.max_body_bytes;
     tonic::transport::Server::builder()
         .layer(tower::util::MapResponseLayer::new(
             bad_input_is_invalid_argument,
