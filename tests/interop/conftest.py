@@ -129,6 +129,17 @@ class OxeyeServer:
         ]
 
     def start(self, new_ports: bool = True) -> "OxeyeServer":
+        # A port picked free can be taken (e.g. as a client's ephemeral port) before the server
+        # binds it; with fresh ports allowed, try again rather than fail the module.
+        for attempt in range(3):
+            try:
+                return self._start_once(new_ports or attempt > 0)
+            except ServerStartError as e:
+                if not (new_ports and "Address already in use" in str(e)) or attempt == 2:
+                    raise
+        raise AssertionError("unreachable")
+
+    def _start_once(self, new_ports: bool) -> "OxeyeServer":
         assert self.proc is None or self.proc.poll() is not None, "already running"
         if new_ports or not self.http_port:
             self.http_port, self.grpc_port, self.otlp_http_port = free_port(), free_port(), free_port()
