@@ -165,6 +165,19 @@ pub fn logs_from_otlp(req: ExportLogsServiceRequest) -> Result<Batch, InvalidDat
     Ok(Batch::Logs(groups))
 }
 
+/// A model point from any OTLP data point type (they share these fields but no trait).
+macro_rules! point {
+    ($p:expr, $value:expr $(,)?) => {
+        MetricPoint {
+            attributes: attrs_from_otlp(&$p.attributes),
+            start_time_unix_nano: $p.start_time_unix_nano,
+            time_unix_nano: $p.time_unix_nano,
+            flags: $p.flags,
+            value: $value,
+        }
+    };
+}
+
 pub fn metrics_from_otlp(req: ExportMetricsServiceRequest) -> Result<Batch, InvalidData> {
     let mut groups = Vec::new();
     for (ri, rm) in req.resource_metrics.iter().enumerate() {
@@ -186,18 +199,13 @@ pub fn metrics_from_otlp(req: ExportMetricsServiceRequest) -> Result<Batch, Inva
                     Some(Data::Gauge(g)) => g
                         .data_points
                         .iter()
-                        .map(|p| point(&p.attributes, p.start_time_unix_nano, p.time_unix_nano, p.flags, PointValue::Gauge(number(&p.value))))
+                        .map(|p| point!(p, PointValue::Gauge(number(&p.value))))
                         .collect(),
                     Some(Data::Sum(s)) => s
                         .data_points
                         .iter()
                         .map(|p| {
-                            point(
-                                &p.attributes,
-                                p.start_time_unix_nano,
-                                p.time_unix_nano,
-                                p.flags,
-                                PointValue::Sum {
+                            point!(p, PointValue::Sum {
                                     value: number(&p.value),
                                     temporality: Temporality::from_otlp(s.aggregation_temporality),
                                     monotonic: s.is_monotonic,
@@ -217,12 +225,7 @@ pub fn metrics_from_otlp(req: ExportMetricsServiceRequest) -> Result<Batch, Inva
                                     p.bucket_counts.len()
                                 )));
                             }
-                            Ok(point(
-                                &p.attributes,
-                                p.start_time_unix_nano,
-                                p.time_unix_nano,
-                                p.flags,
-                                PointValue::Histogram {
+                            Ok(point!(p, PointValue::Histogram {
                                     count: p.count,
                                     sum: p.sum,
                                     min: p.min,
@@ -240,12 +243,7 @@ pub fn metrics_from_otlp(req: ExportMetricsServiceRequest) -> Result<Batch, Inva
                         .map(|p| {
                             let (po, pc) = p.positive.as_ref().map(|b| (b.offset, b.bucket_counts.clone())).unwrap_or_default();
                             let (no, nc) = p.negative.as_ref().map(|b| (b.offset, b.bucket_counts.clone())).unwrap_or_default();
-                            point(
-                                &p.attributes,
-                                p.start_time_unix_nano,
-                                p.time_unix_nano,
-                                p.flags,
-                                PointValue::ExponentialHistogram {
+                            point!(p, PointValue::ExponentialHistogram {
                                     count: p.count,
                                     sum: p.sum,
                                     min: p.min,
@@ -265,12 +263,7 @@ pub fn metrics_from_otlp(req: ExportMetricsServiceRequest) -> Result<Batch, Inva
                         .data_points
                         .iter()
                         .map(|p| {
-                            point(
-                                &p.attributes,
-                                p.start_time_unix_nano,
-                                p.time_unix_nano,
-                                p.flags,
-                                PointValue::Summary {
+                            point!(p, PointValue::Summary {
                                     count: p.count,
                                     sum: p.sum,
                                     quantiles: p.quantile_values.iter().map(|q| (q.quantile, q.value)).collect(),
@@ -303,22 +296,6 @@ fn number(v: &Option<number_data_point::Value>) -> f64 {
         Some(number_data_point::Value::AsDouble(d)) => *d,
         Some(number_data_point::Value::AsInt(i)) => *i as f64,
         None => 0.0,
-    }
-}
-
-fn point(
-    attrs: &[opentelemetry_proto::tonic::common::v1::KeyValue],
-    start: u64,
-    time: u64,
-    flags: u32,
-    value: PointValue,
-) -> MetricPoint {
-    MetricPoint {
-        attributes: attrs_from_otlp(attrs),
-        start_time_unix_nano: start,
-        time_unix_nano: time,
-        flags,
-        value,
     }
 }
 

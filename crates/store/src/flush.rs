@@ -134,7 +134,8 @@ fn partition_dir(dir: &Path, table: Table, hour: i64) -> PathBuf {
         .join(dt.format("%H").to_string())
 }
 
-/// Sorts the table's rows by its sort columns and writes one file per hour partition. Rows are
+/// Sorts the table's rows by service (then metric name) and time, so readers can skip row groups,
+/// and writes one file per hour partition. Rows are
 /// gathered from the memtable's batches in sorted order in one pass, without concatenating them
 /// first: copying was most of a flush's cost.
 fn write_table(

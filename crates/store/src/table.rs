@@ -61,14 +61,6 @@ impl Table {
         }
     }
 
-    /// Columns each Parquet file is sorted by, so readers can skip row groups by service and time.
-    pub fn sort_columns(self) -> &'static [&'static str] {
-        match self {
-            Table::Traces | Table::Logs => &["ServiceName", "Timestamp"],
-            _ => &["ServiceName", "MetricName", "TimeUnix"],
-        }
-    }
-
     pub fn schema(self) -> SchemaRef {
         static SCHEMAS: LazyLock<Vec<SchemaRef>> = LazyLock::new(|| {
             Table::ALL

@@ -16,7 +16,7 @@ use pipeline::Origin;
 use prost::Message;
 use tokio::net::TcpListener;
 
-use super::{DecodeError, Encoding, Signal, decode};
+use super::{Encoding, Signal, decode};
 use crate::{DECODED_SIZE_FACTOR, ReceiverContext};
 
 /// `google.rpc.Status`, the OTLP error body.
@@ -184,13 +184,8 @@ async fn handle(
             ));
         }
     };
-    let batch = decode(signal, encoding, &body).map_err(|e| {
-        let msg = match &e {
-            DecodeError::Invalid(_) => e.to_string(),
-            _ => e.to_string(),
-        };
-        Failure::new(StatusCode::BAD_REQUEST, encoding, msg)
-    })?;
+    let batch = decode(signal, encoding, &body)
+        .map_err(|e| Failure::new(StatusCode::BAD_REQUEST, encoding, e.to_string()))?;
     if !batch.is_empty() {
         let ack = ctx
             .pipeline
