@@ -574,6 +574,24 @@ impl Store {
         Ok(out.into_values().collect())
     }
 
+    /// The table (and type and unit) holding metric `name`: one row looked up per table.
+    async fn metric_table(
+        &self,
+        name: &str,
+    ) -> Result<Option<(Table, &'static str, String)>, StoreError> {
+        for (table, kind) in METRIC_TABLES {
+            let sql = format!(
+                "SELECT MetricUnit FROM {} WHERE MetricName = {} LIMIT 1",
+                table.name(),
+                lit(name)
+            );
+            if let Some(o) = self.objects(&sql).await?.first() {
+                return Ok(Some((table, kind, s(o, "MetricUnit"))));
+            }
+        }
+        Ok(None)
+    }
+
     /// Points of one metric, one series per (service, attributes), oldest first.
     pub async fn metric_points(
         &self,
@@ -583,11 +601,7 @@ impl Store {
         range: Option<TimeRange>,
         with_points: bool,
     ) -> Result<Option<MetricSeries>, StoreError> {
-        let infos = self.metric_names().await?;
-        let Some(info) = infos.into_iter().find(|m| m.name == name) else {
-            return Ok(None);
-        };
-        let Some((table, kind)) = METRIC_TABLES.iter().find(|(_, k)| *k == info.kind) else {
+        let Some((table, kind, unit)) = self.metric_table(name).await? else {
             return Ok(None);
         };
         let mut conds = vec![format!("MetricName = {}", lit(name))];
@@ -627,7 +641,7 @@ impl Store {
         Ok(Some(MetricSeries {
             name: name.to_string(),
             kind: kind.to_string(),
-            unit: info.unit,
+            unit,
             series,
         }))
     }
