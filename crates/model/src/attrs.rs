@@ -61,23 +61,30 @@ fn to_json(v: &AnyValue) -> serde_json::Value {
     }
 }
 
-/// Converts OTLP key-values; a repeated key keeps its last value (the OTLP spec leaves duplicates
-/// undefined and a map column cannot hold them).
-pub fn attrs_from_otlp(kvs: &[KeyValue]) -> Attrs {
+/// Converts OTLP key-values, moving their strings; a repeated key keeps its last value (the OTLP
+/// spec leaves duplicates undefined and a map column cannot hold them).
+pub fn attrs_from_otlp(kvs: Vec<KeyValue>) -> Attrs {
     let mut out: Attrs = Vec::with_capacity(kvs.len());
     for kv in kvs {
-        let v = kv
-            .value
-            .as_ref()
-            .map(any_value_to_string)
-            .unwrap_or_default();
+        let v = any_value_into_string(kv.value);
         if let Some(slot) = out.iter_mut().find(|(k, _)| *k == kv.key) {
             slot.1 = v;
         } else {
-            out.push((kv.key.clone(), v));
+            out.push((kv.key, v));
         }
     }
     out
+}
+
+/// [`any_value_to_string`] for an owned value: a string value is moved, not copied.
+pub fn any_value_into_string(v: Option<AnyValue>) -> String {
+    match v {
+        None => String::new(),
+        Some(AnyValue {
+            value: Some(Value::StringValue(s)),
+        }) => s,
+        Some(v) => any_value_to_string(&v),
+    }
 }
 
 #[cfg(test)]
@@ -107,7 +114,7 @@ mod tests {
             value: Some(v(Value::StringValue(s.into()))),
             ..Default::default()
         };
-        let a = attrs_from_otlp(&[kv("a", "1"), kv("b", "2"), kv("a", "3")]);
+        let a = attrs_from_otlp(vec![kv("a", "1"), kv("b", "2"), kv("a", "3")]);
         assert_eq!(a, vec![("a".into(), "3".into()), ("b".into(), "2".into())]);
     }
 }

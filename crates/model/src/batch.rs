@@ -1,6 +1,6 @@
 use std::sync::Arc;
 
-use crate::Attrs;
+use crate::{Attrs, SpanId, TraceId};
 
 /// What produced the telemetry (OTLP `Resource`), shared by every item it produced.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -154,12 +154,10 @@ impl StatusCode {
 
 #[derive(Clone, Debug, PartialEq)]
 pub struct Span {
-    /// Lowercase hex, 32 characters.
-    pub trace_id: String,
-    /// Lowercase hex, 16 characters.
-    pub span_id: String,
-    /// Empty for a root span.
-    pub parent_span_id: String,
+    pub trace_id: TraceId,
+    pub span_id: SpanId,
+    /// `None` for a root span.
+    pub parent_span_id: Option<SpanId>,
     pub trace_state: String,
     pub name: String,
     pub kind: SpanKind,
@@ -187,8 +185,8 @@ pub struct SpanEvent {
 
 #[derive(Clone, Debug, PartialEq)]
 pub struct SpanLink {
-    pub trace_id: String,
-    pub span_id: String,
+    pub trace_id: TraceId,
+    pub span_id: SpanId,
     pub trace_state: String,
     pub attributes: Attrs,
 }
@@ -201,8 +199,9 @@ pub struct LogRecord {
     pub severity_text: String,
     pub body: String,
     pub attributes: Attrs,
-    pub trace_id: String,
-    pub span_id: String,
+    /// `None` when the record was not emitted inside a span.
+    pub trace_id: Option<TraceId>,
+    pub span_id: Option<SpanId>,
     pub flags: u32,
     pub event_name: String,
 }

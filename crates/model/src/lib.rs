@@ -6,7 +6,9 @@
 
 mod attrs;
 mod batch;
+mod ids;
 pub mod otlp;
 
 pub use attrs::{Attrs, any_value_to_string};
 pub use batch::*;
+pub use ids::{SpanId, TraceId};

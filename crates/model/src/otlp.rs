@@ -9,7 +9,7 @@ use opentelemetry_proto::tonic::common::v1::InstrumentationScope;
 use opentelemetry_proto::tonic::metrics::v1::{metric::Data, number_data_point};
 use opentelemetry_proto::tonic::resource::v1::Resource as OtlpResource;
 
-use crate::attrs::{any_value_to_string, attrs_from_otlp};
+use crate::attrs::{any_value_into_string, attrs_from_otlp};
 use crate::*;
 
 /// Why a well-formed OTLP message was still refused.
@@ -24,105 +24,116 @@ impl std::fmt::Display for InvalidData {
 
 impl std::error::Error for InvalidData {}
 
-fn resource(r: Option<&OtlpResource>, schema_url: &str) -> Arc<Resource> {
+fn resource(r: Option<OtlpResource>, schema_url: String) -> Arc<Resource> {
     Arc::new(Resource {
-        attributes: r
-            .map(|r| attrs_from_otlp(&r.attributes))
-            .unwrap_or_default(),
-        schema_url: schema_url.to_string(),
+        attributes: r.map(|r| attrs_from_otlp(r.attributes)).unwrap_or_default(),
+        schema_url,
     })
 }
 
-fn scope(s: Option<&InstrumentationScope>, schema_url: &str) -> Arc<Scope> {
+fn scope(s: Option<InstrumentationScope>, schema_url: String) -> Arc<Scope> {
     Arc::new(match s {
         Some(s) => Scope {
-            name: s.name.clone(),
-            version: s.version.clone(),
-            attributes: attrs_from_otlp(&s.attributes),
+            name: s.name,
+            version: s.version,
+            attributes: attrs_from_otlp(s.attributes),
             dropped_attributes_count: s.dropped_attributes_count,
-            schema_url: schema_url.to_string(),
+            schema_url,
         },
         None => Scope {
-            schema_url: schema_url.to_string(),
+            schema_url,
             ..Scope::default()
         },
     })
 }
 
-/// Hex of an id that must be exactly `len` bytes (`allow_empty` for optional ids).
-fn id_hex(
+/// An id that must be exactly `N` bytes; `Ok(None)` when empty and `optional`. A required id of
+/// all zeros is invalid (the OTLP spec reserves it).
+fn id<const N: usize>(
     bytes: &[u8],
-    len: usize,
-    allow_empty: bool,
+    optional: bool,
     what: &dyn Fn() -> String,
-) -> Result<String, InvalidData> {
-    if bytes.len() == len || (allow_empty && bytes.is_empty()) {
-        if bytes.iter().all(|b| *b == 0) && !bytes.is_empty() && !allow_empty {
-            return Err(InvalidData(format!("{}: must not be all zeros", what())));
-        }
-        Ok(hex::encode(bytes))
-    } else {
-        Err(InvalidData(format!(
-            "{}: expected {len} bytes, found {}",
+) -> Result<Option<[u8; N]>, InvalidData> {
+    if bytes.is_empty() && optional {
+        return Ok(None);
+    }
+    let Ok(id) = <[u8; N]>::try_from(bytes) else {
+        return Err(InvalidData(format!(
+            "{}: expected {N} bytes, found {}",
             what(),
             bytes.len()
-        )))
+        )));
+    };
+    if !optional && id.iter().all(|b| *b == 0) {
+        return Err(InvalidData(format!("{}: must not be all zeros", what())));
     }
+    Ok(Some(id))
+}
+
+fn trace_id(bytes: &[u8], what: &dyn Fn() -> String) -> Result<TraceId, InvalidData> {
+    Ok(TraceId(id(bytes, false, what)?.unwrap_or_default()))
+}
+
+fn span_id(bytes: &[u8], what: &dyn Fn() -> String) -> Result<SpanId, InvalidData> {
+    Ok(SpanId(id(bytes, false, what)?.unwrap_or_default()))
 }
 
 pub fn spans_from_otlp(req: ExportTraceServiceRequest) -> Result<Batch, InvalidData> {
     let mut groups = Vec::new();
-    for (ri, rs) in req.resource_spans.iter().enumerate() {
-        let res = resource(rs.resource.as_ref(), &rs.schema_url);
-        for (si, ss) in rs.scope_spans.iter().enumerate() {
+    for (ri, rs) in req.resource_spans.into_iter().enumerate() {
+        let res = resource(rs.resource, rs.schema_url);
+        for (si, ss) in rs.scope_spans.into_iter().enumerate() {
             let mut items = Vec::with_capacity(ss.spans.len());
-            for (i, s) in ss.spans.iter().enumerate() {
+            for (i, s) in ss.spans.into_iter().enumerate() {
                 let at = |f: &str| format!("resourceSpans[{ri}].scopeSpans[{si}].spans[{i}].{f}");
-                let status = s.status.as_ref();
+                let links = s
+                    .links
+                    .into_iter()
+                    .enumerate()
+                    .map(|(li, l)| {
+                        Ok(SpanLink {
+                            trace_id: trace_id(&l.trace_id, &|| {
+                                at(&format!("links[{li}].traceId"))
+                            })?,
+                            span_id: span_id(&l.span_id, &|| at(&format!("links[{li}].spanId")))?,
+                            trace_state: l.trace_state,
+                            attributes: attrs_from_otlp(l.attributes),
+                        })
+                    })
+                    .collect::<Result<_, InvalidData>>()?;
+                let (status_code, status_message) = s
+                    .status
+                    .map(|st| (StatusCode::from_otlp(st.code), st.message))
+                    .unwrap_or((StatusCode::Unset, String::new()));
                 items.push(Span {
-                    trace_id: id_hex(&s.trace_id, 16, false, &|| at("traceId"))?,
-                    span_id: id_hex(&s.span_id, 8, false, &|| at("spanId"))?,
-                    parent_span_id: id_hex(&s.parent_span_id, 8, true, &|| at("parentSpanId"))?,
-                    trace_state: s.trace_state.clone(),
-                    name: s.name.clone(),
+                    trace_id: trace_id(&s.trace_id, &|| at("traceId"))?,
+                    span_id: span_id(&s.span_id, &|| at("spanId"))?,
+                    parent_span_id: id(&s.parent_span_id, true, &|| at("parentSpanId"))?
+                        .map(SpanId),
+                    trace_state: s.trace_state,
+                    name: s.name,
                     kind: SpanKind::from_otlp(s.kind),
                     start_unix_nano: s.start_time_unix_nano,
                     end_unix_nano: s.end_time_unix_nano,
-                    attributes: attrs_from_otlp(&s.attributes),
+                    attributes: attrs_from_otlp(s.attributes),
                     events: s
                         .events
-                        .iter()
+                        .into_iter()
                         .map(|e| SpanEvent {
                             time_unix_nano: e.time_unix_nano,
-                            name: e.name.clone(),
-                            attributes: attrs_from_otlp(&e.attributes),
+                            name: e.name,
+                            attributes: attrs_from_otlp(e.attributes),
                         })
                         .collect(),
-                    links: s
-                        .links
-                        .iter()
-                        .enumerate()
-                        .map(|(li, l)| {
-                            Ok(SpanLink {
-                                trace_id: id_hex(&l.trace_id, 16, false, &|| {
-                                    at(&format!("links[{li}].traceId"))
-                                })?,
-                                span_id: id_hex(&l.span_id, 8, false, &|| {
-                                    at(&format!("links[{li}].spanId"))
-                                })?,
-                                trace_state: l.trace_state.clone(),
-                                attributes: attrs_from_otlp(&l.attributes),
-                            })
-                        })
-                        .collect::<Result<_, InvalidData>>()?,
-                    status_code: StatusCode::from_otlp(status.map(|s| s.code).unwrap_or(0)),
-                    status_message: status.map(|s| s.message.clone()).unwrap_or_default(),
+                    links,
+                    status_code,
+                    status_message,
                 });
             }
             if !items.is_empty() {
                 groups.push(Group {
                     resource: res.clone(),
-                    scope: scope(ss.scope.as_ref(), &ss.schema_url),
+                    scope: scope(ss.scope, ss.schema_url),
                     items,
                 });
             }
@@ -133,30 +144,30 @@ pub fn spans_from_otlp(req: ExportTraceServiceRequest) -> Result<Batch, InvalidD
 
 pub fn logs_from_otlp(req: ExportLogsServiceRequest) -> Result<Batch, InvalidData> {
     let mut groups = Vec::new();
-    for (ri, rl) in req.resource_logs.iter().enumerate() {
-        let res = resource(rl.resource.as_ref(), &rl.schema_url);
-        for (si, sl) in rl.scope_logs.iter().enumerate() {
+    for (ri, rl) in req.resource_logs.into_iter().enumerate() {
+        let res = resource(rl.resource, rl.schema_url);
+        for (si, sl) in rl.scope_logs.into_iter().enumerate() {
             let mut items = Vec::with_capacity(sl.log_records.len());
-            for (i, l) in sl.log_records.iter().enumerate() {
+            for (i, l) in sl.log_records.into_iter().enumerate() {
                 let at =
                     |f: &str| format!("resourceLogs[{ri}].scopeLogs[{si}].logRecords[{i}].{f}");
                 items.push(LogRecord {
                     time_unix_nano: l.time_unix_nano,
                     observed_time_unix_nano: l.observed_time_unix_nano,
                     severity_number: l.severity_number,
-                    severity_text: l.severity_text.clone(),
-                    body: l.body.as_ref().map(any_value_to_string).unwrap_or_default(),
-                    attributes: attrs_from_otlp(&l.attributes),
-                    trace_id: id_hex(&l.trace_id, 16, true, &|| at("traceId"))?,
-                    span_id: id_hex(&l.span_id, 8, true, &|| at("spanId"))?,
+                    severity_text: l.severity_text,
+                    body: any_value_into_string(l.body),
+                    attributes: attrs_from_otlp(l.attributes),
+                    trace_id: id(&l.trace_id, true, &|| at("traceId"))?.map(TraceId),
+                    span_id: id(&l.span_id, true, &|| at("spanId"))?.map(SpanId),
                     flags: l.flags,
-                    event_name: l.event_name.clone(),
+                    event_name: l.event_name,
                 });
             }
             if !items.is_empty() {
                 groups.push(Group {
                     resource: res.clone(),
-                    scope: scope(sl.scope.as_ref(), &sl.schema_url),
+                    scope: scope(sl.scope, sl.schema_url),
                     items,
                 });
             }
@@ -169,7 +180,7 @@ pub fn logs_from_otlp(req: ExportLogsServiceRequest) -> Result<Batch, InvalidDat
 macro_rules! point {
     ($p:expr, $value:expr $(,)?) => {
         MetricPoint {
-            attributes: attrs_from_otlp(&$p.attributes),
+            attributes: attrs_from_otlp($p.attributes),
             start_time_unix_nano: $p.start_time_unix_nano,
             time_unix_nano: $p.time_unix_nano,
             flags: $p.flags,
@@ -180,16 +191,16 @@ macro_rules! point {
 
 pub fn metrics_from_otlp(req: ExportMetricsServiceRequest) -> Result<Batch, InvalidData> {
     let mut groups = Vec::new();
-    for (ri, rm) in req.resource_metrics.iter().enumerate() {
-        let res = resource(rm.resource.as_ref(), &rm.schema_url);
-        for (si, sm) in rm.scope_metrics.iter().enumerate() {
+    for (ri, rm) in req.resource_metrics.into_iter().enumerate() {
+        let res = resource(rm.resource, rm.schema_url);
+        for (si, sm) in rm.scope_metrics.into_iter().enumerate() {
             let mut items = Vec::with_capacity(sm.metrics.len());
-            for (mi, m) in sm.metrics.iter().enumerate() {
+            for (mi, m) in sm.metrics.into_iter().enumerate() {
                 let at = format!("resourceMetrics[{ri}].scopeMetrics[{si}].metrics[{mi}]");
                 if m.name.is_empty() {
                     return Err(InvalidData(format!("{at}.name: must not be empty")));
                 }
-                let points = match &m.data {
+                let points = match m.data {
                     None => {
                         return Err(InvalidData(format!(
                             "{at}: metric {:?} has no data (expected gauge, sum, histogram, exponentialHistogram or summary)",
@@ -198,15 +209,15 @@ pub fn metrics_from_otlp(req: ExportMetricsServiceRequest) -> Result<Batch, Inva
                     }
                     Some(Data::Gauge(g)) => g
                         .data_points
-                        .iter()
-                        .map(|p| point!(p, PointValue::Gauge(number(&p.value))))
+                        .into_iter()
+                        .map(|p| point!(p, PointValue::Gauge(number(p.value))))
                         .collect(),
                     Some(Data::Sum(s)) => s
                         .data_points
-                        .iter()
+                        .into_iter()
                         .map(|p| {
                             point!(p, PointValue::Sum {
-                                    value: number(&p.value),
+                                    value: number(p.value),
                                     temporality: Temporality::from_otlp(s.aggregation_temporality),
                                     monotonic: s.is_monotonic,
                                 },
@@ -215,7 +226,7 @@ pub fn metrics_from_otlp(req: ExportMetricsServiceRequest) -> Result<Batch, Inva
                         .collect(),
                     Some(Data::Histogram(h)) => h
                         .data_points
-                        .iter()
+                        .into_iter()
                         .enumerate()
                         .map(|(pi, p)| {
                             if !p.bucket_counts.is_empty() && p.bucket_counts.len() != p.explicit_bounds.len() + 1 {
@@ -230,8 +241,8 @@ pub fn metrics_from_otlp(req: ExportMetricsServiceRequest) -> Result<Batch, Inva
                                     sum: p.sum,
                                     min: p.min,
                                     max: p.max,
-                                    bucket_counts: p.bucket_counts.clone(),
-                                    explicit_bounds: p.explicit_bounds.clone(),
+                                    bucket_counts: p.bucket_counts,
+                                    explicit_bounds: p.explicit_bounds,
                                     temporality: Temporality::from_otlp(h.aggregation_temporality),
                                 },
                             ))
@@ -239,10 +250,10 @@ pub fn metrics_from_otlp(req: ExportMetricsServiceRequest) -> Result<Batch, Inva
                         .collect::<Result<_, _>>()?,
                     Some(Data::ExponentialHistogram(h)) => h
                         .data_points
-                        .iter()
+                        .into_iter()
                         .map(|p| {
-                            let (po, pc) = p.positive.as_ref().map(|b| (b.offset, b.bucket_counts.clone())).unwrap_or_default();
-                            let (no, nc) = p.negative.as_ref().map(|b| (b.offset, b.bucket_counts.clone())).unwrap_or_default();
+                            let (po, pc) = p.positive.map(|b| (b.offset, b.bucket_counts)).unwrap_or_default();
+                            let (no, nc) = p.negative.map(|b| (b.offset, b.bucket_counts)).unwrap_or_default();
                             point!(p, PointValue::ExponentialHistogram {
                                     count: p.count,
                                     sum: p.sum,
@@ -261,7 +272,7 @@ pub fn metrics_from_otlp(req: ExportMetricsServiceRequest) -> Result<Batch, Inva
                         .collect(),
                     Some(Data::Summary(s)) => s
                         .data_points
-                        .iter()
+                        .into_iter()
                         .map(|p| {
                             point!(p, PointValue::Summary {
                                     count: p.count,
@@ -273,16 +284,16 @@ pub fn metrics_from_otlp(req: ExportMetricsServiceRequest) -> Result<Batch, Inva
                         .collect(),
                 };
                 items.push(Metric {
-                    name: m.name.clone(),
-                    description: m.description.clone(),
-                    unit: m.unit.clone(),
+                    name: m.name,
+                    description: m.description,
+                    unit: m.unit,
                     points,
                 });
             }
             if !items.is_empty() {
                 groups.push(Group {
                     resource: res.clone(),
-                    scope: scope(sm.scope.as_ref(), &sm.schema_url),
+                    scope: scope(sm.scope, sm.schema_url),
                     items,
                 });
             }
@@ -291,10 +302,10 @@ pub fn metrics_from_otlp(req: ExportMetricsServiceRequest) -> Result<Batch, Inva
     Ok(Batch::Metrics(groups))
 }
 
-fn number(v: &Option<number_data_point::Value>) -> f64 {
+fn number(v: Option<number_data_point::Value>) -> f64 {
     match v {
-        Some(number_data_point::Value::AsDouble(d)) => *d,
-        Some(number_data_point::Value::AsInt(i)) => *i as f64,
+        Some(number_data_point::Value::AsDouble(d)) => d,
+        Some(number_data_point::Value::AsInt(i)) => i as f64,
         None => 0.0,
     }
 }
@@ -341,8 +352,8 @@ mod tests {
         let Batch::Spans(g) = b else {
             panic!("expected spans")
         };
-        assert_eq!(g[0].items[0].trace_id, "ab".repeat(16));
-        assert_eq!(g[0].items[0].span_id, "0c".repeat(8));
-        assert_eq!(g[0].items[0].parent_span_id, "");
+        assert_eq!(g[0].items[0].trace_id.to_string(), "ab".repeat(16));
+        assert_eq!(g[0].items[0].span_id.to_string(), "0c".repeat(8));
+        assert_eq!(g[0].items[0].parent_span_id, None);
     }
 }

@@ -14,7 +14,10 @@ use model::{
     Attrs, Batch, Group, LogRecord, Metric, MetricPoint, PointValue, Resource, Scope, Span,
 };
 
-use crate::table::{Table, event_fields, link_fields, new_map_builder, quantile_fields};
+use crate::table::{
+    Table, event_fields, link_fields, new_map_builder, new_map_builder_with_capacity,
+    quantile_fields,
+};
 
 fn ts(n: u64) -> i64 {
     i64::try_from(n).unwrap_or(i64::MAX)
@@ -25,6 +28,15 @@ struct MapCol(MapBuilder<StringBuilder, StringBuilder>);
 impl MapCol {
     fn new() -> Self {
         MapCol(new_map_builder())
+    }
+    /// A builder that will not reallocate for `rows` maps holding `size` in all.
+    fn with_capacity(rows: usize, size: AttrsSize) -> Self {
+        MapCol(new_map_builder_with_capacity(
+            rows,
+            size.entries,
+            size.key_bytes,
+            size.value_bytes,
+        ))
     }
     fn append(&mut self, attrs: &Attrs) {
         for (k, v) in attrs {
@@ -71,68 +83,143 @@ pub fn encode(batch: &Batch) -> Result<Vec<(Table, RecordBatch)>, ArrowError> {
     }
 }
 
+/// How much room attribute maps need, summed over rows.
+#[derive(Clone, Copy, Default)]
+struct AttrsSize {
+    entries: usize,
+    key_bytes: usize,
+    value_bytes: usize,
+}
+
+impl AttrsSize {
+    fn of(attrs: &Attrs) -> Self {
+        let mut s = AttrsSize {
+            entries: attrs.len(),
+            ..Default::default()
+        };
+        for (k, v) in attrs {
+            s.key_bytes += k.len();
+            s.value_bytes += v.len();
+        }
+        s
+    }
+    fn times(self, n: usize) -> Self {
+        AttrsSize {
+            entries: self.entries * n,
+            key_bytes: self.key_bytes * n,
+            value_bytes: self.value_bytes * n,
+        }
+    }
+    fn add(&mut self, o: Self) {
+        self.entries += o.entries;
+        self.key_bytes += o.key_bytes;
+        self.value_bytes += o.value_bytes;
+    }
+}
+
+/// A string column sized up front: growing builders row by row was a visible share of ingest.
+fn strings(rows: usize, bytes: usize) -> StringBuilder {
+    StringBuilder::with_capacity(rows, bytes)
+}
+
+/// The order rows are written in: by service, then `name` (metric name or ""), then time, so every
+/// batch in memory is already sorted and a flush can write runs of it without gathering rows.
+fn sorted_order<'a, A: Copy>(mut rows: Vec<(&'a str, &'a str, i64, A)>) -> Vec<A> {
+    rows.sort_unstable_by(|a, b| (a.0, a.1, a.2).cmp(&(b.0, b.1, b.2)));
+    rows.into_iter().map(|r| r.3).collect()
+}
+
 fn spans(groups: &[Group<Span>]) -> Result<RecordBatch, ArrowError> {
     let n: usize = groups.iter().map(|g| g.items.len()).sum();
+    let mut rows = Vec::with_capacity(n);
+    let (mut res_size, mut span_size, mut ev_size, mut ln_size) = Default::default();
+    let (mut name_bytes, mut svc_bytes, mut scope_bytes, mut events, mut links) = (0, 0, 0, 0, 0);
+    for (gi, g) in groups.iter().enumerate() {
+        let svc = g.resource.service_name();
+        AttrsSize::add(
+            &mut res_size,
+            AttrsSize::of(&g.resource.attributes).times(g.items.len()),
+        );
+        svc_bytes += svc.len() * g.items.len();
+        scope_bytes += (g.scope.name.len() + g.scope.version.len()) * g.items.len();
+        for (i, s) in g.items.iter().enumerate() {
+            rows.push((svc, "", ts(s.start_unix_nano), (gi, i)));
+            name_bytes += s.name.len();
+            AttrsSize::add(&mut span_size, AttrsSize::of(&s.attributes));
+            events += s.events.len();
+            links += s.links.len();
+            for e in &s.events {
+                AttrsSize::add(&mut ev_size, AttrsSize::of(&e.attributes));
+            }
+            for l in &s.links {
+                AttrsSize::add(&mut ln_size, AttrsSize::of(&l.attributes));
+            }
+        }
+    }
+    let order = sorted_order(rows);
     let mut time = Vec::with_capacity(n);
-    let mut trace_id = StringBuilder::with_capacity(n, n * 32);
-    let mut span_id = StringBuilder::with_capacity(n, n * 16);
-    let mut parent = StringBuilder::with_capacity(n, n * 16);
-    let mut state = StringBuilder::new();
-    let mut name = StringBuilder::new();
-    let mut kind = StringBuilder::new();
-    let mut service = StringBuilder::new();
-    let mut res_attrs = MapCol::new();
-    let mut scope_name = StringBuilder::new();
-    let mut scope_version = StringBuilder::new();
-    let mut span_attrs = MapCol::new();
+    let mut trace_id = strings(n, n * 32);
+    let mut span_id = strings(n, n * 16);
+    let mut parent = strings(n, n * 16);
+    let mut state = strings(n, 0);
+    let mut name = strings(n, name_bytes);
+    let mut kind = strings(n, n * 16);
+    let mut service = strings(n, svc_bytes);
+    let mut res_attrs = MapCol::with_capacity(n, res_size);
+    let mut scope_name = strings(n, scope_bytes);
+    let mut scope_version = strings(n, scope_bytes);
+    let mut span_attrs = MapCol::with_capacity(n, span_size);
     let mut duration = UInt64Builder::with_capacity(n);
-    let mut status = StringBuilder::new();
-    let mut status_msg = StringBuilder::new();
+    let mut status = strings(n, n * 17);
+    let mut status_msg = strings(n, 0);
     let (mut ev_list, mut ev_ts, mut ev_name, mut ev_attrs) = (
         ListOfStruct::new(),
-        Vec::new(),
-        StringBuilder::new(),
-        MapCol::new(),
+        Vec::with_capacity(events),
+        strings(events, events * 16),
+        MapCol::with_capacity(events, ev_size),
     );
     let (mut ln_list, mut ln_trace, mut ln_span, mut ln_state, mut ln_attrs) = (
         ListOfStruct::new(),
-        StringBuilder::new(),
-        StringBuilder::new(),
-        StringBuilder::new(),
-        MapCol::new(),
+        strings(links, links * 32),
+        strings(links, links * 16),
+        strings(links, 0),
+        MapCol::with_capacity(links, ln_size),
     );
-    for g in groups {
-        let svc = g.resource.service_name();
-        for s in &g.items {
-            time.push(ts(s.start_unix_nano));
-            trace_id.append_value(&s.trace_id);
-            span_id.append_value(&s.span_id);
-            parent.append_value(&s.parent_span_id);
-            state.append_value(&s.trace_state);
-            name.append_value(&s.name);
-            kind.append_value(s.kind.as_str());
-            service.append_value(svc);
-            res_attrs.append(&g.resource.attributes);
-            scope_name.append_value(&g.scope.name);
-            scope_version.append_value(&g.scope.version);
-            span_attrs.append(&s.attributes);
-            duration.append_value(s.duration_nanos());
-            status.append_value(s.status_code.as_str());
-            status_msg.append_value(&s.status_message);
-            for e in &s.events {
-                ev_ts.push(ts(e.time_unix_nano));
-                ev_name.append_value(&e.name);
-                ev_attrs.append(&e.attributes);
-            }
-            ev_list.end_row(ev_ts.len());
-            for l in &s.links {
-                ln_trace.append_value(&l.trace_id);
-                ln_span.append_value(&l.span_id);
-                ln_state.append_value(&l.trace_state);
-                ln_attrs.append(&l.attributes);
-            }
-            ln_list.end_row(ln_trace.len());
+    let (mut hex32, mut hex16) = ([0u8; 32], [0u8; 16]);
+    for (gi, i) in order {
+        let g = &groups[gi];
+        let s = &g.items[i];
+        time.push(ts(s.start_unix_nano));
+        trace_id.append_value(s.trace_id.hex(&mut hex32));
+        span_id.append_value(s.span_id.hex(&mut hex16));
+        match &s.parent_span_id {
+            Some(p) => parent.append_value(p.hex(&mut hex16)),
+            None => parent.append_value(""),
         }
+        state.append_value(&s.trace_state);
+        name.append_value(&s.name);
+        kind.append_value(s.kind.as_str());
+        service.append_value(g.resource.service_name());
+        res_attrs.append(&g.resource.attributes);
+        scope_name.append_value(&g.scope.name);
+        scope_version.append_value(&g.scope.version);
+        span_attrs.append(&s.attributes);
+        duration.append_value(s.duration_nanos());
+        status.append_value(s.status_code.as_str());
+        status_msg.append_value(&s.status_message);
+        for e in &s.events {
+            ev_ts.push(ts(e.time_unix_nano));
+            ev_name.append_value(&e.name);
+            ev_attrs.append(&e.attributes);
+        }
+        ev_list.end_row(ev_ts.len());
+        for l in &s.links {
+            ln_trace.append_value(l.trace_id.hex(&mut hex32));
+            ln_span.append_value(l.span_id.hex(&mut hex16));
+            ln_state.append_value(&l.trace_state);
+            ln_attrs.append(&l.attributes);
+        }
+        ln_list.end_row(ln_trace.len());
     }
     let events = ev_list.finish(
         event_fields(),
@@ -176,44 +263,65 @@ fn spans(groups: &[Group<Span>]) -> Result<RecordBatch, ArrowError> {
 }
 
 fn logs(groups: &[Group<LogRecord>]) -> Result<RecordBatch, ArrowError> {
-    let mut time = Vec::new();
-    let mut observed = Vec::new();
-    let mut trace_id = StringBuilder::new();
-    let mut span_id = StringBuilder::new();
-    let mut flags = UInt32Builder::new();
-    let mut sev_text = StringBuilder::new();
-    let mut sev_num = Int32Builder::new();
-    let mut service = StringBuilder::new();
-    let mut body = StringBuilder::new();
-    let mut res_schema = StringBuilder::new();
-    let mut res_attrs = MapCol::new();
-    let mut scope_schema = StringBuilder::new();
-    let mut scope_name = StringBuilder::new();
-    let mut scope_version = StringBuilder::new();
-    let mut scope_attrs = MapCol::new();
-    let mut log_attrs = MapCol::new();
-    let mut event_name = StringBuilder::new();
-    for g in groups {
+    let n: usize = groups.iter().map(|g| g.items.len()).sum();
+    let mut rows = Vec::with_capacity(n);
+    let (mut res_size, mut scope_size, mut log_size) = Default::default();
+    let mut body_bytes = 0;
+    for (gi, g) in groups.iter().enumerate() {
         let svc = g.resource.service_name();
-        for l in &g.items {
-            time.push(ts(l.effective_time()));
-            observed.push(ts(l.observed_time_unix_nano));
-            trace_id.append_value(&l.trace_id);
-            span_id.append_value(&l.span_id);
-            flags.append_value(l.flags);
-            sev_text.append_value(&l.severity_text);
-            sev_num.append_value(l.severity_number);
-            service.append_value(svc);
-            body.append_value(&l.body);
-            res_schema.append_value(&g.resource.schema_url);
-            res_attrs.append(&g.resource.attributes);
-            scope_schema.append_value(&g.scope.schema_url);
-            scope_name.append_value(&g.scope.name);
-            scope_version.append_value(&g.scope.version);
-            scope_attrs.append(&g.scope.attributes);
-            log_attrs.append(&l.attributes);
-            event_name.append_value(&l.event_name);
+        AttrsSize::add(
+            &mut res_size,
+            AttrsSize::of(&g.resource.attributes).times(g.items.len()),
+        );
+        AttrsSize::add(
+            &mut scope_size,
+            AttrsSize::of(&g.scope.attributes).times(g.items.len()),
+        );
+        for (i, l) in g.items.iter().enumerate() {
+            rows.push((svc, "", ts(l.effective_time()), (gi, i)));
+            body_bytes += l.body.len();
+            AttrsSize::add(&mut log_size, AttrsSize::of(&l.attributes));
         }
+    }
+    let order = sorted_order(rows);
+    let mut time = Vec::with_capacity(n);
+    let mut observed = Vec::with_capacity(n);
+    let mut trace_id = strings(n, n * 32);
+    let mut span_id = strings(n, n * 16);
+    let mut flags = UInt32Builder::with_capacity(n);
+    let mut sev_text = strings(n, n * 5);
+    let mut sev_num = Int32Builder::with_capacity(n);
+    let mut service = strings(n, n * 16);
+    let mut body = strings(n, body_bytes);
+    let mut res_schema = strings(n, 0);
+    let mut res_attrs = MapCol::with_capacity(n, res_size);
+    let mut scope_schema = strings(n, 0);
+    let mut scope_name = strings(n, n * 16);
+    let mut scope_version = strings(n, n * 8);
+    let mut scope_attrs = MapCol::with_capacity(n, scope_size);
+    let mut log_attrs = MapCol::with_capacity(n, log_size);
+    let mut event_name = strings(n, 0);
+    let (mut hex32, mut hex16) = ([0u8; 32], [0u8; 16]);
+    for (gi, i) in order {
+        let g = &groups[gi];
+        let l = &g.items[i];
+        time.push(ts(l.effective_time()));
+        observed.push(ts(l.observed_time_unix_nano));
+        trace_id.append_value(l.trace_id.as_ref().map_or("", |t| t.hex(&mut hex32)));
+        span_id.append_value(l.span_id.as_ref().map_or("", |s| s.hex(&mut hex16)));
+        flags.append_value(l.flags);
+        sev_text.append_value(&l.severity_text);
+        sev_num.append_value(l.severity_number);
+        service.append_value(g.resource.service_name());
+        body.append_value(&l.body);
+        res_schema.append_value(&g.resource.schema_url);
+        res_attrs.append(&g.resource.attributes);
+        scope_schema.append_value(&g.scope.schema_url);
+        scope_name.append_value(&g.scope.name);
+        scope_version.append_value(&g.scope.version);
+        scope_attrs.append(&g.scope.attributes);
+        log_attrs.append(&l.attributes);
+        event_name.append_value(&l.event_name);
     }
     RecordBatch::try_new(
         Table::Logs.schema(),
@@ -377,87 +485,95 @@ fn metrics(groups: &[Group<Metric>]) -> Result<Vec<(Table, RecordBatch)>, ArrowE
         Vec::new(),
         Vec::new(),
     );
-    for g in groups {
-        for m in &g.items {
-            for p in &m.points {
-                match &p.value {
-                    PointValue::Gauge(v) => {
-                        gc.append(&g.resource, &g.scope, m, p);
-                        gauge.append_value(*v);
-                    }
-                    PointValue::Sum {
-                        value,
-                        temporality,
-                        monotonic,
-                    } => {
-                        sc.append(&g.resource, &g.scope, m, p);
-                        sums.value.append_value(*value);
-                        sums.temporality.append_value(*temporality as i32);
-                        sums.monotonic.append_value(*monotonic);
-                    }
-                    PointValue::Histogram {
-                        count,
-                        sum,
-                        min,
-                        max,
-                        bucket_counts,
-                        explicit_bounds,
-                        temporality,
-                    } => {
-                        hc.append(&g.resource, &g.scope, m, p);
-                        hist.count.append_value(*count);
-                        hist.sum.append_option(*sum);
-                        hist.buckets.values().append_slice(bucket_counts);
-                        hist.buckets.append(true);
-                        hist.bounds.values().append_slice(explicit_bounds);
-                        hist.bounds.append(true);
-                        hist.min.append_option(*min);
-                        hist.max.append_option(*max);
-                        hist.temporality.append_value(*temporality as i32);
-                    }
-                    PointValue::ExponentialHistogram {
-                        count,
-                        sum,
-                        min,
-                        max,
-                        scale,
-                        zero_count,
-                        positive_offset,
-                        positive_bucket_counts,
-                        negative_offset,
-                        negative_bucket_counts,
-                        temporality,
-                    } => {
-                        ec.append(&g.resource, &g.scope, m, p);
-                        exp.count.append_value(*count);
-                        exp.sum.append_option(*sum);
-                        exp.scale.append_value(*scale);
-                        exp.zero.append_value(*zero_count);
-                        exp.pos_offset.append_value(*positive_offset);
-                        exp.pos.values().append_slice(positive_bucket_counts);
-                        exp.pos.append(true);
-                        exp.neg_offset.append_value(*negative_offset);
-                        exp.neg.values().append_slice(negative_bucket_counts);
-                        exp.neg.append(true);
-                        exp.min.append_option(*min);
-                        exp.max.append_option(*max);
-                        exp.temporality.append_value(*temporality as i32);
-                    }
-                    PointValue::Summary {
-                        count,
-                        sum,
-                        quantiles,
-                    } => {
-                        qc.append(&g.resource, &g.scope, m, p);
-                        q_count.append_value(*count);
-                        q_sum.append_value(*sum);
-                        for (q, v) in quantiles {
-                            q_q.push(*q);
-                            q_v.push(*v);
-                        }
-                        q_list.end_row(q_q.len());
-                    }
+    let mut rows = Vec::new();
+    for (gi, g) in groups.iter().enumerate() {
+        let svc = g.resource.service_name();
+        for (mi, m) in g.items.iter().enumerate() {
+            for (pi, p) in m.points.iter().enumerate() {
+                rows.push((svc, m.name.as_str(), ts(p.time_unix_nano), (gi, mi, pi)));
+            }
+        }
+    }
+    for (gi, mi, pi) in sorted_order(rows) {
+        let g = &groups[gi];
+        let m = &g.items[mi];
+        let p = &m.points[pi];
+        match &p.value {
+            PointValue::Gauge(v) => {
+                gc.append(&g.resource, &g.scope, m, p);
+                gauge.append_value(*v);
+            }
+            PointValue::Sum {
+                value,
+                temporality,
+                monotonic,
+            } => {
+                sc.append(&g.resource, &g.scope, m, p);
+                sums.value.append_value(*value);
+                sums.temporality.append_value(*temporality as i32);
+                sums.monotonic.append_value(*monotonic);
+            }
+            PointValue::Histogram {
+                count,
+                sum,
+                min,
+                max,
+                bucket_counts,
+                explicit_bounds,
+                temporality,
+            } => {
+                hc.append(&g.resource, &g.scope, m, p);
+                hist.count.append_value(*count);
+                hist.sum.append_option(*sum);
+                hist.buckets.values().append_slice(bucket_counts);
+                hist.buckets.append(true);
+                hist.bounds.values().append_slice(explicit_bounds);
+                hist.bounds.append(true);
+                hist.min.append_option(*min);
+                hist.max.append_option(*max);
+                hist.temporality.append_value(*temporality as i32);
+            }
+            PointValue::ExponentialHistogram {
+                count,
+                sum,
+                min,
+                max,
+                scale,
+                zero_count,
+                positive_offset,
+                positive_bucket_counts,
+                negative_offset,
+                negative_bucket_counts,
+                temporality,
+            } => {
+                ec.append(&g.resource, &g.scope, m, p);
+                exp.count.append_value(*count);
+                exp.sum.append_option(*sum);
+                exp.scale.append_value(*scale);
+                exp.zero.append_value(*zero_count);
+                exp.pos_offset.append_value(*positive_offset);
+                exp.pos.values().append_slice(positive_bucket_counts);
+                exp.pos.append(true);
+                exp.neg_offset.append_value(*negative_offset);
+                exp.neg.values().append_slice(negative_bucket_counts);
+                exp.neg.append(true);
+                exp.min.append_option(*min);
+                exp.max.append_option(*max);
+                exp.temporality.append_value(*temporality as i32);
+            }
+            PointValue::Summary {
+                count,
+                sum,
+                quantiles,
+            } => {
+                qc.append(&g.resource, &g.scope, m, p);
+                q_count.append_value(*count);
+                q_sum.append_value(*sum);
+                for (q, v) in quantiles {
+                    q_q.push(*q);
+                    q_v.push(*v);
                 }
+                q_list.end_row(q_q.len());
             }
         }
     }

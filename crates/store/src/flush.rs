@@ -18,7 +18,7 @@ use datafusion::arrow::compute::interleave_record_batch;
 use datafusion::arrow::datatypes::TimestampNanosecondType;
 use datafusion::parquet::arrow::ArrowWriter;
 use datafusion::parquet::basic::{Compression, ZstdLevel};
-use datafusion::parquet::file::properties::WriterProperties;
+use datafusion::parquet::file::properties::{EnabledStatistics, WriterProperties};
 
 use crate::table::Table;
 use crate::wal;
@@ -134,24 +134,21 @@ fn partition_dir(dir: &Path, table: Table, hour: i64) -> PathBuf {
         .join(dt.format("%H").to_string())
 }
 
-/// Sorts the table's rows by service (then metric name) and time, so readers can skip row groups,
-/// and writes one file per hour partition. Rows are
-/// gathered from the memtable's batches in sorted order in one pass, without concatenating them
-/// first: copying was most of a flush's cost.
-fn write_table(
-    dir: &Path,
-    table: Table,
-    batches: &[RecordBatch],
-    seq: u64,
-) -> Result<Vec<FileEntry>, StoreError> {
-    let schema = table.schema();
+/// Rows of one memtable batch that share service, metric name and hour: the unit a flush writes.
+struct Run<'a> {
+    service: &'a str,
+    name: &'a str,
+    hour: i64,
+    batch: usize,
+    start: usize,
+    len: usize,
+}
+
+/// Splits every batch into runs. Batches arrive sorted by service, name and time (see
+/// `encode`), so a batch holds one run per service and hour, but nothing here relies on it.
+fn runs<'a>(table: Table, batches: &'a [RecordBatch]) -> Result<Vec<Run<'a>>, StoreError> {
     let missing = |c: &str| StoreError::Query(format!("{} has no column {c}", table.name()));
-    let total: usize = batches.iter().map(|b| b.num_rows()).sum();
-    if total == 0 {
-        return Ok(Vec::new());
-    }
-    // (service, metric name or "", time, batch, row): the sort key with the row's address.
-    let mut keys: Vec<(&str, &str, i64, u32, u32)> = Vec::with_capacity(total);
+    let mut out = Vec::new();
     for (bi, b) in batches.iter().enumerate() {
         let svc = b
             .column_by_name("ServiceName")
@@ -162,48 +159,107 @@ fn write_table(
             .column_by_name(table.time_column())
             .ok_or_else(|| missing(table.time_column()))?
             .as_primitive::<TimestampNanosecondType>();
-        for r in 0..b.num_rows() {
-            keys.push((
+        let key = |r: usize| {
+            (
                 svc.value(r),
-                name.map(|n| n.value(r)).unwrap_or(""),
-                time.value(r),
-                bi as u32,
-                r as u32,
-            ));
+                name.map_or("", |n| n.value(r)),
+                time.value(r).div_euclid(HOUR_NS),
+            )
+        };
+        let mut start = 0;
+        for r in 1..=b.num_rows() {
+            if r == b.num_rows() || key(r) != key(start) {
+                let (service, name, hour) = key(start);
+                out.push(Run {
+                    service,
+                    name,
+                    hour,
+                    batch: bi,
+                    start,
+                    len: r - start,
+                });
+                start = r;
+            }
         }
     }
-    keys.sort_unstable();
-    let mut by_hour: BTreeMap<i64, Vec<(usize, usize)>> = BTreeMap::new();
-    for (_, _, t, b, r) in keys {
-        by_hour
-            .entry(t.div_euclid(HOUR_NS))
-            .or_default()
-            .push((b as usize, r as usize));
-    }
-    let sources: Vec<&RecordBatch> = batches.iter().collect();
+    // Stable by arrival within a service: batches are time-ordered inside, and arrive roughly in
+    // time order, so each file is sorted by service and close to sorted by time.
+    out.sort_by(|a, b| (a.hour, a.service, a.name).cmp(&(b.hour, b.service, b.name)));
+    Ok(out)
+}
+
+/// Where readers look first; other columns carry no statistics, which costs less to write.
+const STATISTICS_COLUMNS: [&str; 8] = [
+    "ServiceName",
+    "Timestamp",
+    "TimeUnix",
+    "SpanName",
+    "MetricName",
+    "Duration",
+    "StatusCode",
+    "SeverityNumber",
+];
+
+/// Random ids never repeat within a file: a dictionary only costs hashing before it is dropped.
+const NO_DICTIONARY_COLUMNS: [&str; 3] = ["TraceId", "SpanId", "ParentSpanId"];
+
+fn writer_properties(table: Table) -> WriterProperties {
     let mut props = WriterProperties::builder()
         .set_compression(Compression::ZSTD(ZstdLevel::try_new(1).unwrap_or_default()))
-        .set_max_row_group_row_count(Some(64 * 1024));
+        .set_max_row_group_row_count(Some(64 * 1024))
+        .set_statistics_enabled(EnabledStatistics::None);
+    for c in STATISTICS_COLUMNS {
+        props = props.set_column_statistics_enabled(c.into(), EnabledStatistics::Page);
+    }
+    for c in NO_DICTIONARY_COLUMNS {
+        props = props.set_column_dictionary_enabled(c.into(), false);
+    }
     if matches!(table, Table::Traces | Table::Logs) {
         // Trace lookups by id cannot use min/max statistics (ids are random); a bloom filter can.
         props = props.set_column_bloom_filter_enabled("TraceId".into(), true);
     }
-    let props = props.build();
+    props.build()
+}
+
+/// Writes one file per hour partition, rows grouped by service (then metric name) and in time
+/// order within each acknowledged batch. Runs of rows are written as slices of the memtable's
+/// batches; gathering rows one by one into a fully sorted copy was most of a flush's cost.
+fn write_table(
+    dir: &Path,
+    table: Table,
+    batches: &[RecordBatch],
+    seq: u64,
+) -> Result<Vec<FileEntry>, StoreError> {
+    let runs = runs(table, batches)?;
+    if runs.is_empty() {
+        return Ok(Vec::new());
+    }
+    let props = writer_properties(table);
+    let sources: Vec<&RecordBatch> = batches.iter().collect();
     let mut out = Vec::new();
-    for (hour, rows) in by_hour {
-        let part = interleave_record_batch(&sources, &rows)?;
+    for hour_runs in runs.chunk_by(|a, b| a.hour == b.hour) {
+        let hour = hour_runs[0].hour;
         let pdir = partition_dir(dir, table, hour);
         fs::create_dir_all(&pdir).map_err(StoreError::io(&pdir))?;
         let path = pdir.join(format!("{seq:020}.parquet"));
         let tmp = pdir.join(format!("{seq:020}.parquet.tmp"));
         let file = fs::File::create(&tmp).map_err(StoreError::io(&tmp))?;
-        let mut w = ArrowWriter::try_new(file, schema.clone(), Some(props.clone()))
-            .map_err(|e| StoreError::Query(format!("parquet: {e}")))?;
-        w.write(&part)
-            .map_err(|e| StoreError::Query(format!("parquet: {e}")))?;
-        let file = w
-            .into_inner()
-            .map_err(|e| StoreError::Query(format!("parquet: {e}")))?;
+        let mut w = ArrowWriter::try_new(file, table.schema(), Some(props.clone()))?;
+        let rows: usize = hour_runs.iter().map(|r| r.len).sum();
+        if hour_runs.len() * 64 > rows {
+            // Many short runs (batches that were not sorted when written): one gathered copy
+            // writes faster than thousands of tiny slices.
+            let idx: Vec<(usize, usize)> = hour_runs
+                .iter()
+                .flat_map(|r| (r.start..r.start + r.len).map(move |i| (r.batch, i)))
+                .collect();
+            w.write(&interleave_record_batch(&sources, &idx)?)?;
+        } else {
+            for r in hour_runs {
+                w.write(&batches[r.batch].slice(r.start, r.len))?;
+            }
+        }
+        let file = w.into_inner()?;
         file.sync_all().map_err(StoreError::io(&tmp))?;
         drop(file);
         fs::rename(&tmp, &path).map_err(StoreError::io(&path))?;

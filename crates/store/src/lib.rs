@@ -35,6 +35,8 @@ pub enum StoreError {
     },
     #[error("cannot encode batch: {0}")]
     Encode(#[from] datafusion::arrow::error::ArrowError),
+    #[error("cannot write parquet: {0}")]
+    Parquet(#[from] datafusion::parquet::errors::ParquetError),
     #[error("{0}")]
     Query(String),
     #[error("the store is read-only (opened by `oxeye query`)")]

@@ -77,14 +77,29 @@ pub(crate) fn ts_type() -> DataType {
 }
 
 pub(crate) fn new_map_builder() -> MapBuilder<StringBuilder, StringBuilder> {
-    MapBuilder::new(
-        Some(MapFieldNames {
-            entry: "entries".into(),
-            key: "keys".into(),
-            value: "values".into(),
-        }),
-        StringBuilder::new(),
-        StringBuilder::new(),
+    new_map_builder_with_capacity(0, 0, 0, 0)
+}
+
+fn map_field_names() -> MapFieldNames {
+    MapFieldNames {
+        entry: "entries".into(),
+        key: "keys".into(),
+        value: "values".into(),
+    }
+}
+
+/// A map builder with room for `rows` maps of `entries` entries in all.
+pub(crate) fn new_map_builder_with_capacity(
+    rows: usize,
+    entries: usize,
+    key_bytes: usize,
+    value_bytes: usize,
+) -> MapBuilder<StringBuilder, StringBuilder> {
+    MapBuilder::with_capacity(
+        Some(map_field_names()),
+        StringBuilder::with_capacity(entries, key_bytes),
+        StringBuilder::with_capacity(entries, value_bytes),
+        rows,
     )
 }
 

@@ -107,7 +107,7 @@ mod tests {
         };
         let s = &g[0].items[0];
         assert_eq!(g[0].resource.service_name(), "checkout");
-        assert_eq!(s.trace_id, "5b8efff798038103d269b633813fc60c");
+        assert_eq!(s.trace_id.to_string(), "5b8efff798038103d269b633813fc60c");
         assert_eq!(s.duration_nanos(), 1_000_000_000);
         assert_eq!(
             s.attributes,

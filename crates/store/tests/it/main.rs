@@ -27,11 +27,9 @@ fn resource(service: &str) -> Arc<Resource> {
 
 fn span(trace: u8, id: u8, parent: Option<u8>, start: u64, dur: u64) -> Span {
     Span {
-        trace_id: format!("{trace:02x}").repeat(16),
-        span_id: format!("{id:02x}").repeat(8),
-        parent_span_id: parent
-            .map(|p| format!("{p:02x}").repeat(8))
-            .unwrap_or_default(),
+        trace_id: TraceId([trace; 16]),
+        span_id: SpanId([id; 8]),
+        parent_span_id: parent.map(|p| SpanId([p; 8])),
         trace_state: String::new(),
         name: format!("op-{id}"),
         kind: if parent.is_none() {
@@ -51,8 +49,8 @@ fn span(trace: u8, id: u8, parent: Option<u8>, start: u64, dur: u64) -> Span {
             attributes: vec![("k".into(), "v".into())],
         }],
         links: vec![SpanLink {
-            trace_id: "ab".repeat(16),
-            span_id: "cd".repeat(8),
+            trace_id: TraceId([0xab; 16]),
+            span_id: SpanId([0xcd; 8]),
             trace_state: "x=1".into(),
             attributes: vec![("link.kind".into(), "follows".into())],
         }],
@@ -297,15 +295,15 @@ async fn logs_filter_by_severity_text_and_trace() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path(), quiet()).unwrap();
     let t = now_ns();
-    let rec = |sev: i32, body: &str, trace: &str| LogRecord {
+    let rec = |sev: i32, body: &str, trace: Option<TraceId>| LogRecord {
         time_unix_nano: t,
         observed_time_unix_nano: t,
         severity_number: sev,
         severity_text: String::new(),
         body: body.into(),
         attributes: vec![],
-        trace_id: trace.into(),
-        span_id: String::new(),
+        trace_id: trace,
+        span_id: None,
         flags: 0,
         event_name: String::new(),
     };
@@ -314,8 +312,8 @@ async fn logs_filter_by_severity_text_and_trace() {
             resource: resource("api"),
             scope: Arc::new(Scope::default()),
             items: vec![
-                rec(9, "user logged in", ""),
-                rec(17, "Payment FAILED 100%", &"aa".repeat(16)),
+                rec(9, "user logged in", None),
+                rec(17, "Payment FAILED 100%", Some(TraceId([0xaa; 16]))),
             ],
         }]))
         .await
