@@ -34,7 +34,7 @@ rust_env() {
   TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
 }
 
-base_packages() { apt_ensure build-essential pkg-config mold clang; }
+base_packages() { apt_ensure build-essential pkg-config mold clang libelf-dev zlib1g-dev; }
 
 cmd_up() {
   base_packages
@@ -48,7 +48,7 @@ cmd_up() {
 
 cmd_test() {
   base_packages
-  apt_ensure chromium ca-certificates
+  apt_ensure chromium ca-certificates golang-go
   # Node.js and Python may come from elsewhere (nodesource, pyenv); install Debian's only when absent.
   command -v npm >/dev/null 2>&1 || apt_ensure nodejs npm
   python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || apt_ensure python3-venv

@@ -54,6 +54,9 @@ fn allowed() -> BTreeMap<&'static str, &'static [&'static str]> {
         ("ingest", &["model", "pipeline"][..]),
         ("server", &["model", "store", "pipeline"][..]),
         ("lab", &[][..]),
+        ("ebpf", &[][..]),
+        ("profile", &["model"][..]),
+        ("insight", &[][..]),
         (
             "oxeye",
             &["model", "ingest", "pipeline", "store", "server", "lab"][..],

@@ -1,0 +1,49 @@
+//! oxeye's BPF programs: compiled from `src/bpf/*.bpf.c` at build time, loaded with libbpf-rs,
+//! attached, and read back as plain records (samples, events, stacks as addresses, counters).
+//! Interpreting them — symbols, aggregation, formats — is `profile`'s job.
+//!
+//! One module per program; `loader`, `ring`, `stacks` and `counters` are shared by all of them.
+
+mod counters;
+mod cpu_sampler;
+mod error;
+mod loader;
+mod off_cpu;
+mod perf_event;
+mod ring;
+mod stacks;
+
+mod skel {
+    pub(crate) mod cpu_sampler {
+        #![allow(unused_imports)]
+        include!(concat!(env!("OUT_DIR"), "/cpu_sampler.skel.rs"));
+    }
+    pub(crate) mod off_cpu {
+        #![allow(unused_imports)]
+        include!(concat!(env!("OUT_DIR"), "/off_cpu.skel.rs"));
+    }
+}
+
+pub use counters::{Counters, ProgramCounters};
+pub use cpu_sampler::{CpuSample, CpuSampler, CpuSamplerConfig};
+pub use error::{EbpfError, Result};
+pub use loader::check_prerequisites;
+pub use off_cpu::{OffCpuConfig, OffCpuEvent, OffCpuProfiler, ThreadState};
+pub use perf_event::online_cpus;
+pub use stacks::{MAX_STACK_DEPTH, Stack, StackError, StackStatus};
+
+/// Converts a BPF timestamp (`bpf_ktime_get_ns`, `CLOCK_MONOTONIC`) to nanoseconds since the
+/// Unix epoch, with the clocks' offset as it is now.
+pub fn unix_nanos_from_monotonic(ktime_ns: u64) -> u64 {
+    let now = |clock| {
+        let mut ts = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        // SAFETY: a valid timespec out-pointer; both clocks exist on every Linux.
+        unsafe { libc::clock_gettime(clock, &mut ts) };
+        ts.tv_sec as i128 * 1_000_000_000 + ts.tv_nsec as i128
+    };
+    let offset = now(libc::CLOCK_REALTIME) - now(libc::CLOCK_MONOTONIC);
+    (ktime_ns as i128 + offset).max(0) as u64
+}

@@ -1,0 +1,61 @@
+/* Test workload: burns CPU in a function with a known name, or sleeps in nanosleep.
+ *   workload burn SECONDS
+ *   workload sleep SECONDS MILLIS_PER_SLEEP
+ * Built twice by the tests: with frame pointers (and DWARF) and without. */
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+static double now(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+__attribute__((noinline)) unsigned long oxeye_test_hot_function(unsigned long rounds)
+{
+	unsigned long x = 0x9e3779b97f4a7c15ul;
+	for (unsigned long i = 0; i < rounds; i++) {
+		x ^= x << 13;
+		x ^= x >> 7;
+		x ^= x << 17;
+	}
+	return x;
+}
+
+__attribute__((noinline)) unsigned long oxeye_test_caller(unsigned long rounds)
+{
+	return oxeye_test_hot_function(rounds) + 1;
+}
+
+__attribute__((noinline)) void oxeye_test_sleeper(long millis)
+{
+	struct timespec ts = { millis / 1000, (millis % 1000) * 1000000L };
+	nanosleep(&ts, NULL);
+}
+
+int main(int argc, char **argv)
+{
+	/* Volatile: the calls' arguments and results must not look invariant, or the compiler
+	 * hoists the (pure) call out of the loop and nothing burns. */
+	volatile unsigned long sink = 0, rounds = 1ul << 20;
+	volatile long millis = 50;
+	double end;
+
+	if (argc < 3)
+		return 2;
+	end = now() + atof(argv[2]);
+	if (!strcmp(argv[1], "burn")) {
+		while (now() < end)
+			sink += oxeye_test_caller(rounds);
+	} else if (!strcmp(argv[1], "sleep")) {
+		if (argc > 3)
+			millis = atol(argv[3]);
+		while (now() < end)
+			oxeye_test_sleeper(millis);
+	} else {
+		return 2;
+	}
+	return 0;
+}

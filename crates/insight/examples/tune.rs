@@ -1,0 +1,89 @@
+//! Runs the default detector with setting overrides (`name=value …`) over NAB in memory and prints
+//! one line of scores; used to choose settings on the tuning half only.
+
+use std::path::Path;
+
+use insight::nab::{self, Series};
+use insight::{Detector, SeasonalDetector, Settings};
+
+fn apply(settings: &mut Settings, key: &str, value: f64) {
+    match key {
+        "warmup_points" => settings.warmup_points = value as u32,
+        "error_rate" => settings.error_rate = value,
+        "error_clip" => settings.error_clip = value,
+        "season_rate" => settings.season_rate = value,
+        "season_min_periods" => settings.season_min_periods = value,
+        "tail_threshold" => settings.tail_threshold = value,
+        "tail_rate" => settings.tail_rate = value,
+        "tail_prior_weight" => settings.tail_prior_weight = value,
+        "drift" => settings.drift = value,
+        "change_weight" => settings.change_weight = value,
+        "change_short_rate" => settings.change_short_rate = value,
+        "change_long_rate" => settings.change_long_rate = value,
+        "range_tolerance" => settings.range_tolerance = value,
+        "range_evidence" => settings.range_evidence = value,
+        "full_evidence" => settings.full_evidence = value,
+        "alarm_score" => settings.alarm_score = value,
+        "mute_points" => settings.mute_points = value as u32,
+        "mute_factor" => settings.mute_factor = value,
+        _ => panic!("unknown setting {key}"),
+    }
+}
+
+fn run(corpus: &[Series], settings: Settings) -> Vec<Vec<f64>> {
+    corpus
+        .iter()
+        .map(|s| {
+            let mut d = SeasonalDetector::new(settings);
+            s.timestamps_ms
+                .iter()
+                .zip(&s.values)
+                .map(|(&t, &v)| d.observe(t, v).score)
+                .collect()
+        })
+        .collect()
+}
+
+fn main() {
+    let data = std::env::var("NAB_DATA").unwrap_or_else(|_| "/work/shared/nab".into());
+    let corpus = nab::load(Path::new(&data)).expect("corpus");
+    let mut settings = Settings::default();
+    for arg in std::env::args().skip(1) {
+        let (k, v) = arg.split_once('=').expect("name=value");
+        apply(&mut settings, k, v.parse().expect("number"));
+    }
+    let scores = run(&corpus, settings);
+    if let Ok(dir) = std::env::var("NAB_DUMP") {
+        for (s, sc) in corpus.iter().zip(&scores) {
+            let path = Path::new(&dir).join(s.name.replace('/', "__"));
+            let text: String = sc.iter().map(|x| format!("{x}\n")).collect();
+            std::fs::write(path, text).expect("dump");
+        }
+    }
+    let r = nab::score(&corpus, &scores, "tune", "".into());
+    if std::env::var_os("NAB_PER_FILE").is_some() {
+        for f in &r.per_file {
+            println!(
+                "{:<60} {:>8.3} {}/{} fp {}",
+                f.name, f.raw, f.detected_windows, f.windows, f.false_positives
+            );
+        }
+    }
+    let f = |s: &nab::ProfileScores| {
+        format!(
+            "{:6.2} {:6.2} {:6.2}",
+            s[0].normalized, s[1].normalized, s[2].normalized
+        )
+    };
+    println!(
+        "tune {} | held {} | transfer {} | all {} | thr {:.4} win {}/{} fp {}",
+        f(&r.tuning_half),
+        f(&r.held_out_half),
+        f(&r.held_out_transferred),
+        f(&r.full),
+        r.full[0].threshold,
+        r.full[0].detected_windows,
+        r.full[0].windows,
+        r.full[0].false_positives
+    );
+}

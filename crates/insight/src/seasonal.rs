@@ -1,0 +1,296 @@
+//! The default detector: a small bank of forecasters (level at three speeds × no / daily / weekly
+//! seasonality) whose best recent member predicts the next value; its errors, scaled by its own
+//! recent error, feed the anomaly likelihood; values far outside everything seen so far alarm at
+//! once; after an alarm, further alarms are muted for a while because one event is one anomaly.
+
+use crate::likelihood::ExceedanceTail;
+use crate::moments::RunningMoments;
+use crate::profile::SeasonalProfile;
+use crate::{Detector, Observation};
+
+const DAY_MS: i64 = 86_400_000;
+const WEEK_MS: i64 = 7 * DAY_MS;
+/// Half-hour bins for the day, hourly bins for the week.
+const DAY_BINS: usize = 48;
+const WEEK_BINS: usize = 168;
+/// Level speeds of the forecaster bank: last value, fast, slow.
+const LEVEL_RATES: [f64; 3] = [1.0, 0.3, 0.05];
+/// Seasonal modes of the forecaster bank: none, daily, weekly.
+const MODES: usize = 3;
+const FORECASTERS: usize = LEVEL_RATES.len() * MODES;
+
+/// Settings shared by every series; chosen once, never per series.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Settings {
+    /// Points scored 0 while the detector learns.
+    pub warmup_points: u32,
+    /// Learning rate of each forecaster's mean absolute error (which also picks the best one).
+    pub error_rate: f64,
+    /// Errors above this many mean absolute errors are clipped before the error learns from
+    /// them, so one outlier does not blind the detector.
+    pub error_clip: f64,
+    /// Learning rate of the seasonal profiles after their first updates.
+    pub season_rate: f64,
+    /// Whole periods a profile must have seen before its forecasters may be picked.
+    pub season_min_periods: f64,
+    /// Surprises (errors in mean absolute errors) above this are modelled as the tail.
+    pub tail_threshold: f64,
+    /// Learning rate of the tails, and the weight of their prior in observations.
+    pub tail_rate: f64,
+    pub tail_prior_weight: f64,
+    /// Evidence a point must bring to add to the accumulated evidence (a CUSUM allowance).
+    pub drift: f64,
+    /// Weight of the level-shift evidence (short-term mean against long-term mean).
+    pub change_weight: f64,
+    /// Learning rate of the short-term mean used for level shifts, and of the long-term
+    /// moments.
+    pub change_short_rate: f64,
+    pub change_long_rate: f64,
+    /// A value this fraction of the seen range outside it brings `range_evidence`, proportionally
+    /// less when closer.
+    pub range_tolerance: f64,
+    pub range_evidence: f64,
+    /// Evidence (`−ln P`) that maps to score 1; scores are evidence / this, clamped.
+    pub full_evidence: f64,
+    /// Score above which an alarm is raised and the mute starts.
+    pub alarm_score: f64,
+    /// Points during which scores are multiplied by `mute_factor` after an alarm.
+    pub mute_points: u32,
+    pub mute_factor: f64,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            warmup_points: 150,
+            error_rate: 0.005,
+            error_clip: 6.0,
+            season_rate: 0.1,
+            season_min_periods: 2.0,
+            tail_threshold: 3.5,
+            tail_rate: 0.002,
+            tail_prior_weight: 50.0,
+            drift: 6.0,
+            change_weight: 0.0,
+            change_short_rate: 0.1,
+            change_long_rate: 0.001,
+            range_tolerance: 0.02,
+            range_evidence: 25.0,
+            full_evidence: 25.0,
+            alarm_score: 0.35,
+            mute_points: 50,
+            mute_factor: 0.1,
+        }
+    }
+}
+
+/// One member of the forecaster bank: a level on the deseasonalised series.
+#[derive(Clone, Copy, Debug, Default)]
+struct Forecaster {
+    level: f64,
+    mean_abs_error: f64,
+}
+
+#[derive(Clone, Debug)]
+pub struct SeasonalDetector {
+    settings: Settings,
+    points: u32,
+    last_ts_ms: i64,
+    forecasters: [Forecaster; FORECASTERS],
+    day: SeasonalProfile<DAY_BINS>,
+    week: SeasonalProfile<WEEK_BINS>,
+    /// Slow levels the profiles measure deviations from (time constants of a day and a week).
+    day_level: f64,
+    week_level: f64,
+    error_tail: ExceedanceTail,
+    change_tail: ExceedanceTail,
+    /// Evidence accumulated over recent points (a CUSUM of point evidence).
+    accumulated: f64,
+    /// Short- and long-term means of the value, and the long-term mean absolute deviation.
+    short_mean: f64,
+    long_moments: RunningMoments,
+    min_seen: f64,
+    max_seen: f64,
+    muted_for: u32,
+}
+
+impl Default for SeasonalDetector {
+    fn default() -> Self {
+        Self::new(Settings::default())
+    }
+}
+
+impl SeasonalDetector {
+    pub fn new(settings: Settings) -> Self {
+        SeasonalDetector {
+            settings,
+            points: 0,
+            last_ts_ms: 0,
+            forecasters: [Forecaster::default(); FORECASTERS],
+            day: SeasonalProfile::new(DAY_MS),
+            week: SeasonalProfile::new(WEEK_MS),
+            day_level: 0.0,
+            week_level: 0.0,
+            error_tail: ExceedanceTail::new(settings.tail_threshold),
+            change_tail: ExceedanceTail::new(settings.tail_threshold),
+            accumulated: 0.0,
+            short_mean: 0.0,
+            long_moments: RunningMoments::default(),
+            min_seen: f64::INFINITY,
+            max_seen: f64::NEG_INFINITY,
+            muted_for: 0,
+        }
+    }
+
+    fn seasonal(&self, mode: usize, ts_ms: i64) -> f64 {
+        match mode {
+            1 => self.day.at(ts_ms),
+            2 => self.week.at(ts_ms),
+            _ => 0.0,
+        }
+    }
+
+    fn mode_ready(&self, mode: usize, ts_ms: i64) -> bool {
+        let min = self.settings.season_min_periods;
+        match mode {
+            1 => self.day.periods_seen(ts_ms) >= min,
+            2 => self.week.periods_seen(ts_ms) >= min,
+            _ => true,
+        }
+    }
+
+    /// The forecaster with the lowest recent error among those allowed to be picked.
+    fn best(&self, ts_ms: i64) -> usize {
+        let mut best = 0;
+        for k in 1..FORECASTERS {
+            if self.mode_ready(k / LEVEL_RATES.len(), ts_ms)
+                && self.forecasters[k].mean_abs_error < self.forecasters[best].mean_abs_error
+            {
+                best = k;
+            }
+        }
+        best
+    }
+
+    fn learn(&mut self, ts_ms: i64, value: f64) {
+        let first = self.points == 0;
+        let s = self.settings;
+        for k in 0..FORECASTERS {
+            let seasonal = self.seasonal(k / LEVEL_RATES.len(), ts_ms);
+            let f = &mut self.forecasters[k];
+            let deseasonalised = value - seasonal;
+            if first {
+                f.level = deseasonalised;
+                continue;
+            }
+            let error = (value - (f.level + seasonal)).abs();
+            let clipped = if f.mean_abs_error > 0.0 {
+                error.min(s.error_clip * f.mean_abs_error)
+            } else {
+                error
+            };
+            f.mean_abs_error += s.error_rate * (clipped - f.mean_abs_error);
+            f.level += LEVEL_RATES[k % LEVEL_RATES.len()] * (deseasonalised - f.level);
+        }
+        if first {
+            self.day_level = value;
+            self.week_level = value;
+        } else {
+            let dt = (ts_ms - self.last_ts_ms).max(0) as f64;
+            self.day_level += (1.0 - (-dt / DAY_MS as f64).exp()) * (value - self.day_level);
+            self.week_level += (1.0 - (-dt / WEEK_MS as f64).exp()) * (value - self.week_level);
+        }
+        self.day.learn(ts_ms, value - self.day_level, s.season_rate);
+        self.week
+            .learn(ts_ms, value - self.week_level, s.season_rate);
+    }
+}
+
+impl Detector for SeasonalDetector {
+    fn observe(&mut self, ts_ms: i64, value: f64) -> Observation {
+        if !value.is_finite() {
+            return Observation::default();
+        }
+        let s = self.settings;
+        let best = self.best(ts_ms);
+        let mode = best / LEVEL_RATES.len();
+        let expected = self.forecasters[best].level + self.seasonal(mode, ts_ms);
+        // A series that never varied has no error scale yet; any change in it is then large
+        // but finite, so the statistics below stay finite.
+        // Errors below 1 % of the series' spread are never surprising, even when a noiseless
+        // series is predicted almost exactly.
+        let scale = self.forecasters[best]
+            .mean_abs_error
+            .max(0.01 * self.long_moments.std())
+            .max(1e-9 * (expected.abs() + 1.0));
+        let surprise = ((value - expected).abs() / scale).min(1e9);
+        let point_evidence = if self.points < s.warmup_points / 2 {
+            0.0
+        } else {
+            // No single point may bring more than a sure alarm to the accumulated evidence.
+            self.error_tail.evidence(surprise).min(s.full_evidence)
+        };
+        self.accumulated = (self.accumulated + point_evidence - s.drift).max(0.0);
+
+        if self.points == 0 {
+            self.short_mean = value;
+        }
+        self.short_mean += s.change_short_rate * (value - self.short_mean);
+        let shift = ((self.short_mean - self.long_moments.mean).abs()
+            / self.long_moments.std().max(1e-9 * (value.abs() + 1.0)))
+        .min(1e9);
+        let change_evidence = if self.points < s.warmup_points / 2 {
+            0.0
+        } else {
+            self.change_tail.evidence(shift)
+        };
+
+        let range = self.max_seen - self.min_seen;
+        let outside = (value - self.max_seen).max(self.min_seen - value);
+        let range_evidence = if range > 0.0 && outside > 0.0 {
+            s.range_evidence * (outside / (s.range_tolerance * range)).min(1.0)
+        } else {
+            0.0
+        };
+
+        let evidence = point_evidence
+            .max(self.accumulated)
+            .max(s.change_weight * change_evidence)
+            .max(range_evidence);
+        let mut score = if self.points < s.warmup_points {
+            0.0
+        } else {
+            (evidence / s.full_evidence).clamp(0.0, 1.0)
+        };
+
+        // Surprises mean nothing until the error scale has settled.
+        if self.points >= s.warmup_points / 4 {
+            self.error_tail
+                .learn(surprise, s.tail_rate, s.tail_prior_weight);
+            self.change_tail
+                .learn(shift, s.tail_rate, s.tail_prior_weight);
+        }
+        self.long_moments.update(value, s.change_long_rate);
+        self.min_seen = self.min_seen.min(value);
+        self.max_seen = self.max_seen.max(value);
+        if self.muted_for > 0 {
+            self.muted_for -= 1;
+            score *= s.mute_factor;
+        } else if score >= s.alarm_score {
+            self.muted_for = s.mute_points;
+            self.accumulated = 0.0;
+        }
+
+        self.learn(ts_ms, value);
+        self.points = self.points.saturating_add(1);
+        self.last_ts_ms = ts_ms;
+        // A mean absolute error is about 0.8 σ for normal noise; ±3.2 of them covers ~99 %.
+        let band = 3.2 * scale;
+        Observation {
+            score,
+            expected,
+            expected_low: expected - band,
+            expected_high: expected + band,
+        }
+    }
+}

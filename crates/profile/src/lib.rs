@@ -1,0 +1,18 @@
+//! Turning stack samples into profiles: symbolization (blazesym), process metadata, stack
+//! deduplication, aggregation, and the folded and pprof formats. Takes addresses from any
+//! source — the eBPF sampler is one — and loads no BPF itself.
+
+mod aggregate;
+mod folded;
+mod frame;
+mod perf_map;
+mod pprof;
+mod process;
+mod symbolize;
+
+pub use aggregate::{ProfileKind, SampleRecord, StackAggregate, StackTable, Totals};
+pub use folded::{FoldedValue, TRUNCATED_FRAME, to_folded};
+pub use frame::{Frame, FrameKind, Stack, StackId};
+pub use pprof::{PprofMeta, PprofProfile, to_pprof, to_pprof_message};
+pub use process::{Mapping, ProcessInfo};
+pub use symbolize::{RawStack, Symbolizer, SymbolizerStats};

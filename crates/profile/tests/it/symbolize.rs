@@ -1,0 +1,81 @@
+use profile::{FrameKind, RawStack, Symbolizer};
+
+#[inline(never)]
+fn oxeye_profile_test_marker() -> u64 {
+    std::hint::black_box(42)
+}
+
+pub fn marker_address() -> u64 {
+    oxeye_profile_test_marker as *const () as usize as u64
+}
+
+#[test]
+fn addresses_in_this_process_resolve_to_their_function_once() {
+    assert_eq!(oxeye_profile_test_marker(), 42);
+    let mut symbolizer = Symbolizer::new();
+    let raw = RawStack {
+        pid: std::process::id(),
+        comm: "it",
+        user: &[marker_address()],
+        user_cut_short: false,
+        kernel: &[],
+    };
+    let stack = symbolizer.symbolize(&raw);
+    let leaf = &stack.frames[0];
+    assert_eq!(leaf.kind, FrameKind::User);
+    assert!(
+        leaf.function.ends_with("oxeye_profile_test_marker"),
+        "{leaf:?}"
+    );
+    assert!(
+        leaf.file
+            .as_deref()
+            .is_some_and(|f| f.ends_with("symbolize.rs")),
+        "{leaf:?}"
+    );
+    // One frame that is not a thread's start: the stack does not reach its root.
+    assert!(stack.truncated);
+
+    let again = symbolizer.symbolize(&raw);
+    assert_eq!(again, stack);
+    let stats = symbolizer.stats();
+    assert_eq!(
+        (stats.user_addresses, stats.user_resolved),
+        (2, 1),
+        "{stats:?}"
+    );
+}
+
+#[test]
+fn kernel_addresses_resolve_through_kallsyms() {
+    let kallsyms = std::fs::read_to_string("/proc/kallsyms").expect("read /proc/kallsyms");
+    let address = kallsyms.lines().find_map(|line| {
+        let mut parts = line.split_whitespace();
+        let address = u64::from_str_radix(parts.next()?, 16).ok()?;
+        let kind = parts.next()?;
+        let name = parts.next()?;
+        (name == "schedule" && kind.eq_ignore_ascii_case("t")).then_some(address)
+    });
+    let Some(address) = address.filter(|&a| a != 0) else {
+        // Unprivileged readers see zeros.
+        assert!(
+            std::env::var("OXEYE_REQUIRE_EBPF").as_deref() != Ok("1"),
+            "kernel addresses are hidden, but OXEYE_REQUIRE_EBPF=1"
+        );
+        eprintln!("skipped: kernel addresses hidden (not root)");
+        return;
+    };
+    let mut symbolizer = Symbolizer::new();
+    let stack = symbolizer.symbolize(&RawStack {
+        pid: 0,
+        comm: "",
+        user: &[],
+        user_cut_short: false,
+        kernel: &[address + 4],
+    });
+    assert_eq!(&*stack.frames[0].function, "schedule", "{stack:?}");
+    assert_eq!(stack.frames[0].kind, FrameKind::Kernel);
+    assert_eq!(&*stack.frames[0].module, "[kernel]");
+    // A kernel-only stack (a kernel thread) is whole.
+    assert!(!stack.truncated);
+}
