@@ -1,7 +1,9 @@
 //! The default detector: a small bank of forecasters (level at three speeds × no / daily / weekly
 //! seasonality) whose best recent member predicts the next value; its errors, scaled by its own
-//! recent error, feed the anomaly likelihood; values far outside everything seen so far alarm at
-//! once; after an alarm, further alarms are muted for a while because one event is one anomaly.
+//! recent error, feed the anomaly likelihood; so does the drift of the slow forecaster's recent
+//! signed errors (ramps, shifts, a missing cycle); values outside everything seen so far by more
+//! than the forecast noise alarm at once; after an alarm, further alarms are muted for a while
+//! because one event is one anomaly.
 
 use crate::likelihood::ExceedanceTail;
 use crate::moments::RunningMoments;
@@ -40,16 +42,19 @@ pub struct Settings {
     pub tail_prior_weight: f64,
     /// Evidence a point must bring to add to the accumulated evidence (a CUSUM allowance).
     pub drift: f64,
-    /// Weight of the level-shift evidence (short-term mean against long-term mean).
+    /// Weight of the drift evidence (the recent mean of the slow forecaster's signed errors),
+    /// which catches ramps, level shifts and a missing seasonal cycle.
     pub change_weight: f64,
-    /// Learning rate of the short-term mean used for level shifts, and of the long-term
-    /// moments.
+    /// Learning rate of that recent mean, and of the long-term moments of the value.
     pub change_short_rate: f64,
     pub change_long_rate: f64,
     /// A value this fraction of the seen range outside it brings `range_evidence`, proportionally
     /// less when closer.
     pub range_tolerance: f64,
     pub range_evidence: f64,
+    /// Only the part of an excursion beyond this many mean absolute errors of the forecast counts
+    /// as outside the range: records set by ordinary noise are not novel.
+    pub range_noise: f64,
     /// Evidence (`−ln P`) that maps to score 1; scores are evidence / this, clamped.
     pub full_evidence: f64,
     /// Score above which an alarm is raised and the mute starts.
@@ -65,17 +70,18 @@ impl Default for Settings {
             warmup_points: 150,
             error_rate: 0.005,
             error_clip: 6.0,
-            season_rate: 0.1,
+            season_rate: 0.02,
             season_min_periods: 2.0,
             tail_threshold: 3.5,
             tail_rate: 0.002,
             tail_prior_weight: 50.0,
-            drift: 6.0,
-            change_weight: 0.0,
+            drift: 5.0,
+            change_weight: 1.0,
             change_short_rate: 0.1,
             change_long_rate: 0.001,
             range_tolerance: 0.02,
             range_evidence: 25.0,
+            range_noise: 1.0,
             full_evidence: 25.0,
             alarm_score: 0.35,
             mute_points: 50,
@@ -106,8 +112,8 @@ pub struct SeasonalDetector {
     change_tail: ExceedanceTail,
     /// Evidence accumulated over recent points (a CUSUM of point evidence).
     accumulated: f64,
-    /// Short- and long-term means of the value, and the long-term mean absolute deviation.
-    short_mean: f64,
+    /// Per seasonal mode, the recent mean of the slow forecaster's signed errors.
+    drift_mean: [f64; MODES],
     long_moments: RunningMoments,
     min_seen: f64,
     max_seen: f64,
@@ -134,7 +140,7 @@ impl SeasonalDetector {
             error_tail: ExceedanceTail::new(settings.tail_threshold),
             change_tail: ExceedanceTail::new(settings.tail_threshold),
             accumulated: 0.0,
-            short_mean: 0.0,
+            drift_mean: [0.0; MODES],
             long_moments: RunningMoments::default(),
             min_seen: f64::INFINITY,
             max_seen: f64::NEG_INFINITY,
@@ -183,7 +189,12 @@ impl SeasonalDetector {
                 f.level = deseasonalised;
                 continue;
             }
-            let error = (value - (f.level + seasonal)).abs();
+            let signed = value - (f.level + seasonal);
+            if k % LEVEL_RATES.len() == LEVEL_RATES.len() - 1 {
+                let d = &mut self.drift_mean[k / LEVEL_RATES.len()];
+                *d += s.change_short_rate * (signed - *d);
+            }
+            let error = signed.abs();
             let clipped = if f.mean_abs_error > 0.0 {
                 error.min(s.error_clip * f.mean_abs_error)
             } else {
@@ -230,23 +241,35 @@ impl Detector for SeasonalDetector {
             // No single point may bring more than a sure alarm to the accumulated evidence.
             self.error_tail.evidence(surprise).min(s.full_evidence)
         };
-        self.accumulated = (self.accumulated + point_evidence - s.drift).max(0.0);
 
-        if self.points == 0 {
-            self.short_mean = value;
-        }
-        self.short_mean += s.change_short_rate * (value - self.short_mean);
-        let shift = ((self.short_mean - self.long_moments.mean).abs()
-            / self.long_moments.std().max(1e-9 * (value.abs() + 1.0)))
-        .min(1e9);
+        // Drift: the recent mean of the slow forecaster's signed errors (in the chosen seasonal
+        // mode), in units of its mean absolute error. Ramps, level shifts and a missing seasonal
+        // cycle all push it away from 0, though each point alone may look ordinary.
+        let slow = mode * LEVEL_RATES.len() + LEVEL_RATES.len() - 1;
+        let slow_expected = self.forecasters[slow].level + self.seasonal(mode, ts_ms);
+        let drift_now = self.drift_mean[mode]
+            + s.change_short_rate * ((value - slow_expected) - self.drift_mean[mode]);
+        let slow_scale = self.forecasters[slow]
+            .mean_abs_error
+            .max(0.01 * self.long_moments.std())
+            .max(1e-9 * (expected.abs() + 1.0));
+        // An average of `1/rate`-ish independent errors varies `sqrt(rate / (2 − rate))` times as
+        // much as one error does: dividing by that puts the drift on the point surprise's scale.
+        let averaging = (s.change_short_rate / (2.0 - s.change_short_rate)).sqrt();
+        let shift = (drift_now.abs() / (slow_scale * averaging)).min(1e9);
         let change_evidence = if self.points < s.warmup_points / 2 {
             0.0
         } else {
             self.change_tail.evidence(shift)
         };
 
+        // Sustained drift accumulates like repeated surprises do.
+        let accumulating =
+            point_evidence.max((s.change_weight * change_evidence).min(s.full_evidence));
+        self.accumulated = (self.accumulated + accumulating - s.drift).max(0.0);
+
         let range = self.max_seen - self.min_seen;
-        let outside = (value - self.max_seen).max(self.min_seen - value);
+        let outside = (value - self.max_seen).max(self.min_seen - value) - s.range_noise * scale;
         let range_evidence = if range > 0.0 && outside > 0.0 {
             s.range_evidence * (outside / (s.range_tolerance * range)).min(1.0)
         } else {

@@ -63,7 +63,6 @@ fn alarms(scores: &[f64]) -> usize {
 }
 
 #[test]
-#[ignore = "known gap: new extremes of pure noise (records 2 % beyond the range seen) still alarm a few times in 14 days"]
 fn clean_series_stay_quiet() {
     for seed in 1..=5 {
         for amplitude in [0.0, 10.0] {
@@ -93,7 +92,6 @@ fn assert_flagged(name: &str, seed: u64, series: &[(i64, f64)], within: usize) {
 }
 
 #[test]
-#[ignore = "known gap: a 12σ spike scores below the range-novelty alarms the clean series also raises"]
 fn spike_is_flagged() {
     for seed in 1..=3 {
         let mut series = seasonal_series(seed, 10.0);
@@ -103,7 +101,6 @@ fn spike_is_flagged() {
 }
 
 #[test]
-#[ignore = "known gap: the shift scores 1, but so does a noise record on the clean series"]
 fn level_shift_is_flagged() {
     for seed in 1..=3 {
         let mut series = seasonal_series(seed, 10.0);
@@ -115,7 +112,6 @@ fn level_shift_is_flagged() {
 }
 
 #[test]
-#[ignore = "known gap: a slow ramp is seen only once it leaves the range"]
 fn trend_change_is_flagged() {
     for seed in 1..=3 {
         let mut series = seasonal_series(seed, 10.0);
@@ -128,7 +124,6 @@ fn trend_change_is_flagged() {
 }
 
 #[test]
-#[ignore = "known gap: the daily forecasters are rarely picked over the last-value one"]
 fn missing_daily_cycle_is_flagged() {
     for seed in 1..=3 {
         let mut series = seasonal_series(seed, 10.0);
@@ -142,7 +137,6 @@ fn missing_daily_cycle_is_flagged() {
 }
 
 #[test]
-#[ignore = "known gap: the burst scores 1, but so does a noise record on the clean series"]
 fn variance_burst_is_flagged() {
     for seed in 1..=3 {
         let mut series = seasonal_series(seed, 10.0);

@@ -22,6 +22,7 @@ fn apply(settings: &mut Settings, key: &str, value: f64) {
         "change_long_rate" => settings.change_long_rate = value,
         "range_tolerance" => settings.range_tolerance = value,
         "range_evidence" => settings.range_evidence = value,
+        "range_noise" => settings.range_noise = value,
         "full_evidence" => settings.full_evidence = value,
         "alarm_score" => settings.alarm_score = value,
         "mute_points" => settings.mute_points = value as u32,
@@ -44,6 +45,8 @@ fn run(corpus: &[Series], settings: Settings) -> Vec<Vec<f64>> {
         .collect()
 }
 
+mod synth;
+
 fn main() {
     let data = std::env::var("NAB_DATA").unwrap_or_else(|_| "/work/shared/nab".into());
     let corpus = nab::load(Path::new(&data)).expect("corpus");
@@ -51,6 +54,10 @@ fn main() {
     for arg in std::env::args().skip(1) {
         let (k, v) = arg.split_once('=').expect("name=value");
         apply(&mut settings, k, v.parse().expect("number"));
+    }
+    if std::env::var_os("SYNTH").is_some() {
+        synth::report(settings);
+        return;
     }
     let scores = run(&corpus, settings);
     if let Ok(dir) = std::env::var("NAB_DUMP") {
