@@ -9,8 +9,9 @@ import traces from './views/traces.js';
 import trace from './views/trace.js';
 import logs from './views/logs.js';
 import metrics from './views/metrics.js';
+import profiles from './views/profiles.js';
 
-const ROUTES = { services, traces, trace, logs, metrics };
+const ROUTES = { services, traces, trace, logs, metrics, profiles };
 
 const viewEl = document.getElementById('view');
 let current = null; // {name, instance, abort}

@@ -154,6 +154,7 @@ describe('dashboard', { skip, timeout: 240_000 }, () => {
   let browser;
   let page;
   let base;
+  let otlpBase;
   const problems = []; // page errors and console errors, checked after every step
 
   before(async () => {
@@ -187,6 +188,7 @@ describe('dashboard', { skip, timeout: 240_000 }, () => {
 
     const t0 = Date.now() - 5_000;
     const otlp = `http://127.0.0.1:${otlpHttpPort}`;
+    otlpBase = otlp;
     await post(`${otlp}/v1/traces`, tracePayload(t0));
     await post(`${otlp}/v1/logs`, logPayload(t0));
     await post(`${otlp}/v1/metrics`, metricPayload(t0));
@@ -369,6 +371,65 @@ describe('dashboard', { skip, timeout: 240_000 }, () => {
     await shot('metrics');
     noProblems();
   }, { independent: true });
+
+  // eBPF profiling needs root; CI runs as root with OXEYE_REQUIRE_EBPF=1, where skipping is a failure.
+  const isRoot = process.getuid?.() === 0;
+  const profSkip = !isRoot && process.env.OXEYE_REQUIRE_EBPF !== '1' ? 'profiling needs root' : false;
+  it('profiles a process and joins its span to the samples', { skip: profSkip }, async () => {
+    assert.ok(isRoot, 'OXEYE_REQUIRE_EBPF=1 but the test is not running as root');
+    const HOT = 'oxeye_web_hot_function';
+    const src = path.join(dataDir, 'burn.c');
+    const bin = path.join(dataDir, 'burn');
+    fs.writeFileSync(src, `#include <time.h>
+volatile double sink;
+__attribute__((noinline)) void ${HOT}(long n) { double x = 0; for (long i = 0; i < n; i++) x += i * 0.5; sink += x; }
+int main(void) { time_t t = time(0); while (time(0) - t < 4) ${HOT}(2000000); return 0; }
+`);
+    const cc = spawn('clang', ['-O2', '-g', '-fno-omit-frame-pointer', '-o', bin, src], { stdio: 'inherit' });
+    assert.equal(await new Promise((r) => cc.on('exit', r)), 0, 'compiling the CPU burner failed');
+    const start = Date.now();
+    const burner = spawn(bin, [], { stdio: 'ignore' });
+    await new Promise((r) => burner.on('exit', r));
+    const end = Date.now();
+    const pid = burner.pid;
+    const burnTrace = hex(16);
+    const busy = hex(8);
+    const idle = hex(8);
+    const svc = `e2e-burner-${RUN}`;
+    await post(`${otlpBase}/v1/traces`, {
+      resourceSpans: [{
+        resource: { attributes: [str('service.name', svc), int('process.pid', pid)] },
+        scopeSpans: [{
+          scope: { name: 'e2e.burner' },
+          spans: [
+            { traceId: burnTrace, spanId: busy, name: 'burn cpu', kind: 2, startTimeUnixNano: nanos(start), endTimeUnixNano: nanos(end), attributes: [int('thread.id', pid)] },
+            // Same thread, but a window before the process existed: no samples.
+            { traceId: burnTrace, spanId: idle, parentSpanId: busy, name: 'before it ran', kind: 1, startTimeUnixNano: nanos(start - 60_000), endTimeUnixNano: nanos(start - 50_000), attributes: [int('thread.id', pid)] },
+          ],
+        }],
+      }],
+    });
+
+    await page.goto(`${base}/#/profiles?pid=${pid}`);
+    await waitWithReload('.page-profiles .flame-canvas', 30_000);
+    await page.fill('input[name=search]', HOT);
+    await page.waitForFunction(() => /matched/.test(document.querySelector('.flame-search-result')?.textContent || ''));
+    const found = await page.innerText('.flame-search-result');
+    const share = Number(found.match(/([\d.]+)% of samples/)?.[1]);
+    assert.ok(share > 50, `${HOT} should hold most of the burner's samples: ${found}`);
+    assert.match(await page.innerText('.top-functions'), new RegExp(HOT));
+    await shot('profiles');
+
+    await page.goto(`${base}/#/trace/${burnTrace}`);
+    await page.waitForSelector('.wf-span');
+    await page.click(`.wf-span[data-span-id="${busy}"]`);
+    await page.waitForSelector('.span-detail .span-profile .flame-canvas');
+    assert.match(await page.innerText('.span-profile-note'), /thread\.id/);
+    await shot('span-profile');
+    await page.click(`.wf-span[data-span-id="${idle}"]`);
+    await page.waitForFunction(() => /no CPU samples/.test(document.querySelector('.span-detail .span-profile')?.textContent || ''));
+    noProblems();
+  });
 
   step('shows the API error message for an unknown trace', async () => {
     await page.goto(`${base}/#/trace/${'0'.repeat(32)}`);

@@ -4,6 +4,7 @@ import { get, isAbort } from '../api.js';
 import { hashFor } from '../route.js';
 import { lastSearchHash } from '../state.js';
 import { fmtDurationMs, fmtTime, colorFor, shortId } from '../format.js';
+import { flameGraph } from '../flame.js';
 
 const isError = (s) => /ERROR$/i.test(String(s.status_code ?? '')) || s.status_code === 2;
 const kindName = (k) => String(k ?? '').replace(/^SPAN_KIND_/, '').toLowerCase() || 'unspecified';
@@ -304,7 +305,27 @@ export default function mount(root, { arg, params }, ctx) {
       section('Events', (s.events || []).length, events.length ? events : h('div', { class: 'kv-empty' }, 'no events')),
       section('Links', (s.links || []).length, links.length ? links : h('div', { class: 'kv-empty' }, 'no links')),
       section('Resource', Object.keys(s.resource || {}).length, kvTable(s.resource, 'no resource attributes')),
-      section('Scope', null, kvTable(Object.fromEntries(Object.entries(s.scope || {}).filter(([, v]) => v !== '' && v !== null && v !== undefined)), 'no instrumentation scope')));
+      section('Scope', null, kvTable(Object.fromEntries(Object.entries(s.scope || {}).filter(([, v]) => v !== '' && v !== null && v !== undefined)), 'no instrumentation scope')),
+      section('CPU while it ran', null, spanProfile(s)));
+  }
+
+  /** The samples the span's thread took while the span ran, as a flame graph. */
+  function spanProfile(s) {
+    const el = h('div', { class: 'span-profile' }, loading('loading samples…'));
+    get(`traces/${encodeURIComponent(traceId)}/spans/${encodeURIComponent(s.span_id)}/profile`, {}, { signal: ctx.signal })
+      .then((res) => {
+        const fg = res.flamegraph;
+        if (!fg.samples) {
+          replace(el, h('div', { class: 'kv-empty' }, res.match === 'none' ? res.note
+            : `no CPU samples: the ${res.match === 'thread' ? 'thread' : 'process'} was not on a CPU while the span ran (or was not profiled)`));
+          return;
+        }
+        const graphEl = h('div', { class: 'flame' });
+        replace(el, h('div', { class: 'muted span-profile-note' }, `${fg.samples} samples · ${fmtDurationMs(fg.total / 1e6)} on CPU · ${res.note}`), graphEl);
+        flameGraph(graphEl, fg.root);
+      })
+      .catch((e) => { if (!isAbort(e)) replace(el, errorNotice(e)); });
+    return el;
   }
 
   load();

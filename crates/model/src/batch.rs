@@ -54,6 +54,7 @@ pub enum Batch {
     Spans(Vec<Group<Span>>),
     Metrics(Vec<Group<Metric>>),
     Logs(Vec<Group<LogRecord>>),
+    Profiles(ProfileBatch),
 }
 
 impl Batch {
@@ -62,6 +63,7 @@ impl Batch {
             Batch::Spans(_) => "spans",
             Batch::Metrics(_) => "metrics",
             Batch::Logs(_) => "logs",
+            Batch::Profiles(_) => "profiles",
         }
     }
 
@@ -75,6 +77,7 @@ impl Batch {
                 .map(|m| m.points.len())
                 .sum(),
             Batch::Logs(g) => g.iter().map(|g| g.items.len()).sum(),
+            Batch::Profiles(p) => p.samples.len(),
         }
     }
 
@@ -88,6 +91,8 @@ impl Batch {
             Batch::Spans(g) => g.iter_mut().map(|g| &mut g.resource).collect(),
             Batch::Metrics(g) => g.iter_mut().map(|g| &mut g.resource).collect(),
             Batch::Logs(g) => g.iter_mut().map(|g| &mut g.resource).collect(),
+            // Profiles are taken on this host: each sample names its process, no resource.
+            Batch::Profiles(_) => Vec::new(),
         }
     }
 }
@@ -300,4 +305,59 @@ impl PointValue {
             PointValue::Summary { .. } => "summary",
         }
     }
+}
+
+/// What a profile sample measured.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ProfileKind {
+    /// On-CPU time, from periodic sampling.
+    Cpu,
+    /// Time a thread spent blocked, from scheduler switches.
+    OffCpu,
+}
+
+impl ProfileKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ProfileKind::Cpu => "cpu",
+            ProfileKind::OffCpu => "off_cpu",
+        }
+    }
+}
+
+/// Stack samples of this host's processes, with the stacks not sent before.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ProfileBatch {
+    pub samples: Vec<ProfileSample>,
+    pub stacks: Vec<ProfileStack>,
+}
+
+/// One sample (or a sum of identical ones) of a thread's stack.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ProfileSample {
+    pub time_unix_nano: u64,
+    pub service_name: String,
+    pub host_name: String,
+    pub pid: u32,
+    pub tid: u32,
+    pub comm: String,
+    pub kind: ProfileKind,
+    /// Key of a [`ProfileStack`].
+    pub stack_id: u64,
+    /// The time the sample stands for: the sampling period, or the blocked time.
+    pub value_nanos: u64,
+    /// Why the rate was raised while this sample was taken (`high_traffic`), empty otherwise.
+    pub label: String,
+}
+
+/// A symbolized stack, root first, identified by a hash of its frames.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ProfileStack {
+    pub stack_id: u64,
+    pub first_seen_unix_nano: u64,
+    pub service_name: String,
+    pub frames: Vec<String>,
+    pub modules: Vec<String>,
+    /// The unwinder could not reach the thread's start: frames near the root are missing.
+    pub truncated: bool,
 }

@@ -25,6 +25,8 @@ pub struct Settings {
     pub flush_interval: Duration,
     pub enrich_host: bool,
     pub enrich_process: bool,
+    /// 0: profiling off.
+    pub profile_hz: u32,
 }
 
 impl Default for Settings {
@@ -42,6 +44,7 @@ impl Default for Settings {
             flush_interval: Duration::from_secs(60),
             enrich_host: true,
             enrich_process: true,
+            profile_hz: 19,
         }
     }
 }

@@ -2,6 +2,7 @@
 
 mod config;
 mod doctor;
+mod profiler;
 mod query;
 mod up;
 
@@ -33,6 +34,11 @@ enum Command {
     Query(QueryArgs),
     /// Check the host: kernel, BTF, privileges, ports and store health.
     Doctor(DoctorArgs),
+    /// Anomaly detection: run and score the detector on a benchmark corpus.
+    Insight {
+        #[command(subcommand)]
+        command: InsightCommand,
+    },
     /// Performance lab: benchmarks against a live oxeye.
     Lab {
         #[command(subcommand)]
@@ -75,11 +81,15 @@ pub struct UpArgs {
     /// Write memory to Parquet at least this often [default: 60s].
     #[arg(long, env = "OXEYE_FLUSH_INTERVAL")]
     pub flush_interval: Option<String>,
+    /// CPU samples per second per CPU for every process (eBPF, needs root); 0 turns profiling off
+    /// [default: 19].
+    #[arg(long, env = "OXEYE_PROFILE_HZ")]
+    pub profile_hz: Option<u32>,
 }
 
 #[derive(Args)]
 pub struct QueryArgs {
-    /// The SQL (tables: otel_traces, otel_logs, otel_metrics_gauge, _sum, _histogram, _exponential_histogram, _summary).
+    /// The SQL (tables: otel_traces, otel_logs, otel_metrics_gauge, _sum, _histogram, _exponential_histogram, _summary, profile_samples, profile_stacks).
     pub sql: String,
     #[arg(long, env = "OXEYE_DATA_DIR", default_value = "data")]
     pub data_dir: PathBuf,
@@ -92,6 +102,20 @@ pub struct QueryArgs {
 pub struct DoctorArgs {
     #[command(flatten)]
     pub up: UpArgs,
+}
+
+#[derive(Subcommand)]
+enum InsightCommand {
+    /// Run the streaming detector over the Numenta Anomaly Benchmark files (no look-ahead), write
+    /// NAB's results layout and print the standard, reward_low_FP and reward_low_FN scores.
+    Nab {
+        /// The corpus: a directory with data/ and labels/combined_windows.json.
+        #[arg(long, default_value = "../shared/nab")]
+        data: PathBuf,
+        /// Where to write <detector>/<category>/<detector>_<name>.csv.
+        #[arg(long, default_value = "target/nab-results")]
+        out: PathBuf,
+    },
 }
 
 #[derive(Subcommand)]
@@ -109,6 +133,22 @@ enum BenchCommand {
     Ingest(lab::IngestArgs),
 }
 
+fn run_nab(data: &std::path::Path, out: &std::path::Path) -> anyhow::Result<()> {
+    let bar = indicatif::ProgressBar::new(0).with_style(
+        indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} files  {msg}")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    let report = insight::nab::run(data, out, |p| {
+        bar.set_length(p.total as u64);
+        bar.set_position(p.done as u64);
+        bar.set_message(p.file.to_string());
+    })
+    .map_err(|e| anyhow::anyhow!("{e} (choose the corpus with --data)"))?;
+    bar.finish_and_clear();
+    println!("{report}");
+    Ok(())
+}
+
 fn main() {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
@@ -122,6 +162,9 @@ fn main() {
         Command::Up(a) => up::run(a),
         Command::Query(a) => query::run(a),
         Command::Doctor(a) => doctor::run(a),
+        Command::Insight {
+            command: InsightCommand::Nab { data, out },
+        } => run_nab(&data, &out),
         Command::Lab {
             command:
                 LabCommand::Bench {

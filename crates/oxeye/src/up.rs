@@ -93,6 +93,19 @@ pub fn resolve(a: &UpArgs) -> anyhow::Result<Settings> {
             config::parse_duration(v).map(|x| s.flush_interval = x),
         );
     }
+    if let Some(v) = a.profile_hz {
+        flag(
+            "profile-hz",
+            if v <= 1000 {
+                s.profile_hz = v;
+                Ok(())
+            } else {
+                Err(format!(
+                    "expected 0 (off) to 1000 samples per second, found {v}"
+                ))
+            },
+        );
+    }
     if !problems.is_empty() {
         bail!(problems.join("\n"));
     }
@@ -294,6 +307,23 @@ async fn serve(s: Settings) -> anyhow::Result<()> {
                 .map_err(|e| anyhow!("otlp http: {e}"))
         });
     }
+    let (profiler, profiler_line) = if s.profile_hz == 0 {
+        (None, "off (--profile-hz 0)".to_string())
+    } else {
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|h| h.trim().to_string())
+            .unwrap_or_default();
+        match crate::profiler::start(s.profile_hz, pipeline.clone(), host) {
+            Ok(h) => (
+                Some(h),
+                format!("{} Hz per CPU, every process", s.profile_hz),
+            ),
+            Err(e) => {
+                tracing::warn!(reason = %e, "CPU profiling is off");
+                (None, format!("off: {e}"))
+            }
+        }
+    };
     let retention = match (s.retention_age, s.retention_bytes) {
         (Some(a), Some(b)) => format!("{}d or {} MiB", a.as_secs() / 86400, b >> 20),
         (Some(a), None) => format!("{:.1}d", a.as_secs_f64() / 86400.0),
@@ -301,7 +331,7 @@ async fn serve(s: Settings) -> anyhow::Result<()> {
         (None, None) => "forever".into(),
     };
     println!(
-        "oxeye is up ({} ms)\n  dashboard   http://{http_addr}/\n  OTLP gRPC   {grpc_line}\n  OTLP HTTP   {http_line}\n  data        {}  (retention {retention})\n  API token   {token}  (in {}, mode 0600)\n  receivers   {}",
+        "oxeye is up ({} ms)\n  dashboard   http://{http_addr}/\n  OTLP gRPC   {grpc_line}\n  OTLP HTTP   {http_line}\n  data        {}  (retention {retention})\n  API token   {token}  (in {}, mode 0600)\n  receivers   {}\n  profiler    {profiler_line}",
         started.elapsed().as_millis(),
         data_dir.display(),
         token_path.display(),
@@ -325,6 +355,7 @@ async fn serve(s: Settings) -> anyhow::Result<()> {
     };
     tracing::info!("shutting down: draining receivers and flushing the store");
     let _ = stop_tx.send(true);
+    drop(profiler);
     let drain = async { while tasks.join_next().await.is_some() {} };
     let _ = tokio::time::timeout(std::time::Duration::from_secs(10), drain).await;
     store.close().await;

@@ -13,9 +13,15 @@ use store::read::{LogFilter, TimeRange, TraceFilter};
 
 use crate::ServerState;
 
-type Params = Query<Vec<(String, String)>>;
+pub(crate) type Params = Query<Vec<(String, String)>>;
 
 pub struct ApiError(StatusCode, String);
+
+impl ApiError {
+    pub(crate) fn not_found(msg: impl Into<String>) -> Self {
+        ApiError(StatusCode::NOT_FOUND, msg.into())
+    }
+}
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
@@ -33,18 +39,18 @@ impl From<StoreError> for ApiError {
     }
 }
 
-fn bad(msg: impl Into<String>) -> ApiError {
+pub(crate) fn bad(msg: impl Into<String>) -> ApiError {
     ApiError(StatusCode::BAD_REQUEST, msg.into())
 }
 
-fn param<'a>(p: &'a [(String, String)], key: &str) -> Option<&'a str> {
+pub(crate) fn param<'a>(p: &'a [(String, String)], key: &str) -> Option<&'a str> {
     p.iter()
         .rev()
         .find(|(k, v)| k == key && !v.is_empty())
         .map(|(_, v)| v.as_str())
 }
 
-fn num<T: std::str::FromStr>(
+pub(crate) fn num<T: std::str::FromStr>(
     p: &[(String, String)],
     key: &str,
     what: &str,
@@ -64,7 +70,7 @@ fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
-fn range(p: &[(String, String)]) -> Result<TimeRange, ApiError> {
+pub(crate) fn range(p: &[(String, String)]) -> Result<TimeRange, ApiError> {
     let end = num::<i64>(p, "end", "unix milliseconds")?.unwrap_or_else(now_ms);
     let start = num::<i64>(p, "start", "unix milliseconds")?.unwrap_or(end - 3_600_000);
     if start > end {
@@ -318,6 +324,12 @@ pub fn router(state: ServerState) -> Router {
         .route("/metrics", get(metrics))
         .route("/metrics/series", get(metric_series))
         .route("/metrics/points", get(metric_points))
+        .route("/profiles/flamegraph", get(crate::profiles::flamegraph))
+        .route("/profiles/folded", get(crate::profiles::folded))
+        .route(
+            "/traces/{id}/spans/{span}/profile",
+            get(crate::profiles::span_profile),
+        )
         .route("/query", post(query))
         .route("/admin/flush", post(flush))
         .route("/openapi.json", get(openapi))

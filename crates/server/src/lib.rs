@@ -3,6 +3,7 @@
 
 mod api;
 mod assets;
+mod profiles;
 
 use std::path::PathBuf;
 use std::sync::Arc;

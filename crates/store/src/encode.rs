@@ -11,7 +11,8 @@ use datafusion::arrow::buffer::OffsetBuffer;
 use datafusion::arrow::datatypes::{DataType, Field, Fields};
 use datafusion::arrow::error::ArrowError;
 use model::{
-    Attrs, Batch, Group, LogRecord, Metric, MetricPoint, PointValue, Resource, Scope, Span,
+    Attrs, Batch, Group, LogRecord, Metric, MetricPoint, PointValue, ProfileBatch, Resource, Scope,
+    Span,
 };
 
 use crate::table::{
@@ -80,6 +81,7 @@ pub fn encode(batch: &Batch) -> Result<Vec<(Table, RecordBatch)>, ArrowError> {
         Batch::Spans(g) => Ok(vec![(Table::Traces, spans(g)?)]),
         Batch::Logs(g) => Ok(vec![(Table::Logs, logs(g)?)]),
         Batch::Metrics(g) => metrics(g),
+        Batch::Profiles(p) => profiles(p),
     }
 }
 
@@ -345,6 +347,108 @@ fn logs(groups: &[Group<LogRecord>]) -> Result<RecordBatch, ArrowError> {
             Arc::new(event_name.finish()),
         ],
     )
+}
+
+fn profiles(p: &ProfileBatch) -> Result<Vec<(Table, RecordBatch)>, ArrowError> {
+    let mut out = Vec::new();
+    if !p.samples.is_empty() {
+        let n = p.samples.len();
+        let rows = p
+            .samples
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (s.service_name.as_str(), "", ts(s.time_unix_nano), i))
+            .collect();
+        let (mut time, mut service, mut host, mut comm, mut kind, mut label) = (
+            Vec::with_capacity(n),
+            strings(n, n * 16),
+            strings(n, n * 16),
+            strings(n, n * 16),
+            strings(n, n * 3),
+            strings(n, 0),
+        );
+        let (mut pid, mut tid, mut stack, mut value) = (
+            UInt32Builder::with_capacity(n),
+            UInt32Builder::with_capacity(n),
+            UInt64Builder::with_capacity(n),
+            UInt64Builder::with_capacity(n),
+        );
+        for i in sorted_order(rows) {
+            let s = &p.samples[i];
+            time.push(ts(s.time_unix_nano));
+            service.append_value(&s.service_name);
+            host.append_value(&s.host_name);
+            pid.append_value(s.pid);
+            tid.append_value(s.tid);
+            comm.append_value(&s.comm);
+            kind.append_value(s.kind.as_str());
+            stack.append_value(s.stack_id);
+            value.append_value(s.value_nanos);
+            label.append_value(&s.label);
+        }
+        out.push((
+            Table::ProfileSamples,
+            RecordBatch::try_new(
+                Table::ProfileSamples.schema(),
+                vec![
+                    Arc::new(TimestampNanosecondArray::from(time)),
+                    Arc::new(service.finish()),
+                    Arc::new(host.finish()),
+                    Arc::new(pid.finish()),
+                    Arc::new(tid.finish()),
+                    Arc::new(comm.finish()),
+                    Arc::new(kind.finish()),
+                    Arc::new(stack.finish()),
+                    Arc::new(value.finish()),
+                    Arc::new(label.finish()),
+                ],
+            )?,
+        ));
+    }
+    if !p.stacks.is_empty() {
+        let rows = p
+            .stacks
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (s.service_name.as_str(), "", ts(s.first_seen_unix_nano), i))
+            .collect();
+        let mut time = Vec::new();
+        let mut service = StringBuilder::new();
+        let mut id = UInt64Builder::new();
+        let mut frames = ListBuilder::new(StringBuilder::new());
+        let mut modules = ListBuilder::new(StringBuilder::new());
+        let mut truncated = BooleanBuilder::new();
+        for i in sorted_order(rows) {
+            let s = &p.stacks[i];
+            time.push(ts(s.first_seen_unix_nano));
+            service.append_value(&s.service_name);
+            id.append_value(s.stack_id);
+            for f in &s.frames {
+                frames.values().append_value(f);
+            }
+            frames.append(true);
+            for m in &s.modules {
+                modules.values().append_value(m);
+            }
+            modules.append(true);
+            truncated.append_value(s.truncated);
+        }
+        out.push((
+            Table::ProfileStacks,
+            RecordBatch::try_new(
+                Table::ProfileStacks.schema(),
+                vec![
+                    Arc::new(TimestampNanosecondArray::from(time)),
+                    Arc::new(service.finish()),
+                    Arc::new(id.finish()),
+                    Arc::new(frames.finish()),
+                    Arc::new(modules.finish()),
+                    Arc::new(truncated.finish()),
+                ],
+            )?,
+        ));
+    }
+    Ok(out)
 }
 
 /// The columns every metric table starts with.

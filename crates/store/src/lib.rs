@@ -7,6 +7,7 @@
 
 mod encode;
 mod flush;
+pub mod profiles;
 pub mod query;
 pub mod read;
 mod table;

@@ -17,7 +17,7 @@ pub struct TimeRange {
 }
 
 impl TimeRange {
-    fn sql(&self, col: &str) -> String {
+    pub(crate) fn sql(&self, col: &str) -> String {
         format!(
             "{col} >= to_timestamp_nanos({}) AND {col} < to_timestamp_nanos({})",
             self.start_ns, self.end_ns
@@ -26,7 +26,7 @@ impl TimeRange {
 }
 
 /// A SQL string literal.
-fn lit(s: &str) -> String {
+pub(crate) fn lit(s: &str) -> String {
     format!("'{}'", s.replace('\'', "''"))
 }
 
@@ -187,7 +187,7 @@ const METRIC_TABLES: [(Table, &str); 5] = [
 /// Most rows a points query returns, so one request cannot hold the whole store in memory.
 const MAX_POINTS: usize = 100_000;
 
-fn s(o: &Map<String, Value>, k: &str) -> String {
+pub(crate) fn s(o: &Map<String, Value>, k: &str) -> String {
     match o.get(k) {
         Some(Value::String(s)) => s.clone(),
         Some(Value::Null) | None => String::new(),
@@ -204,7 +204,7 @@ fn n(o: &Map<String, Value>, k: &str) -> f64 {
 }
 
 /// Integers exactly (nanosecond timestamps do not fit an f64).
-fn i(o: &Map<String, Value>, k: &str) -> i64 {
+pub(crate) fn i(o: &Map<String, Value>, k: &str) -> i64 {
     match o.get(k) {
         Some(Value::Number(n)) => n
             .as_i64()
@@ -214,7 +214,7 @@ fn i(o: &Map<String, Value>, k: &str) -> i64 {
     }
 }
 
-fn u(o: &Map<String, Value>, k: &str) -> u64 {
+pub(crate) fn u(o: &Map<String, Value>, k: &str) -> u64 {
     match o.get(k) {
         Some(Value::Number(n)) => n
             .as_u64()
@@ -245,7 +245,7 @@ fn iso_to_ns(v: Option<&Value>) -> i64 {
 }
 
 impl Store {
-    async fn objects(&self, sql: &str) -> Result<Vec<Map<String, Value>>, StoreError> {
+    pub(crate) async fn objects(&self, sql: &str) -> Result<Vec<Map<String, Value>>, StoreError> {
         let batches = self.sql(sql).await?;
         to_objects(&batches)
     }

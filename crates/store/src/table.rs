@@ -15,10 +15,12 @@ pub enum Table {
     MetricsHistogram,
     MetricsExponentialHistogram,
     MetricsSummary,
+    ProfileSamples,
+    ProfileStacks,
 }
 
 impl Table {
-    pub const ALL: [Table; 7] = [
+    pub const ALL: [Table; 9] = [
         Table::Traces,
         Table::Logs,
         Table::MetricsGauge,
@@ -26,6 +28,8 @@ impl Table {
         Table::MetricsHistogram,
         Table::MetricsExponentialHistogram,
         Table::MetricsSummary,
+        Table::ProfileSamples,
+        Table::ProfileStacks,
     ];
 
     pub fn name(self) -> &'static str {
@@ -37,6 +41,8 @@ impl Table {
             Table::MetricsHistogram => "otel_metrics_histogram",
             Table::MetricsExponentialHistogram => "otel_metrics_exponential_histogram",
             Table::MetricsSummary => "otel_metrics_summary",
+            Table::ProfileSamples => "profile_samples",
+            Table::ProfileStacks => "profile_stacks",
         }
     }
 
@@ -56,7 +62,9 @@ impl Table {
     /// The column that partitions files by hour and bounds time-range queries.
     pub fn time_column(self) -> &'static str {
         match self {
-            Table::Traces | Table::Logs => "Timestamp",
+            Table::Traces | Table::Logs | Table::ProfileSamples | Table::ProfileStacks => {
+                "Timestamp"
+            }
             _ => "TimeUnix",
         }
     }
@@ -168,6 +176,27 @@ fn build_schema(t: Table) -> Schema {
         ]
     };
     let fields = match t {
+        Table::ProfileSamples => vec![
+            Field::new("Timestamp", ts_type(), false),
+            s("ServiceName"),
+            s("HostName"),
+            Field::new("Pid", UInt32, false),
+            Field::new("Tid", UInt32, false),
+            s("Comm"),
+            s("Kind"),
+            Field::new("StackId", UInt64, false),
+            Field::new("ValueNs", UInt64, false),
+            s("Label"),
+        ],
+        // One row per stack the first time a process run sees it (a restart may repeat it).
+        Table::ProfileStacks => vec![
+            Field::new("Timestamp", ts_type(), false),
+            s("ServiceName"),
+            Field::new("StackId", UInt64, false),
+            Field::new("Frames", list_prim(Utf8), false),
+            Field::new("Modules", list_prim(Utf8), false),
+            Field::new("Truncated", Boolean, false),
+        ],
         Table::Traces => vec![
             Field::new("Timestamp", ts_type(), false),
             s("TraceId"),

@@ -59,7 +59,10 @@ fn allowed() -> BTreeMap<&'static str, &'static [&'static str]> {
         ("insight", &[][..]),
         (
             "oxeye",
-            &["model", "ingest", "pipeline", "store", "server", "lab"][..],
+            &[
+                "model", "ingest", "pipeline", "store", "server", "lab", "ebpf", "profile",
+                "insight",
+            ][..],
         ),
     ])
 }

@@ -1,0 +1,94 @@
+// Profiles: a CPU (or off-CPU) flame graph of every process on the host, narrowed by service,
+// process or thread, with search, zoom and a top-functions table.
+import { h, replace, notice, errorNotice, loading, field, select } from '../dom.js';
+import { get, isAbort, requestSlot } from '../api.js';
+import { timeWindow, rangeLabel } from '../state.js';
+import { hashFor } from '../route.js';
+import { flameGraph, topTable, fmtNs, pct } from '../flame.js';
+
+const KINDS = [['cpu', 'on-CPU'], ['off_cpu', 'off-CPU (blocked)']];
+
+export default function mount(root, { params }, ctx) {
+  const p = (k) => params.get(k) || '';
+  const slot = requestSlot(ctx.signal);
+  const inService = h('input', { class: 'input', name: 'service', value: p('service'), placeholder: 'any service or process name', autocomplete: 'off' });
+  const inPid = h('input', { class: 'input input-narrow', name: 'pid', value: p('pid'), placeholder: 'any', inputmode: 'numeric' });
+  const inKind = select({ class: 'input', name: 'kind' }, KINDS, p('kind') || 'cpu');
+  const inSearch = h('input', { class: 'input input-wide', name: 'search', type: 'search', value: p('q'), placeholder: 'highlight functions (substring)' });
+  const searchResult = h('span', { class: 'flame-search-result muted' });
+  const summary = h('div', { class: 'results-summary' });
+  const graphEl = h('div', { class: 'flame' }, loading('loading profile…'));
+  const topEl = h('div', { class: 'panel-body' });
+  let graph = null;
+
+  const form = h('form', { class: 'filters', onsubmit: (ev) => { ev.preventDefault(); submit(); } },
+    field('Service', inService),
+    field('PID', inPid),
+    field('Profile', inKind),
+    h('div', { class: 'field field-actions' },
+      h('button', { type: 'submit', class: 'btn btn-primary' }, 'Show'),
+      h('button', { type: 'button', class: 'btn', onclick: () => { inService.value = ''; inPid.value = ''; inKind.value = 'cpu'; submit(); } }, 'Clear')));
+  inKind.addEventListener('change', submit);
+  inSearch.addEventListener('input', runSearch);
+
+  replace(root,
+    h('div', { class: 'page-head' }, h('h1', null, 'Profiles'),
+      h('span', { class: 'panel-sub' }, 'continuous eBPF profiling of every process; click a frame to zoom')),
+    h('section', { class: 'panel' }, form),
+    h('section', { class: 'panel' },
+      h('div', { class: 'panel-head' }, summary, h('div', { class: 'spacer' }),
+        inSearch, searchResult,
+        h('button', { type: 'button', class: 'btn', onclick: () => graph?.reset() }, 'Reset zoom')),
+      h('div', { class: 'panel-body' }, graphEl)),
+    h('section', { class: 'panel' }, h('div', { class: 'panel-head' }, h('h2', null, 'Top functions')), topEl));
+
+  function current() {
+    return { service: inService.value.trim(), pid: inPid.value.trim(), kind: inKind.value === 'cpu' ? '' : inKind.value };
+  }
+
+  function submit() {
+    const hash = hashFor('profiles', current());
+    if (hash !== location.hash) history.pushState(null, '', hash);
+    load();
+  }
+
+  function runSearch() {
+    if (!graph) return;
+    const r = graph.search(inSearch.value);
+    searchResult.textContent = inSearch.value.trim()
+      ? `${r.matched} frame${r.matched === 1 ? '' : 's'} matched · ${(100 * r.share).toFixed(1)}% of samples`
+      : '';
+  }
+
+  async function load() {
+    const q = current();
+    try {
+      const res = await get('profiles/flamegraph', { ...q, ...timeWindow() }, { signal: slot.next() });
+      graph?.destroy();
+      graph = null;
+      if (!res.samples) {
+        replace(summary, `No samples · ${rangeLabel()}`);
+        replace(graphEl, notice('info', 'no profile samples in this range',
+          'oxeye profiles every process when it runs as root on a kernel with BTF (see `oxeye doctor`); narrow less or pick a longer range.'));
+        replace(topEl);
+        return;
+      }
+      const truncated = res.truncated_share > 0
+        ? h('span', { class: 'tag', title: 'stacks that did not reach their thread start (no frame pointers): their callers are unknown' },
+          `${(100 * res.truncated_share).toFixed(0)}% truncated`)
+        : null;
+      replace(summary, `${res.samples.toLocaleString()} samples · ${fmtNs(res.total)} ${res.kind === 'off_cpu' ? 'blocked' : 'on CPU'} · ${rangeLabel()} `, truncated);
+      graph = flameGraph(graphEl, res.root, {
+        onFrame: (node) => { if (node.name !== 'all') searchResult.textContent = `${node.name}: ${pct(node.value, res.root.value)} of samples`; },
+      });
+      runSearch();
+      replace(topEl, topTable(res.root, 30));
+    } catch (e) {
+      if (isAbort(e)) return;
+      replace(graphEl, errorNotice(e));
+    }
+  }
+
+  load();
+  return { refresh: load, destroy: () => graph?.destroy() };
+}
