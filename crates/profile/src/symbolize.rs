@@ -54,7 +54,15 @@ struct OpenedFile {
     /// The path blazesym reads: the host path when it is the same file, else through
     /// `/proc/<pid>/root` (containers) or `/proc/<pid>/map_files` (deleted files).
     path: PathBuf,
+    /// Whether DWARF is read for this file (see [`DWARF_MAX_FILE_BYTES`]).
+    debug_syms: bool,
 }
+
+/// Files larger than this are symbolized from their ELF symbol table only. DWARF gives file:line
+/// and inlined functions, but blazesym maps what it parses: for a 500 MiB binary with debug
+/// info that took the agent's resident memory past 400 MiB. Separate debug files
+/// (`/usr/lib/debug`) are small and still read.
+const DWARF_MAX_FILE_BYTES: u64 = 128 << 20;
 
 pub struct Symbolizer {
     blazesym: blazesym::symbolize::Symbolizer,
@@ -226,7 +234,9 @@ impl Symbolizer {
             return Resolved::cached(frames.clone(), &mapping.path);
         }
         self.stats.user_resolved += 1;
-        let source = Source::Elf(Elf::new(&file.path));
+        let mut elf = Elf::new(&file.path);
+        elf.debug_syms = file.debug_syms;
+        let source = Source::Elf(elf);
         let frames: Arc<[Frame]> = match self
             .blazesym
             .symbolize_single(&source, Input::FileOffset(file_offset))
@@ -301,7 +311,14 @@ impl Symbolizer {
                 inode: mapping.inode,
             },
         };
-        let file = Arc::new(OpenedFile { key, path });
+        let debug_syms = std::fs::metadata(&path)
+            .map(|m| m.len() <= DWARF_MAX_FILE_BYTES)
+            .unwrap_or(false);
+        let file = Arc::new(OpenedFile {
+            key,
+            path,
+            debug_syms,
+        });
         self.files.insert(identity, file.clone());
         file
     }
