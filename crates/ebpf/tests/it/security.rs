@@ -379,3 +379,59 @@ fn syscall_counts_rise_for_a_getpid_loop() {
     assert_eq!(counters.kernel.ring_buffer_full, 0);
     assert_eq!(counters.malformed_records, 0);
 }
+
+#[test]
+fn module_loads_and_capset_are_reported_even_when_refused() {
+    if !ebpf_ready("module_loads_and_capset_are_reported_even_when_refused") {
+        return;
+    }
+    let mut sensor = start();
+    let (pid, code) = in_forked_child(|| {
+        // _LINUX_CAPABILITY_VERSION_3: two 32-bit words per set.
+        let mut header = [0x2008_0522u32, 0];
+        let mut data = [0u32; 6];
+        // SAFETY: raw syscalls with valid buffers, in the forked child.
+        unsafe {
+            // A bad fd: refused before anything is loaded, but still reported.
+            libc::syscall(libc::SYS_finit_module, -1, c"".as_ptr(), 0);
+            if libc::syscall(libc::SYS_capget, header.as_mut_ptr(), data.as_mut_ptr()) != 0 {
+                return 2;
+            }
+            // Give up nothing: set what is already there.
+            if libc::syscall(libc::SYS_capset, header.as_mut_ptr(), data.as_ptr()) != 0 {
+                return 3;
+            }
+        }
+        0
+    });
+    assert_eq!(code, 0);
+    let mut module = None;
+    let mut capset = None;
+    let (_, seen) = find(&mut sensor, |e| {
+        match e {
+            SecurityEvent::ModuleLoad(m) if m.process.pid == pid => module = Some(m.clone()),
+            SecurityEvent::PrivilegeChange(p)
+                if p.process.pid == pid && p.syscall == PrivilegeSyscall::Capset =>
+            {
+                capset = Some(p.clone())
+            }
+            _ => {}
+        }
+        (module.is_some() && capset.is_some()).then_some(())
+    });
+    let module = module.unwrap_or_else(|| panic!("no finit_module by {pid}: {seen:#?}"));
+    let capset = capset.unwrap_or_else(|| panic!("no capset by {pid}: {seen:#?}"));
+    eprintln!("module: {module:?}\ncapset: {capset:?}");
+    assert_eq!(module.fd, Some(-1));
+    // EBADF, or ENOSYS on kernels built without module support (such as this project's VMs).
+    assert!(
+        [-i64::from(libc::EBADF), -i64::from(libc::ENOSYS)].contains(&module.result),
+        "{module:?}"
+    );
+    assert_eq!(capset.result, 0);
+    // Root's effective set includes CAP_SYS_ADMIN (21).
+    let [effective, permitted, _] = capset.capabilities.expect("capset carries the sets");
+    assert_ne!(effective & (1 << 21), 0, "{capset:?}");
+    assert_eq!(effective & !permitted, 0, "{capset:?}");
+    print_costs(&sensor);
+}
