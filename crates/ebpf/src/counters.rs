@@ -28,9 +28,15 @@ pub struct Counters {
     pub off_cpu_short: u64,
     /// Off-CPU switch-outs not recorded because the per-thread map was full.
     pub off_cpu_start_full: u64,
+    /// Syscalls not counted because the per-process count map could not take the process.
+    pub syscall_counts_full: u64,
+    /// Opens by a relative path, which the security sensor does not match against its watch list.
+    pub relative_opens_unchecked: u64,
+    /// Security events whose path, argv or working directory was cut at its buffer size.
+    pub truncated: u64,
 }
 
-const COUNTER_COUNT: usize = 12;
+const COUNTER_COUNT: usize = 15;
 
 impl Counters {
     /// In the order of `enum counter`.
@@ -48,6 +54,9 @@ impl Counters {
             boosted_skipped: v[9],
             off_cpu_short: v[10],
             off_cpu_start_full: v[11],
+            syscall_counts_full: v[12],
+            relative_opens_unchecked: v[13],
+            truncated: v[14],
         }
     }
 
@@ -65,6 +74,9 @@ impl Counters {
             self.boosted_skipped,
             self.off_cpu_short,
             self.off_cpu_start_full,
+            self.syscall_counts_full,
+            self.relative_opens_unchecked,
+            self.truncated,
         ]
     }
 

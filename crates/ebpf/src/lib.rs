@@ -2,7 +2,8 @@
 //! attached, and read back as plain records (samples, events, stacks as addresses, counters).
 //! Interpreting them — symbols, aggregation, formats — is `profile`'s job.
 //!
-//! One module per program; `loader`, `ring`, `stacks` and `counters` are shared by all of them.
+//! One module per program (`cpu_sampler`, `off_cpu`, `security`); `loader`, `ring`, `stacks` and
+//! `counters` are shared by all of them.
 
 mod counters;
 mod cpu_sampler;
@@ -11,6 +12,7 @@ mod loader;
 mod off_cpu;
 mod perf_event;
 mod ring;
+mod security;
 mod stacks;
 
 mod skel {
@@ -22,6 +24,10 @@ mod skel {
         #![allow(unused_imports)]
         include!(concat!(env!("OUT_DIR"), "/off_cpu.skel.rs"));
     }
+    pub(crate) mod security {
+        #![allow(unused_imports)]
+        include!(concat!(env!("OUT_DIR"), "/security.skel.rs"));
+    }
 }
 
 pub use counters::{Counters, ProgramCounters};
@@ -30,6 +36,12 @@ pub use error::{EbpfError, Result};
 pub use loader::check_prerequisites;
 pub use off_cpu::{OffCpuConfig, OffCpuEvent, OffCpuProfiler, ThreadState};
 pub use perf_event::online_cpus;
+pub use security::{
+    ConnectionEvent, EventProcess, ExecEvent, ExitEvent, FileOpenEvent, MAX_ARGV_BYTES,
+    MAX_PREFIX_BYTES, ModuleLoadEvent, PrivilegeChangeEvent, PrivilegeSyscall,
+    ProcessSyscallCounts, ProgramStats, Protocol, PtraceEvent, SecurityConfig, SecurityEvent,
+    SecuritySensor, SyscallClass, default_watched_prefixes,
+};
 pub use stacks::{MAX_STACK_DEPTH, Stack, StackError, StackStatus};
 
 /// Converts a BPF timestamp (`bpf_ktime_get_ns`, `CLOCK_MONOTONIC`) to nanoseconds since the

@@ -103,3 +103,9 @@ pub(crate) fn comm_at(data: &[u8], offset: usize) -> String {
     let end = raw.iter().position(|&b| b == 0).unwrap_or(raw.len());
     String::from_utf8_lossy(&raw[..end]).into_owned()
 }
+
+pub(crate) fn u16_at(data: &[u8], offset: usize) -> u16 {
+    let mut bytes = [0u8; 2];
+    bytes.copy_from_slice(&data[offset..offset + 2]);
+    u16::from_ne_bytes(bytes)
+}

@@ -44,6 +44,9 @@ enum counter {
 	COUNTER_BOOSTED_SKIPPED,      /* base-rate samples skipped because the pid is boosted */
 	COUNTER_OFF_CPU_SHORT,        /* switch-ins below the minimum blocked time */
 	COUNTER_OFF_CPU_START_FULL,   /* switch-outs not recorded: start map update failed */
+	COUNTER_SYSCALL_COUNTS_FULL,  /* syscalls not counted: per-process count map update failed */
+	COUNTER_OPEN_RELATIVE,        /* opens by a relative path, not matched against the watch list */
+	COUNTER_PATH_TRUNCATED,       /* event paths or argv cut at their buffer size */
 	COUNTER_COUNT,
 };
 
@@ -64,6 +67,7 @@ static __always_inline void count(__u32 which)
 		*value += 1;
 }
 
+#ifndef OXEYE_NO_STACK_MAPS
 /*
  * Two stack maps used in turn. The active one is chosen by the low bit of stack_generation, which
  * userspace bumps after it has read everything that referred to the map it is about to reuse, then
@@ -105,6 +109,7 @@ static __always_inline long stack_id(void *ctx, __u32 generation, __u64 flags, i
 		count(COUNTER_STACK_OTHER_ERROR);
 	return id;
 }
+#endif /* OXEYE_NO_STACK_MAPS */
 
 /* The user-mode instruction pointer of the current task, from the registers saved at kernel
  * entry. Used when the sample interrupted kernel code (or for off-CPU, always): it is the leaf

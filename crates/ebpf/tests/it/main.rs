@@ -5,4 +5,5 @@ mod boost;
 mod cpu_sampler;
 mod off_cpu;
 mod pprof;
+mod security;
 mod support;

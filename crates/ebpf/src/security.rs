@@ -1,0 +1,423 @@
+//! The security sensor: process exec and exit, inet connects and accepts, opens of watched
+//! paths, privilege changes, ptrace and module loads as events; syscalls per process and class
+//! as counts read from a per-CPU map. Raw tracepoints only (`sched_process_exec`,
+//! `sched_process_exit`, `sys_exit`), filtered in the kernel.
+
+mod event;
+mod syscall_class;
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use libbpf_rs::{Link, MapCore, MapFlags};
+
+pub use event::{
+    ConnectionEvent, EventProcess, ExecEvent, ExitEvent, FileOpenEvent, ModuleLoadEvent,
+    PrivilegeChangeEvent, PrivilegeSyscall, Protocol, PtraceEvent, SecurityEvent,
+};
+pub use syscall_class::SyscallClass;
+
+use crate::counters::{self, ProgramCounters};
+use crate::error::{EbpfError, Result};
+use crate::loader::{LoadedSkel, validate_maps};
+use crate::ring::RecordReader;
+use crate::skel::security::{SecuritySkel, SecuritySkelBuilder};
+use syscall_class::{CLASS_SLOTS, class_table};
+
+/// The longest watched prefix (the LPM key's data size, less the NUL).
+pub const MAX_PREFIX_BYTES: usize = 255;
+/// The most argument bytes an exec event can carry.
+pub const MAX_ARGV_BYTES: u32 = 1024;
+const LPM_DATA_BYTES: usize = 256;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SecurityConfig {
+    /// Opens of paths starting with one of these are reported. `~/` stands for every home
+    /// directory in `/etc/passwd` (and `/root/`).
+    pub watched_prefixes: Vec<String>,
+    /// Bytes of the arguments an exec event carries, at most [`MAX_ARGV_BYTES`].
+    pub argv_bytes: u32,
+    /// Leave out the events and syscalls of this process itself (the agent's own file reads).
+    pub ignore_self: bool,
+    /// Ring buffer size in bytes (power of two, page multiple); an exec event takes 1.9 KB,
+    /// the others 72–336 bytes.
+    pub ring_buffer_bytes: u32,
+    /// Processes whose syscalls are counted at once; the least recently used are evicted.
+    pub syscall_count_processes: u32,
+}
+
+impl Default for SecurityConfig {
+    fn default() -> Self {
+        Self {
+            watched_prefixes: default_watched_prefixes(),
+            argv_bytes: 512,
+            ignore_self: true,
+            ring_buffer_bytes: 4 * 1024 * 1024,
+            syscall_count_processes: 8192,
+        }
+    }
+}
+
+/// Credentials and keys an intruder reads first.
+pub fn default_watched_prefixes() -> Vec<String> {
+    [
+        "/etc/shadow",
+        "/etc/gshadow",
+        "/etc/sudoers",
+        "/etc/ssh/ssh_host_",
+        "/etc/kubernetes/",
+        "/var/run/secrets/kubernetes.io/",
+        "/run/secrets/kubernetes.io/",
+        "~/.ssh/",
+        "~/.aws/",
+        "~/.config/gcloud/",
+        "~/.azure/",
+        "~/.kube/config",
+        "~/.docker/config.json",
+        "~/.gnupg/",
+        "~/.netrc",
+        "~/.git-credentials",
+    ]
+    .into_iter()
+    .map(String::from)
+    .collect()
+}
+
+/// The home directories `~/` expands to: those of `/etc/passwd` that exist, and `/root`.
+fn home_directories() -> Vec<String> {
+    let mut homes = vec!["/root".to_string()];
+    if let Ok(passwd) = std::fs::read_to_string("/etc/passwd") {
+        for line in passwd.lines() {
+            if let Some(home) = line.split(':').nth(5)
+                && home.len() > 1
+                && !homes.iter().any(|h| h == home)
+                && std::path::Path::new(home).is_dir()
+            {
+                homes.push(home.to_string());
+            }
+        }
+    }
+    homes
+}
+
+fn expand_prefixes(prefixes: &[String]) -> Result<Vec<String>> {
+    let mut homes = None;
+    let mut out = Vec::new();
+    for prefix in prefixes {
+        if let Some(rest) = prefix.strip_prefix("~/") {
+            for home in homes.get_or_insert_with(home_directories).iter() {
+                out.push(format!("{}/{rest}", home.trim_end_matches('/')));
+            }
+        } else {
+            out.push(prefix.clone());
+        }
+    }
+    for prefix in &out {
+        lpm_key(prefix)?;
+    }
+    Ok(out)
+}
+
+/// The LPM-trie key of a prefix: its length in bits, then its bytes.
+fn lpm_key(prefix: &str) -> Result<Vec<u8>> {
+    if !prefix.starts_with('/') {
+        return Err(EbpfError::Config(format!(
+            "a watched prefix must be an absolute path (or start with ~/), found {prefix:?}"
+        )));
+    }
+    if prefix.len() > MAX_PREFIX_BYTES {
+        return Err(EbpfError::Config(format!(
+            "a watched prefix must be at most {MAX_PREFIX_BYTES} bytes, found {} in {prefix:?}",
+            prefix.len()
+        )));
+    }
+    let mut key = Vec::with_capacity(4 + LPM_DATA_BYTES);
+    key.extend_from_slice(&((prefix.len() * 8) as u32).to_ne_bytes());
+    key.extend_from_slice(prefix.as_bytes());
+    key.resize(4 + LPM_DATA_BYTES, 0);
+    Ok(key)
+}
+
+/// Syscalls one process made since it was first seen, by class.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProcessSyscallCounts {
+    pub pid: u32,
+    /// Indexed by `SyscallClass as usize`.
+    pub counts: [u64; CLASS_SLOTS],
+    /// The process has exited (its exit event was drained); its entry is now deleted.
+    pub exited: bool,
+}
+
+impl ProcessSyscallCounts {
+    pub fn get(&self, class: SyscallClass) -> u64 {
+        self.counts[class as usize]
+    }
+
+    pub fn total(&self) -> u64 {
+        self.counts.iter().sum()
+    }
+}
+
+/// A running security sensor. Dropping it detaches the programs.
+pub struct SecuritySensor {
+    /// Held for their drop, which detaches the programs.
+    _links: Vec<Link>,
+    reader: RecordReader<SecurityEvent>,
+    /// Processes whose exit was drained; their counts are reported once more, then deleted.
+    exited: HashSet<u32>,
+    skel: LoadedSkel<SecuritySkel<'static>>,
+}
+
+impl SecuritySensor {
+    pub fn start(config: SecurityConfig) -> Result<Self> {
+        validate_maps(1, config.ring_buffer_bytes)?;
+        if config.argv_bytes > MAX_ARGV_BYTES {
+            return Err(EbpfError::Config(format!(
+                "argv_bytes must be at most {MAX_ARGV_BYTES}, found {}",
+                config.argv_bytes
+            )));
+        }
+        if config.syscall_count_processes == 0 {
+            return Err(EbpfError::Config(
+                "syscall_count_processes must be at least 1, found 0".into(),
+            ));
+        }
+        let prefixes = expand_prefixes(&config.watched_prefixes)?;
+        let skel = LoadedSkel::load("security", SecuritySkelBuilder::default(), |open| {
+            let size = |what| move |source| EbpfError::Map { what, source };
+            open.maps
+                .events
+                .set_max_entries(config.ring_buffer_bytes)
+                .map_err(size("sizing the ring buffer"))?;
+            open.maps
+                .syscall_counts
+                .set_max_entries(config.syscall_count_processes)
+                .map_err(size("sizing the syscall count map"))?;
+            let rodata = open.maps.rodata_data.as_deref_mut().ok_or_else(|| {
+                EbpfError::Config("the security object's .rodata is not memory-mapped".into())
+            })?;
+            rodata.ignore_tgid = if config.ignore_self {
+                std::process::id()
+            } else {
+                0
+            };
+            rodata.argv_bytes = config.argv_bytes;
+            rodata.syscall_class = class_table();
+            Ok(())
+        })?;
+        let sensor_links = |skel: &LoadedSkel<SecuritySkel<'static>>| -> Result<Vec<Link>> {
+            let attach = |program: &'static str, tracepoint: &str, prog: &libbpf_rs::ProgramMut| {
+                prog.attach_raw_tracepoint(tracepoint)
+                    .map_err(|source| EbpfError::Attach { program, source })
+            };
+            Ok(vec![
+                attach(
+                    "on_exec (raw tracepoint sched_process_exec)",
+                    "sched_process_exec",
+                    &skel.progs.on_exec,
+                )?,
+                attach(
+                    "on_exit (raw tracepoint sched_process_exit)",
+                    "sched_process_exit",
+                    &skel.progs.on_exit,
+                )?,
+                attach(
+                    "on_sys_exit (raw tracepoint sys_exit)",
+                    "sys_exit",
+                    &skel.progs.on_sys_exit,
+                )?,
+            ])
+        };
+        let sensor = Self {
+            reader: RecordReader::new(&skel.maps.events, event::parse)?,
+            _links: sensor_links(&skel)?,
+            exited: HashSet::new(),
+            skel,
+        };
+        for prefix in &prefixes {
+            sensor.watch_expanded(prefix)?;
+        }
+        Ok(sensor)
+    }
+
+    /// Starts reporting opens under `prefix` (absolute, or `~/…` for every home directory).
+    pub fn watch_prefix(&self, prefix: &str) -> Result<()> {
+        for prefix in expand_prefixes(&[prefix.to_string()])? {
+            self.watch_expanded(&prefix)?;
+        }
+        Ok(())
+    }
+
+    /// Stops reporting opens under `prefix`, added by the config or [`Self::watch_prefix`].
+    pub fn unwatch_prefix(&self, prefix: &str) -> Result<()> {
+        for prefix in expand_prefixes(&[prefix.to_string()])? {
+            self.skel
+                .maps
+                .watched_prefixes
+                .delete(&lpm_key(&prefix)?)
+                .map_err(|source| EbpfError::Map {
+                    what: "removing a watched prefix",
+                    source,
+                })?;
+        }
+        Ok(())
+    }
+
+    fn watch_expanded(&self, prefix: &str) -> Result<()> {
+        self.skel
+            .maps
+            .watched_prefixes
+            .update(&lpm_key(prefix)?, &[1], MapFlags::ANY)
+            .map_err(|source| EbpfError::Map {
+                what: "adding a watched prefix (at most 1024)",
+                source,
+            })
+    }
+
+    /// Waits up to `timeout` until at least one event is ready.
+    pub fn wait(&self, timeout: Duration) -> Result<()> {
+        self.reader.wait(timeout)
+    }
+
+    /// Every event since the last drain, in the order each CPU produced them.
+    pub fn drain(&mut self) -> Result<Vec<SecurityEvent>> {
+        let events = self.reader.drain()?;
+        for event in &events {
+            if let SecurityEvent::Exit(exit) = event {
+                self.exited.insert(exit.process.pid);
+            }
+        }
+        Ok(events)
+    }
+
+    /// Syscalls per process and class since each process was first seen, summed over CPUs.
+    /// Processes whose exit has been drained are reported one last time and then forgotten.
+    pub fn syscall_counts(&mut self) -> Result<Vec<ProcessSyscallCounts>> {
+        let map = &self.skel.maps.syscall_counts;
+        let mut out = Vec::new();
+        for key in map.keys() {
+            let Ok(pid_bytes) = <[u8; 4]>::try_from(key.as_slice()) else {
+                continue;
+            };
+            let pid = u32::from_ne_bytes(pid_bytes);
+            // Gone between listing and lookup: evicted or deleted, nothing to report.
+            let Some(per_cpu) =
+                map.lookup_percpu(&key, MapFlags::ANY)
+                    .map_err(|source| EbpfError::Map {
+                        what: "reading the syscall counts",
+                        source,
+                    })?
+            else {
+                continue;
+            };
+            let mut counts = [0u64; CLASS_SLOTS];
+            for value in &per_cpu {
+                for (slot, chunk) in counts.iter_mut().zip(value.chunks_exact(8)) {
+                    let mut bytes = [0u8; 8];
+                    bytes.copy_from_slice(chunk);
+                    *slot += u64::from_ne_bytes(bytes);
+                }
+            }
+            let exited = self.exited.remove(&pid);
+            if exited {
+                // Already absent is fine: the LRU may have evicted it meanwhile.
+                let _ = map.delete(&key);
+            }
+            out.push(ProcessSyscallCounts {
+                pid,
+                counts,
+                exited,
+            });
+        }
+        // Exits whose process made no syscall since the sensor started have no entry.
+        self.exited.clear();
+        Ok(out)
+    }
+
+    pub fn counters(&self) -> Result<ProgramCounters> {
+        let per_cpu = counters::read_per_cpu(&self.skel.maps.counters)?;
+        Ok(ProgramCounters {
+            kernel: counters::sum(&per_cpu),
+            per_cpu,
+            stacks_expired: 0,
+            malformed_records: self.reader.malformed(),
+        })
+    }
+
+    /// What each program has cost so far. Run counts and times stay 0 unless
+    /// `kernel.bpf_stats_enabled` is 1 (the kernel times programs only then).
+    pub fn program_stats(&self) -> Result<Vec<ProgramStats>> {
+        use std::os::fd::{AsFd, AsRawFd};
+        let stats = |name: &'static str, prog: &libbpf_rs::ProgramMut| -> Result<ProgramStats> {
+            let mut info = libbpf_rs::libbpf_sys::bpf_prog_info::default();
+            let mut len = std::mem::size_of_val(&info) as u32;
+            // SAFETY: a loaded program's fd, and an info buffer of the size passed.
+            let rc = unsafe {
+                libbpf_rs::libbpf_sys::bpf_obj_get_info_by_fd(
+                    prog.as_fd().as_raw_fd(),
+                    (&mut info as *mut libbpf_rs::libbpf_sys::bpf_prog_info).cast(),
+                    &mut len,
+                )
+            };
+            if rc != 0 {
+                return Err(EbpfError::Io {
+                    what: "reading a program's run statistics",
+                    source: std::io::Error::from_raw_os_error(rc.saturating_neg()),
+                });
+            }
+            Ok(ProgramStats {
+                program: name,
+                id: info.id,
+                run_count: info.run_cnt,
+                run_time_ns: info.run_time_ns,
+            })
+        };
+        Ok(vec![
+            stats("on_exec", &self.skel.progs.on_exec)?,
+            stats("on_exit", &self.skel.progs.on_exit)?,
+            stats("on_sys_exit", &self.skel.progs.on_sys_exit)?,
+        ])
+    }
+}
+
+/// Run statistics of one BPF program, as the kernel keeps them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProgramStats {
+    pub program: &'static str,
+    /// The kernel's program id (`bpftool prog show id …`).
+    pub id: u32,
+    pub run_count: u64,
+    pub run_time_ns: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prefixes_must_be_absolute_and_fit_the_key() {
+        assert_eq!(lpm_key("/etc/shadow").expect("valid").len(), 260);
+        assert_eq!(
+            lpm_key("etc/shadow").expect_err("relative").to_string(),
+            "invalid configuration: a watched prefix must be an absolute path (or start with ~/), found \"etc/shadow\""
+        );
+        let long = format!("/{}", "a".repeat(300));
+        assert!(
+            lpm_key(&long)
+                .expect_err("too long")
+                .to_string()
+                .contains("at most 255 bytes, found 301")
+        );
+    }
+
+    #[test]
+    fn home_prefixes_expand_to_every_home() {
+        let expanded = expand_prefixes(&["~/.ssh/".to_string(), "/etc/shadow".to_string()])
+            .expect("valid prefixes");
+        assert!(
+            expanded.contains(&"/root/.ssh/".to_string()),
+            "{expanded:?}"
+        );
+        assert_eq!(expanded.last().map(String::as_str), Some("/etc/shadow"));
+    }
+}
