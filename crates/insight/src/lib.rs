@@ -2,6 +2,7 @@
 //!
 //! Read `detector.rs` (the `Detector` seam) and `seasonal.rs` (the default detector) first.
 
+mod context;
 mod detector;
 mod episode;
 mod likelihood;

@@ -2,10 +2,12 @@
 //! seasonality) whose best recent member predicts the next value; its errors, scaled by its own
 //! recent error, feed the anomaly likelihood; so does the drift of the slow forecaster's recent
 //! signed errors (ramps, shifts, a missing cycle); values outside everything seen so far by more
-//! than the forecast noise alarm at once; after an alarm, further alarms are muted for a while
+//! than the forecast noise alarm at once; so does a burst of never-seen sequences of quantised
+//! levels (contextual novelty, judged by an HTM-style likelihood); after an alarm, further alarms are muted for a while
 //! because one event is one anomaly.
 
-use crate::likelihood::ExceedanceTail;
+use crate::context::ContextNovelty;
+use crate::likelihood::{ExceedanceTail, ScoreLikelihood};
 use crate::moments::RunningMoments;
 use crate::profile::SeasonalProfile;
 use crate::{Detector, Observation};
@@ -55,6 +57,15 @@ pub struct Settings {
     /// Only the part of an excursion beyond this many mean absolute errors of the forecast counts
     /// as outside the range: records set by ordinary noise are not novel.
     pub range_noise: f64,
+    /// Contextual novelty: levels of the quantisation, levels per context, weight of its
+    /// likelihood evidence (0 turns it off), and the rates and learning points of that
+    /// likelihood (recent mean of the raw novelty against its long-run Gaussian).
+    pub context_levels: u8,
+    pub context_length: usize,
+    pub context_weight: f64,
+    pub context_short_rate: f64,
+    pub context_long_rate: f64,
+    pub context_learning: u32,
     /// Evidence (`−ln P`) that maps to score 1; scores are evidence / this, clamped.
     pub full_evidence: f64,
     /// Score above which an alarm is raised and the mute starts.
@@ -73,18 +84,24 @@ impl Default for Settings {
             season_rate: 0.02,
             season_min_periods: 2.0,
             tail_threshold: 3.5,
-            tail_rate: 0.002,
+            tail_rate: 0.001,
             tail_prior_weight: 50.0,
-            drift: 5.0,
-            change_weight: 1.0,
+            drift: 7.0,
+            change_weight: 1.5,
             change_short_rate: 0.1,
             change_long_rate: 0.001,
             range_tolerance: 0.02,
             range_evidence: 25.0,
             range_noise: 1.0,
+            context_levels: 4,
+            context_length: 6,
+            context_weight: 1.25,
+            context_short_rate: 0.2,
+            context_long_rate: 0.0005,
+            context_learning: 300,
             full_evidence: 25.0,
-            alarm_score: 0.35,
-            mute_points: 50,
+            alarm_score: 0.4,
+            mute_points: 75,
             mute_factor: 0.1,
         }
     }
@@ -118,6 +135,8 @@ pub struct SeasonalDetector {
     min_seen: f64,
     max_seen: f64,
     muted_for: u32,
+    context: ContextNovelty,
+    context_likelihood: ScoreLikelihood,
 }
 
 impl Default for SeasonalDetector {
@@ -145,6 +164,8 @@ impl SeasonalDetector {
             min_seen: f64::INFINITY,
             max_seen: f64::NEG_INFINITY,
             muted_for: 0,
+            context: ContextNovelty::new(settings.context_levels, settings.context_length),
+            context_likelihood: ScoreLikelihood::default(),
         }
     }
 
@@ -276,8 +297,19 @@ impl Detector for SeasonalDetector {
             0.0
         };
 
+        // Contextual novelty: how many of the newest sub-patterns of quantised levels are new,
+        // judged against how many usually are.
+        let novelty = self.context.observe(value);
+        let context_evidence = self.context_likelihood.observe(
+            novelty,
+            s.context_short_rate,
+            s.context_long_rate,
+            s.context_learning,
+        );
+
         let evidence = point_evidence
             .max(self.accumulated)
+            .max((s.context_weight * context_evidence).min(s.full_evidence))
             .max(s.change_weight * change_evidence)
             .max(range_evidence);
         let mut score = if self.points < s.warmup_points {

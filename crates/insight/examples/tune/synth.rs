@@ -100,4 +100,32 @@ pub fn report(settings: Settings) {
         }
         println!("{line}");
     }
+    let mut line = format!("{:<15}", "pattern change");
+    for seed in 1..=3 {
+        let peak = max_score(&scores(settings, &sawtooth(seed, true)), ONSET, 36);
+        let clean = max_score(&scores(settings, &sawtooth(seed, false)), LEARNED, POINTS);
+        let mark = if peak > clean && peak >= 0.4 {
+            "ok"
+        } else {
+            "FAIL"
+        };
+        line.push_str(&format!("  {peak:.3} vs {clean:.3} {mark}"));
+    }
+    println!("{line}");
+}
+
+fn sawtooth(seed: u64, reversed: bool) -> Vec<(i64, f64)> {
+    let mut noise = Noise(seed + 300);
+    (0..POINTS)
+        .map(|i| {
+            let ts = 1_400_000_000_000 + i as i64 * STEP;
+            let ramp = (i % 12) as f64 / 11.0;
+            let shape = if reversed && i >= ONSET {
+                1.0 - ramp
+            } else {
+                ramp
+            };
+            (ts, 90.0 + 20.0 * shape + noise.normal())
+        })
+        .collect()
 }

@@ -148,6 +148,40 @@ fn variance_burst_is_flagged() {
     }
 }
 
+/// An hourly sawtooth (12 points rising slowly from 90 to 110, then dropping) with unit noise;
+/// from the onset it is reversed when `reversed`: it jumps up and falls slowly. Range, mean and
+/// period stay the same; only the shape changes.
+fn sawtooth_series(seed: u64, reversed: bool) -> Vec<(i64, f64)> {
+    let mut noise = Noise(seed + 300);
+    (0..POINTS)
+        .map(|i| {
+            let ts = 1_400_000_000_000 + i as i64 * STEP;
+            let ramp = (i % 12) as f64 / 11.0;
+            let shape = if reversed && i >= ONSET {
+                1.0 - ramp
+            } else {
+                ramp
+            };
+            (ts, 90.0 + 20.0 * shape + noise.normal())
+        })
+        .collect()
+}
+
+#[test]
+fn pattern_change_with_the_same_range_and_mean_is_flagged() {
+    for seed in 1..=3 {
+        let s = scores(&sawtooth_series(seed, true));
+        let peak = max_score(&s, ONSET, 36);
+        let clean = scores(&sawtooth_series(seed, false));
+        let clean_max = max_score(&clean, (2 * DAY / STEP) as usize, POINTS);
+        assert!(
+            peak > clean_max && peak >= ALARM,
+            "pattern change, seed {seed}: highest score {peak:.3} within 36 points of the \
+             onset, {clean_max:.3} on the unchanged series"
+        );
+    }
+}
+
 #[test]
 fn gaps_irregular_spacing_and_missing_values_do_not_alarm() {
     let mut noise = Noise(7);
