@@ -344,3 +344,32 @@ impl fmt::Display for NabReport {
         )
     }
 }
+
+/// The NAB category of AWS CloudWatch series, used to backtest the forecaster.
+pub const AWS_CATEGORY: &str = "realAWSCloudwatch";
+
+/// Rolling-origin forecast backtests of every AWS CloudWatch series under `data_dir`.
+pub fn aws_forecast_backtests(
+    data_dir: &Path,
+    settings: &crate::backtest::BacktestSettings,
+) -> Result<Vec<crate::backtest::SeriesBacktest>, NabError> {
+    let corpus = load(data_dir)?;
+    let rows: Vec<_> = corpus
+        .iter()
+        .filter(|s| s.category() == AWS_CATEGORY)
+        .filter_map(|s| {
+            let points: Vec<(i64, f64)> = s
+                .timestamps_ms
+                .iter()
+                .copied()
+                .zip(s.values.iter().copied())
+                .collect();
+            let series = crate::forecast::RegularSeries::from_points(&points)?;
+            crate::backtest::backtest_series(s.stem(), &series, settings)
+        })
+        .collect();
+    if rows.is_empty() {
+        return Err(NabError::Empty(data_dir.join("data").join(AWS_CATEGORY)));
+    }
+    Ok(rows)
+}

@@ -1,5 +1,6 @@
 //! One integration-test binary for `insight`.
 
+mod forecast;
 mod nab_corpus;
 mod scoring;
 mod synthetic;
