@@ -99,11 +99,11 @@ pub fn line(alert: &Alert) -> String {
                 ext.push(("proto", c.protocol.name().to_uppercase()));
             }
             SecurityEvent::FileOpen(f) => ext.push(("filePath", f.path.clone())),
-            SecurityEvent::Exec(x) => ext.push(("cs6", x.argv.join(" "))),
+            SecurityEvent::Exec(x) => {
+                ext.push(("cs6Label", "cmdLine".into()));
+                ext.push(("cs6", x.argv.join(" ")));
+            }
             _ => {}
-        }
-        if let SecurityEvent::Exec(_) = e {
-            ext.push(("cs6Label", "cmdLine".into()));
         }
     }
     ext.push(("msg", alert.summary.clone()));

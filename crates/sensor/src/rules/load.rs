@@ -175,7 +175,6 @@ impl Loader {
             }
             seen.push(&rule.id);
         }
-        rules.retain(|_| true);
         rules
     }
 
@@ -268,9 +267,6 @@ impl Loader {
         };
         let any = self.groups(get("any"), &key_path(path, "any"), &events);
         let unless = self.groups(get("unless"), &key_path(path, "unless"), &events);
-        if when.is_empty() && any.is_empty() && get("when").is_some() {
-            // An empty `when:` is allowed (matches every event of the kinds listed).
-        }
         let summary = match get("summary") {
             None => None,
             Some(Yaml::String(s)) => {

@@ -53,7 +53,7 @@ impl Workload {
         let client = format!("10.0.1.{}:{}", 10 + (t / S) % 50, 50_000 + (t / S) % 1000);
         alerts.extend(sensor.observe(&as_uid(accept(APP, t + 1, 8080, &client), USER)));
         alerts.extend(sensor.observe(&as_uid(connect(APP, t + 2, "10.0.2.5:5432"), USER)));
-        if (t / S) % 10 == 0 {
+        if (t / S).is_multiple_of(10) {
             let pid = self.next_pid;
             self.next_pid += 1;
             alerts.extend(sensor.observe(&exec(pid, APP, t + 3, "/usr/bin/gzip", USER)));
