@@ -220,3 +220,16 @@ fn globs_and_blocks() {
     assert!(block.contains("::ffff:10.1.0.9".parse().expect("an address")));
     assert!(!block.contains("10.2.0.1".parse().expect("an address")));
 }
+
+#[test]
+fn docs_rules_md_names_every_field() {
+    let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/rules.md"))
+        .expect("docs/rules.md");
+    for name in Field::all_names() {
+        let (scope, rest) = name.split_once('.').unwrap_or(("", &name));
+        let documented = doc.contains(&format!("`{name}`"))
+            || (matches!(scope, "process" | "parent" | "ancestor")
+                && doc.contains(&format!("`process.{rest}`")));
+        assert!(documented, "docs/rules.md does not mention {name}");
+    }
+}
