@@ -57,6 +57,7 @@ fn allowed() -> BTreeMap<&'static str, &'static [&'static str]> {
         ("ebpf", &[][..]),
         ("profile", &["model"][..]),
         ("insight", &[][..]),
+        ("sensor", &["model"][..]),
         (
             "oxeye",
             &[
