@@ -53,7 +53,12 @@ fn hot_function_is_the_hottest_user_frame_with_frame_pointers() {
             .any(|s| s.user_leaf().is_some_and(|f| f.line.is_some()))
     );
     assert_eq!(counters.kernel.ring_buffer_full, 0);
-    assert_eq!(counters.stacks_lost(), 0);
+    // The counters cover every process on the host (other tests run meanwhile): a hash-bucket
+    // collision elsewhere is possible and counted, but must stay rare.
+    assert!(
+        counters.stacks_lost() * 20 <= counters.kernel.records,
+        "stacks lost: {counters:?}"
+    );
     assert_eq!(counters.malformed_records, 0);
 
     let mut stacks = StackTable::new();

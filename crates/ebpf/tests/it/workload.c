@@ -1,15 +1,15 @@
 /* Test workload: burns CPU in a function with a known name, or sleeps in nanosleep.
- *   workload burn SECONDS
+ *   workload burn SECONDS   (seconds of CPU time, so a loaded machine still gets the samples)
  *   workload sleep SECONDS MILLIS_PER_SLEEP
  * Built twice by the tests: with frame pointers (and DWARF) and without. */
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
-static double now(void)
+static double clock_seconds(clockid_t clock)
 {
 	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
+	clock_gettime(clock, &ts);
 	return ts.tv_sec + ts.tv_nsec / 1e9;
 }
 
@@ -45,14 +45,15 @@ int main(int argc, char **argv)
 
 	if (argc < 3)
 		return 2;
-	end = now() + atof(argv[2]);
 	if (!strcmp(argv[1], "burn")) {
-		while (now() < end)
+		end = clock_seconds(CLOCK_PROCESS_CPUTIME_ID) + atof(argv[2]);
+		while (clock_seconds(CLOCK_PROCESS_CPUTIME_ID) < end)
 			sink += oxeye_test_caller(rounds);
 	} else if (!strcmp(argv[1], "sleep")) {
+		end = clock_seconds(CLOCK_MONOTONIC) + atof(argv[2]);
 		if (argc > 3)
 			millis = atol(argv[3]);
-		while (now() < end)
+		while (clock_seconds(CLOCK_MONOTONIC) < end)
 			oxeye_test_sleeper(millis);
 	} else {
 		return 2;
