@@ -186,6 +186,30 @@ impl OffCpuProfiler {
         })
     }
 
+    /// Follows `pid` (all its threads) from now on. Only meaningful when the profiler was started
+    /// with `only_pids`; otherwise every process is followed already.
+    pub fn follow(&mut self, pid: u32) -> Result<()> {
+        self.skel
+            .maps
+            .targets
+            .update(&pid.to_ne_bytes(), &[1], MapFlags::ANY)
+            .map_err(|source| EbpfError::Map {
+                what: "adding a pid to the off-cpu targets",
+                source,
+            })
+    }
+
+    /// Stops following `pid`; a pid that was not followed is not an error.
+    pub fn unfollow(&mut self, pid: u32) -> Result<()> {
+        match self.skel.maps.targets.delete(&pid.to_ne_bytes()) {
+            Err(source) if source.kind() != libbpf_rs::ErrorKind::NotFound => Err(EbpfError::Map {
+                what: "removing a pid from the off-cpu targets",
+                source,
+            }),
+            _ => Ok(()),
+        }
+    }
+
     /// Waits up to `timeout` until at least one event is ready.
     pub fn wait(&self, timeout: Duration) -> Result<()> {
         self.reader.wait(timeout)

@@ -162,20 +162,20 @@ pub async fn span_profile(
             "no span {span_id} in trace {trace_id}"
         )));
     };
+    let f = filter(&p)?;
+    let kind = f.kind.clone().unwrap_or_else(|| "cpu".to_string());
     let Some(pid) = span.pid else {
         return Ok(Json(json!({
             "span": span,
             "match": "none",
             "note": "the span's resource has no process.pid, so its samples cannot be found",
-            "flamegraph": flamegraph_body(&[], "cpu"),
+            "flamegraph": flamegraph_body(&[], &kind),
         })));
     };
-    let kind = param(&p, "kind").unwrap_or("cpu");
-    let f = filter(&p)?;
     let f = ProfileFilter {
         pid: Some(pid),
         tid: span.tid,
-        kind: Some(kind.to_string()),
+        kind: Some(kind.clone()),
         ..f
     };
     let r = TimeRange {
@@ -198,7 +198,7 @@ pub async fn span_profile(
         "span": span,
         "match": matched,
         "note": note,
-        "flamegraph": flamegraph_body(&stacks, kind),
+        "flamegraph": flamegraph_body(&stacks, &kind),
     })))
 }
 
