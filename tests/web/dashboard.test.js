@@ -420,6 +420,19 @@ int main(void) { time_t t = time(0); while (time(0) - t < 4) ${HOT}(2000000); re
     assert.match(await page.innerText('.top-functions'), new RegExp(HOT));
     await shot('profiles');
 
+    // Bottlenecks of the burner's service (its command name): the hot function has the largest
+    // self share, and clicking it highlights it in the flame graph.
+    await page.goto(`${base}/#/profiles?service=burn`);
+    await waitWithReload('.bottleneck-service[data-service="burn"] .bottleneck-largest', 30_000);
+    const first = page.locator('.bottleneck-service[data-service="burn"] .bottleneck-largest tbody tr').first();
+    assert.match(await first.innerText(), new RegExp(HOT));
+    await page.waitForSelector('.page-profiles .flame-canvas');
+    await first.locator('a').click();
+    assert.equal(await page.inputValue('input[name=search]'), HOT);
+    assert.match(await page.innerText('.flame-search-result'), /matched/);
+    await page.locator('.bottlenecks').scrollIntoViewIfNeeded();
+    await shot('bottlenecks');
+
     await page.goto(`${base}/#/trace/${burnTrace}`);
     await page.waitForSelector('.wf-span');
     await page.click(`.wf-span[data-span-id="${busy}"]`);

@@ -52,7 +52,7 @@ fn allowed() -> BTreeMap<&'static str, &'static [&'static str]> {
         ("store", &["model"][..]),
         ("pipeline", &["model"][..]),
         ("ingest", &["model", "pipeline"][..]),
-        ("server", &["model", "store", "pipeline"][..]),
+        ("server", &["model", "store", "pipeline", "profile"][..]),
         ("lab", &[][..]),
         ("ebpf", &[][..]),
         ("profile", &["model"][..]),
