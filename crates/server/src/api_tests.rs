@@ -1,4 +1,5 @@
 //! The profile endpoints against a real store holding known samples.
+#![cfg(test)]
 
 use std::future::Future;
 use std::path::Path;

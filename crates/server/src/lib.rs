@@ -2,7 +2,6 @@
 //! JSON; it holds no logic beyond parsing parameters and mapping errors to statuses.
 
 mod api;
-#[cfg(test)]
 mod api_tests;
 mod assets;
 mod profiles;
