@@ -147,6 +147,7 @@ pub fn start(
             let only_pids = (mode == OffCpuMode::Traced).then(Vec::new);
             match OffCpuProfiler::start(OffCpuConfig {
                 only_pids,
+                skip_pid: Some(std::process::id()),
                 ..OffCpuConfig::default()
             }) {
                 Ok(p) => {

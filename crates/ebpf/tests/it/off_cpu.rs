@@ -114,6 +114,35 @@ fn only_the_listed_processes_are_followed() {
 }
 
 #[test]
+fn the_skipped_process_is_never_followed() {
+    if !ebpf_ready("the_skipped_process_is_never_followed") {
+        return;
+    }
+    let mut skipped = Workload::spawn(&workload(Build::FramePointers), &["sleep", "1", "20"]);
+    let mut other = Workload::spawn(&workload(Build::FramePointers), &["sleep", "1", "20"]);
+    let mut profiler = OffCpuProfiler::start(OffCpuConfig {
+        skip_pid: Some(skipped.pid()),
+        min_blocked: Duration::from_millis(5),
+        ..Default::default()
+    })
+    .expect("start off-cpu");
+    let mut pids = std::collections::HashSet::new();
+    while skipped.running() || other.running() {
+        std::thread::sleep(Duration::from_millis(200));
+        pids.extend(profiler.drain().expect("drain").iter().map(|e| e.pid));
+    }
+    pids.extend(profiler.drain().expect("drain").iter().map(|e| e.pid));
+    assert!(
+        pids.contains(&other.pid()),
+        "every other process is followed"
+    );
+    assert!(
+        !pids.contains(&skipped.pid()),
+        "the skipped process was followed"
+    );
+}
+
+#[test]
 fn processes_can_be_followed_and_dropped_while_running() {
     if !ebpf_ready("processes_can_be_followed_and_dropped_while_running") {
         return;
