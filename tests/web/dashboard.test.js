@@ -420,6 +420,19 @@ int main(void) { time_t t = time(0); while (time(0) - t < 4) ${HOT}(2000000); re
     assert.match(await page.innerText('.top-functions'), new RegExp(HOT));
     await shot('profiles');
 
+    // Bottlenecks of the burner's service (its command name): the hot function has the largest
+    // self share, and clicking it highlights it in the flame graph.
+    await page.goto(`${base}/#/profiles?service=burn`);
+    await waitWithReload('.bottleneck-service[data-service="burn"] .bottleneck-largest', 30_000);
+    const first = page.locator('.bottleneck-service[data-service="burn"] .bottleneck-largest tbody tr').first();
+    assert.match(await first.innerText(), new RegExp(HOT));
+    await page.waitForSelector('.page-profiles .flame-canvas');
+    await first.locator('a').click();
+    assert.equal(await page.inputValue('input[name=search]'), HOT);
+    assert.match(await page.innerText('.flame-search-result'), /matched/);
+    await page.locator('.bottlenecks').scrollIntoViewIfNeeded();
+    await shot('bottlenecks');
+
     await page.goto(`${base}/#/trace/${burnTrace}`);
     await page.waitForSelector('.wf-span');
     await page.click(`.wf-span[data-span-id="${busy}"]`);
@@ -428,6 +441,85 @@ int main(void) { time_t t = time(0); while (time(0) - t < 4) ${HOT}(2000000); re
     await shot('span-profile');
     await page.click(`.wf-span[data-span-id="${idle}"]`);
     await page.waitForFunction(() => /no CPU samples/.test(document.querySelector('.span-detail .span-profile')?.textContent || ''));
+    noProblems();
+  });
+
+  it('shows where a sleeping span blocked (off-CPU) and that it took no CPU', { skip: profSkip }, async () => {
+    assert.ok(isRoot, 'OXEYE_REQUIRE_EBPF=1 but the test is not running as root');
+    const SLEEPY = 'oxeye_web_sleepy_function';
+    const src = path.join(dataDir, 'sleepy.c');
+    const bin = path.join(dataDir, 'sleepy');
+    // The syscall instruction sits in the named function itself, so it is the user leaf of the
+    // blocked stack whatever libc was built with.
+    fs.writeFileSync(src, `#include <time.h>
+#include <sys/syscall.h>
+__attribute__((noinline)) void ${SLEEPY}(void) {
+  struct timespec ts = { 0, 300000000 };
+#if defined(__x86_64__)
+  long r;
+  __asm__ volatile("syscall" : "=a"(r) : "a"((long)SYS_nanosleep), "D"(&ts), "S"(0L) : "rcx", "r11", "memory");
+#else
+  nanosleep(&ts, 0);
+#endif
+}
+int main(void) { time_t t = time(0); while (time(0) - t < 5) ${SLEEPY}(); return 0; }
+`);
+    const cc = spawn('clang', ['-O2', '-g', '-fno-omit-frame-pointer', '-o', bin, src], { stdio: 'inherit' });
+    assert.equal(await new Promise((r) => cc.on('exit', r)), 0, 'compiling the sleeper failed');
+    const sleeper = spawn(bin, [], { stdio: 'ignore' });
+    const exited = new Promise((r) => sleeper.on('exit', r));
+    const pid = sleeper.pid;
+    const svc = `e2e-sleeper-${RUN}`;
+    const sleepTrace = hex(16);
+    const hello = hex(8);
+    const slept = hex(8);
+    const resource = { attributes: [str('service.name', svc), int('process.pid', pid)] };
+    // Off-CPU profiling follows processes from their first span batch on.
+    const start = Date.now();
+    await post(`${otlpBase}/v1/traces`, {
+      resourceSpans: [{ resource, scopeSpans: [{ scope: { name: 'e2e.sleeper' }, spans: [
+        { traceId: sleepTrace, spanId: hello, name: 'started', kind: 1, startTimeUnixNano: nanos(start - 1), endTimeUnixNano: nanos(start), attributes: [int('thread.id', pid)] },
+      ] }] }],
+    });
+    const t0 = Date.now();
+    assert.equal(await exited, 0, 'the sleeper failed');
+    const end = Date.now();
+    await post(`${otlpBase}/v1/traces`, {
+      resourceSpans: [{ resource, scopeSpans: [{ scope: { name: 'e2e.sleeper' }, spans: [
+        { traceId: sleepTrace, spanId: slept, parentSpanId: hello, name: 'sleep in nanosleep', kind: 2, startTimeUnixNano: nanos(t0), endTimeUnixNano: nanos(end), attributes: [int('thread.id', pid)] },
+      ] }] }],
+    });
+
+    // The API first: the blocked stack names the function and the kernel's nanosleep.
+    const url = `${base}/api/v1/traces/${sleepTrace}/spans/${slept}/profile`;
+    let off = null;
+    for (const deadline = Date.now() + 30_000; Date.now() < deadline; await sleep(1000)) {
+      off = await (await fetch(`${url}?kind=off_cpu`)).json();
+      if (off.flamegraph?.samples > 0) break;
+    }
+    assert.equal(off.match, 'thread');
+    assert.ok(off.flamegraph.samples > 0, `no off-CPU blocks for the sleeping span: ${JSON.stringify(off)}`);
+    const names = [];
+    const walk = (n) => { names.push(n.name); (n.children || []).forEach(walk); };
+    walk(off.flamegraph.root);
+    assert.ok(names.some((n) => /nanosleep.*_\[k\]$/.test(n)), `no kernel nanosleep frame in ${names.join(', ')}`);
+    if (os.arch() === 'x64') assert.ok(names.includes(SLEEPY), `${SLEEPY} is not in ${names.join(', ')}`);
+    // Blocks of 300 ms each: the blocked time is most of the span.
+    assert.ok(off.flamegraph.total > 0.5 * (end - t0) * 1e6, `blocked ${off.flamegraph.total} ns of a ${end - t0} ms span`);
+    const cpu = await (await fetch(`${url}?kind=cpu`)).json();
+    assert.equal(cpu.flamegraph.samples, 0, 'a thread that only sleeps took CPU samples');
+
+    await page.goto(`${base}/#/trace/${sleepTrace}`);
+    await page.waitForSelector('.wf-span');
+    await page.click(`.wf-span[data-span-id="${slept}"]`);
+    await page.waitForSelector('.span-detail .span-profile-off-cpu .flame-canvas');
+    assert.match(await page.innerText('.span-profile-off-cpu .span-profile-note'), /blocked/);
+    await page.waitForFunction(() => /no CPU samples/.test(document.querySelector('.span-detail .span-profile-cpu')?.textContent || ''));
+    await shot('span-off-cpu');
+
+    await page.goto(`${base}/#/profiles?pid=${pid}&kind=off_cpu`);
+    await waitWithReload('.page-profiles .flame-canvas', 30_000);
+    assert.match(await page.innerText('.page-profiles .results-summary'), /blocked/);
     noProblems();
   });
 

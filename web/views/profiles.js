@@ -19,6 +19,8 @@ export default function mount(root, { params }, ctx) {
   const summary = h('div', { class: 'results-summary' });
   const graphEl = h('div', { class: 'flame' }, loading('loading profile…'));
   const topEl = h('div', { class: 'panel-body' });
+  const bottleneckEl = h('div', { class: 'panel-body' });
+  const bottleneckSlot = requestSlot(ctx.signal);
   let graph = null;
 
   const form = h('form', { class: 'filters', onsubmit: (ev) => { ev.preventDefault(); submit(); } },
@@ -40,7 +42,11 @@ export default function mount(root, { params }, ctx) {
         inSearch, searchResult,
         h('button', { type: 'button', class: 'btn', onclick: () => graph?.reset() }, 'Reset zoom')),
       h('div', { class: 'panel-body' }, graphEl)),
-    h('section', { class: 'panel' }, h('div', { class: 'panel-head' }, h('h2', null, 'Top functions')), topEl));
+    h('section', { class: 'panel' }, h('div', { class: 'panel-head' }, h('h2', null, 'Top functions')), topEl),
+    h('section', { class: 'panel bottlenecks' },
+      h('div', { class: 'panel-head' }, h('h2', null, 'Bottlenecks'),
+        h('span', { class: 'panel-sub' }, 'largest self share, and growth against the period of the same length just before')),
+      bottleneckEl));
 
   function current() {
     return { service: inService.value.trim(), pid: inPid.value.trim(), kind: inKind.value === 'cpu' ? '' : inKind.value };
@@ -60,8 +66,64 @@ export default function mount(root, { params }, ctx) {
       : '';
   }
 
+  /** Highlights a function of a bottleneck list in the flame graph. */
+  function highlight(fn) {
+    inSearch.value = fn;
+    runSearch();
+  }
+
+  const share = (x) => `${(100 * x).toFixed(1)}%`;
+
+  function findingRows(list, grew) {
+    return list.map((b) => h('tr', null,
+      h('td', { class: 'mono' }, h('a', { href: '#', title: 'highlight in the flame graph', onclick: (ev) => { ev.preventDefault(); highlight(b.function); } }, b.function)),
+      h('td', { class: 'num' }, share(b.now.share)),
+      h('td', { class: 'num' }, b.now.samples.toLocaleString()),
+      h('td', { class: 'num' }, share(b.before.share)),
+      h('td', { class: 'num' }, b.before.samples.toLocaleString()),
+      grew ? h('td', { class: 'num' }, `+${(100 * b.change).toFixed(1)} pts (z ${b.z.toFixed(1)})`) : null));
+  }
+
+  function findingTable(title, list, grew, empty) {
+    const head = ['Function', 'Share now', 'Samples', 'Share before', 'Samples before'];
+    if (grew) head.push('Change');
+    return h('div', { class: 'bottleneck-list' },
+      h('h3', null, title),
+      list.length
+        ? h('table', { class: `table ${grew ? 'bottleneck-grew' : 'bottleneck-largest'}` },
+          h('thead', null, h('tr', null, head.map((t, i) => h('th', i ? { class: 'num' } : null, t)))),
+          h('tbody', null, findingRows(list, grew)))
+        : h('div', { class: 'kv-empty' }, empty));
+  }
+
+  async function loadBottlenecks(q) {
+    try {
+      const res = await get('bottlenecks', { service: q.service, limit: 8, ...timeWindow() }, { signal: bottleneckSlot.next() });
+      if (!res.services.length) {
+        replace(bottleneckEl, h('div', { class: 'kv-empty' }, 'no profiled service in this range'));
+        return;
+      }
+      const kindKey = q.kind === 'off_cpu' ? 'off_cpu' : 'cpu';
+      const what = kindKey === 'off_cpu' ? 'off-CPU (blocked)' : 'on-CPU';
+      replace(bottleneckEl, res.services.map((svc) => {
+        const r = svc[kindKey];
+        return h('div', { class: 'bottleneck-service', 'data-service': svc.service },
+          h('h3', null, svc.service, h('span', { class: 'muted' }, ` · ${what} · ${r.total.samples.toLocaleString()} samples now, ${r.total_before.samples.toLocaleString()} before`)),
+          h('div', { class: 'bottleneck-tables' },
+            findingTable('Largest self share', r.largest, false, 'no samples'),
+            findingTable('Grew most', r.grew, true, r.total_before.samples
+              ? `no function's share grew beyond noise (z ≥ ${res.min_z}, ≥ ${res.min_samples} samples)`
+              : 'no samples in the period before to compare with')));
+      }));
+    } catch (e) {
+      if (isAbort(e)) return;
+      replace(bottleneckEl, errorNotice(e));
+    }
+  }
+
   async function load() {
     const q = current();
+    loadBottlenecks(q);
     try {
       const res = await get('profiles/flamegraph', { ...q, ...timeWindow() }, { signal: slot.next() });
       graph?.destroy();

@@ -306,22 +306,31 @@ export default function mount(root, { arg, params }, ctx) {
       section('Links', (s.links || []).length, links.length ? links : h('div', { class: 'kv-empty' }, 'no links')),
       section('Resource', Object.keys(s.resource || {}).length, kvTable(s.resource, 'no resource attributes')),
       section('Scope', null, kvTable(Object.fromEntries(Object.entries(s.scope || {}).filter(([, v]) => v !== '' && v !== null && v !== undefined)), 'no instrumentation scope')),
-      section('CPU while it ran', null, spanProfile(s)));
+      section('CPU while it ran', null, spanProfile(s, 'cpu')),
+      section('Blocked while it ran (off-CPU)', null, spanProfile(s, 'off_cpu')));
   }
 
-  /** The samples the span's thread took while the span ran, as a flame graph. */
-  function spanProfile(s) {
-    const el = h('div', { class: 'span-profile' }, loading('loading samples…'));
-    get(`traces/${encodeURIComponent(traceId)}/spans/${encodeURIComponent(s.span_id)}/profile`, {}, { signal: ctx.signal })
+  /**
+   * The samples the span's thread took while the span ran (kind cpu), or the time it spent
+   * blocked and where (kind off_cpu), as a flame graph.
+   */
+  function spanProfile(s, kind) {
+    const off = kind === 'off_cpu';
+    const el = h('div', { class: `span-profile span-profile-${off ? 'off-cpu' : 'cpu'}` }, loading('loading samples…'));
+    get(`traces/${encodeURIComponent(traceId)}/spans/${encodeURIComponent(s.span_id)}/profile`, { kind }, { signal: ctx.signal })
       .then((res) => {
         const fg = res.flamegraph;
+        const who = res.match === 'thread' ? 'thread' : 'process';
         if (!fg.samples) {
           replace(el, h('div', { class: 'kv-empty' }, res.match === 'none' ? res.note
-            : `no CPU samples: the ${res.match === 'thread' ? 'thread' : 'process'} was not on a CPU while the span ran (or was not profiled)`));
+            : off
+              ? `no off-CPU time: the ${who} did not block for 1 ms or more while the span ran (or was not followed: off-CPU profiling follows processes from their first span batch on)`
+              : `no CPU samples: the ${who} was not on a CPU while the span ran (or was not profiled)`));
           return;
         }
         const graphEl = h('div', { class: 'flame' });
-        replace(el, h('div', { class: 'muted span-profile-note' }, `${fg.samples} samples · ${fmtDurationMs(fg.total / 1e6)} on CPU · ${res.note}`), graphEl);
+        const what = off ? `${fg.samples} blocks · ${fmtDurationMs(fg.total / 1e6)} blocked` : `${fg.samples} samples · ${fmtDurationMs(fg.total / 1e6)} on CPU`;
+        replace(el, h('div', { class: 'muted span-profile-note' }, `${what} · ${res.note}`), graphEl);
         flameGraph(graphEl, fg.root);
       })
       .catch((e) => { if (!isAbort(e)) replace(el, errorNotice(e)); });

@@ -22,6 +22,9 @@ pub struct OffCpuConfig {
     pub include_preempted: bool,
     /// Follow only these processes (tgid); `None`: every process.
     pub only_pids: Option<Vec<u32>>,
+    /// Never follow this process (tgid), even when listed: the reader's own blocks would feed
+    /// back into its work.
+    pub skip_pid: Option<u32>,
     /// Distinct stacks each of the two stack maps holds.
     pub stack_map_entries: u32,
     /// Ring buffer size in bytes (power of two, page multiple); one event takes 80 bytes.
@@ -34,6 +37,7 @@ impl Default for OffCpuConfig {
             min_blocked: Duration::from_millis(1),
             include_preempted: true,
             only_pids: None,
+            skip_pid: None,
             stack_map_entries: 4096,
             ring_buffer_bytes: 2 * 1024 * 1024,
         }
@@ -158,6 +162,7 @@ impl OffCpuProfiler {
             rodata.min_blocked_ns = min_blocked_ns;
             rodata.include_preempted = config.include_preempted;
             rodata.only_targets = config.only_pids.is_some();
+            rodata.skip_tgid = config.skip_pid.unwrap_or(0);
             Ok(())
         })?;
         for pid in config.only_pids.iter().flatten() {
@@ -184,6 +189,30 @@ impl OffCpuProfiler {
             stacks: StackMaps::new(),
             skel,
         })
+    }
+
+    /// Follows `pid` (all its threads) from now on. Only meaningful when the profiler was started
+    /// with `only_pids`; otherwise every process is followed already.
+    pub fn follow(&mut self, pid: u32) -> Result<()> {
+        self.skel
+            .maps
+            .targets
+            .update(&pid.to_ne_bytes(), &[1], MapFlags::ANY)
+            .map_err(|source| EbpfError::Map {
+                what: "adding a pid to the off-cpu targets",
+                source,
+            })
+    }
+
+    /// Stops following `pid`; a pid that was not followed is not an error.
+    pub fn unfollow(&mut self, pid: u32) -> Result<()> {
+        match self.skel.maps.targets.delete(&pid.to_ne_bytes()) {
+            Err(source) if source.kind() != libbpf_rs::ErrorKind::NotFound => Err(EbpfError::Map {
+                what: "removing a pid from the off-cpu targets",
+                source,
+            }),
+            _ => Ok(()),
+        }
     }
 
     /// Waits up to `timeout` until at least one event is ready.

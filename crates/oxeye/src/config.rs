@@ -27,6 +27,7 @@ pub struct Settings {
     pub enrich_process: bool,
     /// 0: profiling off.
     pub profile_hz: u32,
+    pub off_cpu: crate::profiler::OffCpuMode,
 }
 
 impl Default for Settings {
@@ -45,6 +46,7 @@ impl Default for Settings {
             enrich_host: true,
             enrich_process: true,
             profile_hz: 19,
+            off_cpu: crate::profiler::OffCpuMode::Traced,
         }
     }
 }

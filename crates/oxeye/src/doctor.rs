@@ -53,6 +53,55 @@ fn free_bytes(dir: &Path) -> Option<u64> {
     (rc == 0).then(|| st.f_bavail as u64 * st.f_frsize as u64)
 }
 
+/// Whether `oxeye up` would profile: the prerequisites, then a real load of the programs (the
+/// verifier has the last word), released at once.
+fn profiling(s: &crate::config::Settings) {
+    if s.profile_hz == 0 {
+        line(Level::Ok, "profiling", "off (--profile-hz 0)");
+        return;
+    }
+    if let Err(e) = ebpf::check_prerequisites() {
+        line(Level::Warn, "profiling", format!("cannot run: {e}"));
+        return;
+    }
+    match ebpf::CpuSampler::start(ebpf::CpuSamplerConfig {
+        frequency_hz: s.profile_hz,
+        ..Default::default()
+    }) {
+        Ok(_) => line(
+            Level::Ok,
+            "profiling",
+            format!(
+                "CPU sampler loads: {} Hz per CPU on {} CPUs",
+                s.profile_hz,
+                ebpf::online_cpus().map_or(0, |c| c.len())
+            ),
+        ),
+        Err(e) => {
+            line(Level::Warn, "profiling", format!("cannot run: {e}"));
+            return;
+        }
+    }
+    if s.off_cpu == crate::profiler::OffCpuMode::Off {
+        line(Level::Ok, "off-cpu", "off (--off-cpu off)");
+        return;
+    }
+    match ebpf::OffCpuProfiler::start(ebpf::OffCpuConfig {
+        only_pids: Some(Vec::new()),
+        ..Default::default()
+    }) {
+        Ok(_) => line(
+            Level::Ok,
+            "off-cpu",
+            match s.off_cpu {
+                crate::profiler::OffCpuMode::All => "sched_switch program loads: every process",
+                _ => "sched_switch program loads: processes that sent spans in the last 10 min",
+            },
+        ),
+        Err(e) => line(Level::Warn, "off-cpu", format!("cannot run: {e}")),
+    }
+}
+
 pub fn run(a: DoctorArgs) -> anyhow::Result<()> {
     let s = resolve(&a.up)?;
     let mut failures = 0;
@@ -96,6 +145,7 @@ pub fn run(a: DoctorArgs) -> anyhow::Result<()> {
             "not mounted (eBPF tracepoints need it at /sys/kernel/tracing: mount -t tracefs nodev /sys/kernel/tracing)",
         ),
     }
+    profiling(&s);
     let paranoid =
         std::fs::read_to_string("/proc/sys/kernel/perf_event_paranoid").unwrap_or_default();
     line(

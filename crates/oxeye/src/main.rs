@@ -85,6 +85,11 @@ pub struct UpArgs {
     /// [default: 19].
     #[arg(long, env = "OXEYE_PROFILE_HZ")]
     pub profile_hz: Option<u32>,
+    /// Off-CPU profiling (time threads spend blocked, with their stacks): `traced` follows the
+    /// processes on this host that sent spans in the last 10 minutes, `all` every process (costly
+    /// on hosts with many context switches), `off` none [default: traced].
+    #[arg(long, env = "OXEYE_OFF_CPU")]
+    pub off_cpu: Option<String>,
 }
 
 #[derive(Args)]

@@ -1,19 +1,113 @@
-//! The profiling agent: CPU samples from `ebpf`, symbolized by `profile`, sent through the pipeline
-//! into `profile_samples` and `profile_stacks`. It runs on its own thread because symbolization
-//! reads files and blocks; it never stops the rest of oxeye from running.
+//! The profiling agent: CPU samples and off-CPU blocks from `ebpf`, symbolized by `profile`, sent
+//! through the pipeline into `profile_samples` and `profile_stacks`. It runs on its own thread
+//! because symbolization reads files and blocks; it never stops the rest of oxeye from running.
+//!
+//! Off-CPU profiling takes two stacks at every context switch of a followed process, which costs
+//! far more than sampling on a busy host, so by default it follows only the processes that sent
+//! spans recently ([`OffCpuMode::Traced`]): those are the ones whose spans can be explained by it.
 
-use std::collections::HashSet;
-use std::sync::Arc;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use ebpf::{CpuSample, CpuSampler, CpuSamplerConfig};
+use ebpf::{CpuSample, CpuSampler, CpuSamplerConfig, OffCpuConfig, OffCpuEvent, OffCpuProfiler};
 use model::{Batch, ProfileBatch, ProfileKind, ProfileSample, ProfileStack};
 use pipeline::{Origin, Pipeline};
 use profile::{Frame, FrameKind, RawStack, Stack, Symbolizer};
 
 /// How often samples are drained from the kernel and sent on.
 const DRAIN_EVERY: Duration = Duration::from_secs(1);
+/// A process that sent spans is followed off-CPU this long after its last span batch.
+const TRACED_FOR: Duration = Duration::from_secs(600);
+/// The kernel's `targets` map holds this many processes; beyond it the most recent win.
+const MAX_FOLLOWED: usize = 1024;
+
+/// Which processes the off-CPU profiler follows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OffCpuMode {
+    Off,
+    /// Processes on this host that sent spans in the last ten minutes (by the resource's
+    /// `process.pid`, which oxeye fills in for senders on loopback).
+    Traced,
+    /// Every process: costs about 16 µs of kernel time per context switch.
+    All,
+}
+
+impl OffCpuMode {
+    pub fn parse(s: &str) -> Result<Self, String> {
+        match s.trim() {
+            "off" => Ok(Self::Off),
+            "traced" => Ok(Self::Traced),
+            "all" => Ok(Self::All),
+            other => Err(format!("expected off, traced or all, found {other:?}")),
+        }
+    }
+}
+
+/// The processes on this host that sent spans, and when they last did. Filled by the store's
+/// sink as span batches are written; read by the agent once a second.
+#[derive(Clone, Default)]
+pub struct TracedProcesses {
+    host_name: Arc<str>,
+    last_seen: Arc<Mutex<HashMap<u32, Instant>>>,
+}
+
+impl TracedProcesses {
+    pub fn new(host_name: &str) -> Self {
+        Self {
+            host_name: Arc::from(host_name),
+            last_seen: Arc::default(),
+        }
+    }
+
+    /// Notes the local processes a batch's spans came from. Resources naming another host are
+    /// someone else's processes.
+    pub fn note(&self, batch: &Batch) {
+        let Batch::Spans(groups) = batch else {
+            return;
+        };
+        let now = Instant::now();
+        let pids: Vec<u32> = groups
+            .iter()
+            .filter(|g| {
+                g.resource
+                    .get("host.name")
+                    .is_none_or(|h| h == &*self.host_name)
+            })
+            .filter_map(|g| g.resource.get("process.pid")?.parse().ok())
+            .collect();
+        if pids.is_empty() {
+            return;
+        }
+        if let Ok(mut seen) = self.last_seen.lock() {
+            for pid in pids {
+                seen.insert(pid, now);
+            }
+        }
+    }
+
+    /// The processes seen within `within` of `now`, most recent first, at most `limit`; older
+    /// entries are forgotten.
+    fn recent(&self, now: Instant, within: Duration, limit: usize) -> Vec<u32> {
+        let Ok(mut seen) = self.last_seen.lock() else {
+            return Vec::new();
+        };
+        seen.retain(|_, t| now.saturating_duration_since(*t) <= within);
+        let mut list: Vec<(u32, Instant)> = seen.iter().map(|(p, t)| (*p, *t)).collect();
+        list.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+        list.truncate(limit);
+        list.into_iter().map(|(p, _)| p).collect()
+    }
+}
+
+/// What the agent runs with.
+#[derive(Clone)]
+pub struct ProfilerConfig {
+    pub frequency_hz: u32,
+    pub off_cpu: OffCpuMode,
+    pub traced: TracedProcesses,
+}
 
 pub struct ProfilerHandle {
     stop: Arc<AtomicBool>,
@@ -29,19 +123,53 @@ impl Drop for ProfilerHandle {
     }
 }
 
-/// Starts sampling every process at `frequency_hz`, or says why it cannot (not root, no BTF,
-/// the verifier's refusal).
+/// Starts sampling every process at the configured rate, or says why it cannot (not root, no
+/// BTF, the verifier's refusal). Off-CPU profiling that cannot start leaves CPU sampling on; the
+/// returned text says what runs.
 pub fn start(
-    frequency_hz: u32,
+    config: ProfilerConfig,
     pipeline: Pipeline,
     host_name: String,
-) -> Result<ProfilerHandle, String> {
+) -> Result<(ProfilerHandle, String), String> {
     ebpf::check_prerequisites().map_err(|e| e.to_string())?;
     let sampler = CpuSampler::start(CpuSamplerConfig {
-        frequency_hz,
+        frequency_hz: config.frequency_hz,
         ..CpuSamplerConfig::default()
     })
     .map_err(|e| e.to_string())?;
+    let mut summary = format!("{} Hz per CPU, every process", config.frequency_hz);
+    let off_cpu = match config.off_cpu {
+        OffCpuMode::Off => {
+            summary.push_str("; off-CPU off");
+            None
+        }
+        mode => {
+            let only_pids = (mode == OffCpuMode::Traced).then(Vec::new);
+            match OffCpuProfiler::start(OffCpuConfig {
+                only_pids,
+                skip_pid: Some(std::process::id()),
+                ..OffCpuConfig::default()
+            }) {
+                Ok(p) => {
+                    summary.push_str(match mode {
+                        OffCpuMode::All => "; off-CPU for every process",
+                        _ => "; off-CPU for processes that sent spans",
+                    });
+                    Some(OffCpu {
+                        profiler: p,
+                        follow_traced: mode == OffCpuMode::Traced,
+                        followed: HashSet::new(),
+                    })
+                }
+                Err(e) => {
+                    tracing::warn!(reason = %e, "off-CPU profiling is off");
+                    summary.push_str(&format!("; off-CPU off: {e}"));
+                    None
+                }
+            }
+        }
+    };
+    let traced = config.traced;
     let stop = Arc::new(AtomicBool::new(false));
     let runtime = tokio::runtime::Handle::current();
     let thread = std::thread::Builder::new()
@@ -50,17 +178,62 @@ pub fn start(
             let stop = stop.clone();
             move || {
                 let _guard = runtime.enter();
-                run(sampler, pipeline, host_name, &stop);
+                run(sampler, off_cpu, traced, pipeline, host_name, &stop);
             }
         })
         .map_err(|e| format!("cannot start the profiler thread: {e}"))?;
-    Ok(ProfilerHandle {
-        stop,
-        thread: Some(thread),
-    })
+    Ok((
+        ProfilerHandle {
+            stop,
+            thread: Some(thread),
+        },
+        summary,
+    ))
 }
 
-fn run(mut sampler: CpuSampler, pipeline: Pipeline, host_name: String, stop: &AtomicBool) {
+/// The off-CPU profiler and the processes it follows now.
+struct OffCpu {
+    profiler: OffCpuProfiler,
+    /// Follow the traced processes (and boosted ones); otherwise every process is followed.
+    follow_traced: bool,
+    followed: HashSet<u32>,
+}
+
+impl OffCpu {
+    /// Makes the kernel's target set equal `wanted`.
+    fn follow(&mut self, wanted: &[u32]) {
+        if !self.follow_traced {
+            return;
+        }
+        let wanted: HashSet<u32> = wanted.iter().copied().collect();
+        for &pid in self.followed.difference(&wanted) {
+            if let Err(e) = self.profiler.unfollow(pid) {
+                tracing::warn!(pid, error = %e, "off-cpu: cannot stop following a process");
+            }
+        }
+        self.followed.retain(|p| wanted.contains(p));
+        for &pid in &wanted {
+            if self.followed.contains(&pid) {
+                continue;
+            }
+            match self.profiler.follow(pid) {
+                Ok(()) => {
+                    self.followed.insert(pid);
+                }
+                Err(e) => tracing::warn!(pid, error = %e, "off-cpu: cannot follow a process"),
+            }
+        }
+    }
+}
+
+fn run(
+    mut sampler: CpuSampler,
+    mut off_cpu: Option<OffCpu>,
+    traced: TracedProcesses,
+    pipeline: Pipeline,
+    host_name: String,
+    stop: &AtomicBool,
+) {
     let mut agent = Agent {
         symbolizer: Symbolizer::new(),
         sent_stacks: HashSet::new(),
@@ -68,29 +241,54 @@ fn run(mut sampler: CpuSampler, pipeline: Pipeline, host_name: String, stop: &At
     };
     let mut refused = 0u64;
     let mut last_cleanup = Instant::now();
+    let mut off_cpu_events = 0u64;
     while !stop.load(Ordering::Relaxed) {
         std::thread::sleep(DRAIN_EVERY);
-        let samples = match sampler.drain() {
-            Ok(s) => s,
-            Err(e) => {
-                tracing::warn!(error = %e, "profiler: cannot read samples");
-                continue;
+        let samples = sampler.drain().unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "profiler: cannot read samples");
+            Vec::new()
+        });
+        let blocks = match off_cpu.as_mut() {
+            Some(o) => {
+                let mut wanted = traced.recent(Instant::now(), TRACED_FOR, MAX_FOLLOWED);
+                let boosted: Vec<u32> = sampler.boosted().collect();
+                for pid in boosted {
+                    if !wanted.contains(&pid) {
+                        wanted.push(pid);
+                    }
+                }
+                wanted.truncate(MAX_FOLLOWED);
+                o.follow(&wanted);
+                o.profiler.drain().unwrap_or_else(|e| {
+                    tracing::warn!(error = %e, "profiler: cannot read off-cpu events");
+                    Vec::new()
+                })
             }
+            None => Vec::new(),
         };
-        if samples.is_empty() {
+        off_cpu_events += blocks.len() as u64;
+        if samples.is_empty() && blocks.is_empty() {
             continue;
         }
-        let batch = agent.batch(&samples);
+        let mut batch = agent.batch(&samples);
+        agent.add_blocks(&mut batch, &blocks);
+        let rows = batch.samples.len() as u64;
         let bytes = batch.samples.len() * 128 + batch.stacks.len() * 1024;
         if pipeline
             .submit(Batch::Profiles(batch), bytes, Origin::default())
             .is_err()
         {
             // The store is pushing back: profiles are the first thing to give way.
-            refused += samples.len() as u64;
+            refused += rows;
             tracing::warn!(refused, "profiler: the pipeline is full, samples dropped");
         }
         if last_cleanup.elapsed() > Duration::from_secs(60) {
+            tracing::debug!(
+                off_cpu_events,
+                followed = off_cpu.as_ref().map_or(0, |o| o.followed.len()),
+                "profiler: off-cpu events in the last minute"
+            );
+            off_cpu_events = 0;
             agent
                 .symbolizer
                 .forget_idle_processes(Duration::from_secs(300));
@@ -106,41 +304,91 @@ struct Agent {
     host_name: String,
 }
 
+/// One record from either profiler, as the agent stores it.
+struct Record<'a> {
+    pid: u32,
+    tid: u32,
+    comm: &'a str,
+    user: &'a ebpf::Stack,
+    kernel: &'a ebpf::Stack,
+    time_unix_nano: u64,
+    kind: ProfileKind,
+    value_nanos: u64,
+}
+
 impl Agent {
     fn batch(&mut self, samples: &[CpuSample]) -> ProfileBatch {
         let mut out = ProfileBatch::default();
         for s in samples {
-            let stack = self.symbolizer.symbolize(&RawStack {
-                pid: s.pid,
-                comm: &s.comm,
-                user: &s.user_stack.addresses,
-                user_cut_short: s.user_stack.is_cut_short(),
-                kernel: &s.kernel_stack.addresses,
-            });
-            let process = self.symbolizer.observe_process(s.pid, &s.comm);
-            let service = process
-                .service_name
-                .clone()
-                .unwrap_or_else(|| s.comm.clone());
-            let time = ebpf::unix_nanos_from_monotonic(s.ktime_ns);
-            let id = stack.id().0;
-            if self.sent_stacks.insert(id) {
-                out.stacks.push(stored_stack(&stack, id, time, &service));
-            }
-            out.samples.push(ProfileSample {
-                time_unix_nano: time,
-                service_name: service,
-                host_name: self.host_name.clone(),
-                pid: s.pid,
-                tid: s.tid,
-                comm: s.comm.clone(),
-                kind: ProfileKind::Cpu,
-                stack_id: id,
-                value_nanos: s.period_ns,
-                label: String::new(),
-            });
+            self.add(
+                &mut out,
+                Record {
+                    pid: s.pid,
+                    tid: s.tid,
+                    comm: &s.comm,
+                    user: &s.user_stack,
+                    kernel: &s.kernel_stack,
+                    time_unix_nano: ebpf::unix_nanos_from_monotonic(s.ktime_ns),
+                    kind: ProfileKind::Cpu,
+                    value_nanos: s.period_ns,
+                },
+            );
         }
         out
+    }
+
+    /// Off-CPU blocks are stored at the time the thread blocked (where its stack was taken),
+    /// so a block is joined to the span it started in, with the blocked time as the value.
+    fn add_blocks(&mut self, out: &mut ProfileBatch, blocks: &[OffCpuEvent]) {
+        for b in blocks {
+            self.add(
+                out,
+                Record {
+                    pid: b.pid,
+                    tid: b.tid,
+                    comm: &b.comm,
+                    user: &b.user_stack,
+                    kernel: &b.kernel_stack,
+                    time_unix_nano: ebpf::unix_nanos_from_monotonic(
+                        b.ktime_ns.saturating_sub(b.blocked_ns),
+                    ),
+                    kind: ProfileKind::OffCpu,
+                    value_nanos: b.blocked_ns,
+                },
+            );
+        }
+    }
+
+    fn add(&mut self, out: &mut ProfileBatch, r: Record) {
+        let stack = self.symbolizer.symbolize(&RawStack {
+            pid: r.pid,
+            comm: r.comm,
+            user: &r.user.addresses,
+            user_cut_short: r.user.is_cut_short(),
+            kernel: &r.kernel.addresses,
+        });
+        let process = self.symbolizer.observe_process(r.pid, r.comm);
+        let service = process
+            .service_name
+            .clone()
+            .unwrap_or_else(|| r.comm.to_string());
+        let id = stack.id().0;
+        if self.sent_stacks.insert(id) {
+            out.stacks
+                .push(stored_stack(&stack, id, r.time_unix_nano, &service));
+        }
+        out.samples.push(ProfileSample {
+            time_unix_nano: r.time_unix_nano,
+            service_name: service,
+            host_name: self.host_name.clone(),
+            pid: r.pid,
+            tid: r.tid,
+            comm: r.comm.to_string(),
+            kind: r.kind,
+            stack_id: id,
+            value_nanos: r.value_nanos,
+            label: String::new(),
+        });
     }
 }
 
@@ -163,5 +411,62 @@ fn stored_stack(stack: &Stack, id: u64, time: u64, service: &str) -> ProfileStac
             .map(|f| f.module.to_string())
             .collect(),
         truncated: stack.truncated,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use model::{Group, Resource, Scope};
+
+    fn spans_from(resources: &[&[(&str, &str)]]) -> Batch {
+        Batch::Spans(
+            resources
+                .iter()
+                .map(|attrs| Group {
+                    resource: Arc::new(Resource {
+                        attributes: attrs
+                            .iter()
+                            .map(|(k, v)| (k.to_string(), v.to_string()))
+                            .collect(),
+                        schema_url: String::new(),
+                    }),
+                    scope: Arc::new(Scope::default()),
+                    items: Vec::new(),
+                })
+                .collect(),
+        )
+    }
+
+    #[test]
+    fn local_span_senders_are_followed_most_recent_first_until_they_go_quiet() {
+        let traced = TracedProcesses::new("here");
+        let t0 = Instant::now();
+        traced.note(&spans_from(&[
+            &[("process.pid", "10"), ("host.name", "here")],
+            &[("process.pid", "20"), ("host.name", "elsewhere")],
+            &[("process.pid", "not a pid")],
+            &[("service.name", "no pid")],
+        ]));
+        std::thread::sleep(Duration::from_millis(5));
+        traced.note(&spans_from(&[&[("process.pid", "30")]]));
+        let later = Instant::now();
+        assert_eq!(traced.recent(later, TRACED_FOR, 10), vec![30, 10]);
+        assert_eq!(traced.recent(later, TRACED_FOR, 1), vec![30]);
+        // 10 was last seen before `later - (later - t0)`, so a window shorter than that drops it.
+        let window = later.duration_since(t0) - Duration::from_millis(1);
+        assert_eq!(traced.recent(later, window, 10), vec![30]);
+        assert_eq!(traced.recent(later, TRACED_FOR, 10), vec![30], "forgotten");
+    }
+
+    #[test]
+    fn off_cpu_modes_parse_and_refuse_anything_else() {
+        assert_eq!(OffCpuMode::parse("traced"), Ok(OffCpuMode::Traced));
+        assert_eq!(OffCpuMode::parse("all"), Ok(OffCpuMode::All));
+        assert_eq!(OffCpuMode::parse("off"), Ok(OffCpuMode::Off));
+        assert_eq!(
+            OffCpuMode::parse("some"),
+            Err("expected off, traced or all, found \"some\"".to_string())
+        );
     }
 }

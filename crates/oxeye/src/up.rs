@@ -20,6 +20,7 @@ use tokio::sync::watch;
 
 use crate::UpArgs;
 use crate::config::{self, Settings};
+use crate::profiler::{ProfilerConfig, TracedProcesses};
 
 /// Defaults, then the config file, then environment and flags.
 pub fn resolve(a: &UpArgs) -> anyhow::Result<Settings> {
@@ -106,6 +107,12 @@ pub fn resolve(a: &UpArgs) -> anyhow::Result<Settings> {
             },
         );
     }
+    if let Some(v) = &a.off_cpu {
+        flag(
+            "off-cpu",
+            crate::profiler::OffCpuMode::parse(v).map(|m| s.off_cpu = m),
+        );
+    }
     if !problems.is_empty() {
         bail!(problems.join("\n"));
     }
@@ -137,14 +144,16 @@ async fn bind(addr: SocketAddr, what: &str, knob: &str) -> anyhow::Result<TcpLis
         .map_err(|e| anyhow!("cannot listen on {addr} for {what}: {e} (change it with {knob})"))
 }
 
-/// The store as the pipeline's durable sink.
-struct StoreSink(Store);
+/// The store as the pipeline's durable sink. It also tells the profiler which local processes
+/// send spans (after enrichment, so senders on loopback have their `process.pid`).
+struct StoreSink(Store, TracedProcesses);
 
 impl DurableSink for StoreSink {
     fn write(
         &self,
         batch: Batch,
     ) -> Pin<Box<dyn Future<Output = Result<(), SinkError>> + Send + '_>> {
+        self.1.note(&batch);
         Box::pin(async move {
             self.0
                 .write(&batch)
@@ -259,7 +268,15 @@ async fn serve(s: Settings) -> anyhow::Result<()> {
         host: s.enrich_host,
         process: s.enrich_process,
     });
-    let pipeline = Pipeline::new(StoreSink(store.clone()), enricher, s.queue_bytes);
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_default();
+    let traced = TracedProcesses::new(&host);
+    let pipeline = Pipeline::new(
+        StoreSink(store.clone(), traced.clone()),
+        enricher,
+        s.queue_bytes,
+    );
     let ctx = ReceiverContext {
         pipeline: pipeline.clone(),
         token: s.receiver_token.as_deref().map(Arc::from),
@@ -310,14 +327,13 @@ async fn serve(s: Settings) -> anyhow::Result<()> {
     let (profiler, profiler_line) = if s.profile_hz == 0 {
         (None, "off (--profile-hz 0)".to_string())
     } else {
-        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
-            .map(|h| h.trim().to_string())
-            .unwrap_or_default();
-        match crate::profiler::start(s.profile_hz, pipeline.clone(), host) {
-            Ok(h) => (
-                Some(h),
-                format!("{} Hz per CPU, every process", s.profile_hz),
-            ),
+        let config = ProfilerConfig {
+            frequency_hz: s.profile_hz,
+            off_cpu: s.off_cpu,
+            traced,
+        };
+        match crate::profiler::start(config, pipeline.clone(), host) {
+            Ok((h, summary)) => (Some(h), summary),
             Err(e) => {
                 tracing::warn!(reason = %e, "CPU profiling is off");
                 (None, format!("off: {e}"))

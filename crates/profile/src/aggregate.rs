@@ -90,6 +90,13 @@ impl StackAggregate {
         totals.value_ns += value_ns;
     }
 
+    /// Adds samples already summed elsewhere (a store's `GROUP BY` of one stack).
+    pub fn add_totals(&mut self, stack: StackId, add: Totals) {
+        let totals = self.totals.entry(stack).or_default();
+        totals.samples += add.samples;
+        totals.value_ns += add.value_ns;
+    }
+
     pub fn add_record(&mut self, record: &SampleRecord) {
         self.add(record.stack_id, record.value_ns);
     }

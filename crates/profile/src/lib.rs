@@ -1,8 +1,9 @@
 //! Turning stack samples into profiles: symbolization (blazesym), process metadata, stack
-//! deduplication, aggregation, and the folded and pprof formats. Takes addresses from any
+//! deduplication, aggregation, bottleneck ranking, and the folded and pprof formats. Takes addresses from any
 //! source — the eBPF sampler is one — and loads no BPF itself.
 
 mod aggregate;
+pub mod bottleneck;
 mod folded;
 mod frame;
 mod perf_map;

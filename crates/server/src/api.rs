@@ -326,6 +326,8 @@ pub fn router(state: ServerState) -> Router {
         .route("/metrics/points", get(metric_points))
         .route("/profiles/flamegraph", get(crate::profiles::flamegraph))
         .route("/profiles/folded", get(crate::profiles::folded))
+        .route("/profiles/pprof", get(crate::profiles::pprof))
+        .route("/bottlenecks", get(crate::profiles::bottlenecks))
         .route(
             "/traces/{id}/spans/{span}/profile",
             get(crate::profiles::span_profile),

@@ -2,6 +2,7 @@
 //! JSON; it holds no logic beyond parsing parameters and mapping errors to statuses.
 
 mod api;
+mod api_tests;
 mod assets;
 mod profiles;
 

@@ -7,12 +7,19 @@ use axum::Json;
 use axum::extract::{Path, Query, State};
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
+use profile::bottleneck::{self, Bottleneck, Bottlenecks, Share, StackWeight};
+use profile::{
+    Frame, FrameKind, PprofMeta, ProfileKind, Stack, StackAggregate, StackTable, Totals, to_pprof,
+};
 use serde_json::{Value, json};
 use store::profiles::{ProfileFilter, WeightedStack};
 use store::read::TimeRange;
 
 use crate::ServerState;
 use crate::api::{ApiError, Params, bad, num, param, range};
+
+/// Services ranked at most per bottlenecks request when none is named.
+const MAX_BOTTLENECK_SERVICES: usize = 20;
 
 /// The root frame under which stacks that did not reach their thread's start are shown.
 const TRUNCATED: &str = "[truncated]";
@@ -149,6 +156,158 @@ pub async fn folded(State(s): State<ServerState>, Query(p): Params) -> Result<Re
     Ok(([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], out).into_response())
 }
 
+fn profile_kind(kind: Option<&str>) -> ProfileKind {
+    match kind {
+        Some("off_cpu") => ProfileKind::OffCpu,
+        _ => ProfileKind::Cpu,
+    }
+}
+
+/// A stored stack (frame names root first, `_[k]` kernel, `_[j]` JIT) as `profile` has it.
+fn stack_of(st: &WeightedStack) -> Stack {
+    let frame = |name: &String| {
+        let (kind, function) = if let Some(f) = name.strip_suffix("_[k]") {
+            (FrameKind::Kernel, f)
+        } else if let Some(f) = name.strip_suffix("_[j]") {
+            (FrameKind::Jit, f)
+        } else {
+            (FrameKind::User, name.as_str())
+        };
+        Frame::new(kind, function, "")
+    };
+    Stack {
+        frames: st.frames.iter().rev().map(frame).collect(),
+        truncated: st.truncated,
+    }
+}
+
+/// The same samples as the flame graph, as gzip'd pprof (`go tool pprof` reads it).
+pub async fn pprof(State(s): State<ServerState>, Query(p): Params) -> Result<Response, ApiError> {
+    let (f, r) = (filter(&p)?, range(&p)?);
+    let kind = profile_kind(f.kind.as_deref());
+    let mut table = StackTable::new();
+    let mut aggregate = StackAggregate::new(kind);
+    for st in s.store.profile_stacks(&f, r).await? {
+        let id = table.insert(stack_of(&st));
+        aggregate.add_totals(
+            id,
+            Totals {
+                samples: st.samples,
+                value_ns: st.value_ns,
+            },
+        );
+    }
+    let meta = PprofMeta {
+        time_unix_ns: u64::try_from(r.start_ns).unwrap_or(0),
+        duration_ns: u64::try_from(r.end_ns - r.start_ns).unwrap_or(0),
+        // Rates differ between processes and boosts; every sample carries its own weight.
+        period_ns: 0,
+    };
+    let name = if kind == ProfileKind::OffCpu {
+        "off_cpu"
+    } else {
+        "cpu"
+    };
+    Ok((
+        [
+            (header::CONTENT_TYPE, "application/octet-stream".to_string()),
+            (
+                header::CONTENT_DISPOSITION,
+                format!("attachment; filename=\"oxeye-{name}.pb.gz\""),
+            ),
+        ],
+        to_pprof(&table, &aggregate, meta),
+    )
+        .into_response())
+}
+
+fn share_json(s: &Share) -> Value {
+    json!({ "samples": s.samples, "value_ns": s.value_ns, "share": s.share })
+}
+
+fn bottleneck_json(b: &Bottleneck) -> Value {
+    json!({
+        "function": b.function,
+        "now": share_json(&b.now),
+        "before": share_json(&b.before),
+        "change": b.change,
+        "z": b.z,
+    })
+}
+
+fn bottlenecks_json(b: &Bottlenecks) -> Value {
+    json!({
+        "total": share_json(&b.total),
+        "total_before": share_json(&b.total_before),
+        "largest": b.largest.iter().map(bottleneck_json).collect::<Vec<_>>(),
+        "grew": b.grew.iter().map(bottleneck_json).collect::<Vec<_>>(),
+    })
+}
+
+fn weights(stacks: &[WeightedStack]) -> impl Iterator<Item = StackWeight<'_>> {
+    stacks.iter().map(|st| StackWeight {
+        frames: &st.frames,
+        samples: st.samples,
+        value_ns: st.value_ns,
+    })
+}
+
+/// Per service, the functions with the largest self share of on-CPU and off-CPU time, and those
+/// whose share grew most against the period of the same length just before.
+pub async fn bottlenecks(
+    State(s): State<ServerState>,
+    Query(p): Params,
+) -> Result<Json<Value>, ApiError> {
+    let r = range(&p)?;
+    let limit = num::<usize>(&p, "limit", "a number of functions")?
+        .unwrap_or(10)
+        .clamp(1, 100);
+    let before = TimeRange {
+        start_ns: r.start_ns - (r.end_ns - r.start_ns),
+        end_ns: r.start_ns,
+    };
+    let services = match param(&p, "service") {
+        Some(svc) => vec![svc.to_string()],
+        None => {
+            s.store
+                .profiled_services(r, MAX_BOTTLENECK_SERVICES)
+                .await?
+        }
+    };
+    let mut out = Vec::with_capacity(services.len());
+    for service in services {
+        let mut entry = serde_json::Map::new();
+        entry.insert("service".into(), json!(service));
+        for kind in [ProfileKind::Cpu, ProfileKind::OffCpu] {
+            let name = if kind == ProfileKind::OffCpu {
+                "off_cpu"
+            } else {
+                "cpu"
+            };
+            let f = ProfileFilter {
+                service: Some(service.clone()),
+                kind: Some(name.to_string()),
+                ..ProfileFilter::default()
+            };
+            let now = s.store.profile_stacks(&f, r).await?;
+            let then = s.store.profile_stacks(&f, before).await?;
+            let ranked = bottleneck::rank(kind, weights(&now), weights(&then), limit);
+            entry.insert(name.into(), bottlenecks_json(&ranked));
+        }
+        out.push(Value::Object(entry));
+    }
+    // Ends are inclusive to the millisecond, as the `end` parameter is.
+    let ms = |ns: i64| ns.div_euclid(1_000_000);
+    Ok(Json(json!({
+        "start_ms": ms(r.start_ns),
+        "end_ms": ms(r.end_ns) - 1,
+        "before": { "start_ms": ms(before.start_ns), "end_ms": ms(before.end_ns) - 1 },
+        "min_z": bottleneck::MIN_Z,
+        "min_samples": bottleneck::MIN_SAMPLES,
+        "services": out,
+    })))
+}
+
 /// The CPU samples a span's thread took while the span ran. Exact when the span names its
 /// thread (`thread.id`) and the runtime runs one request per thread; with only `process.pid`
 /// it is every thread of the process in that window, and says so.
@@ -162,20 +321,20 @@ pub async fn span_profile(
             "no span {span_id} in trace {trace_id}"
         )));
     };
+    let f = filter(&p)?;
+    let kind = f.kind.clone().unwrap_or_else(|| "cpu".to_string());
     let Some(pid) = span.pid else {
         return Ok(Json(json!({
             "span": span,
             "match": "none",
             "note": "the span's resource has no process.pid, so its samples cannot be found",
-            "flamegraph": flamegraph_body(&[], "cpu"),
+            "flamegraph": flamegraph_body(&[], &kind),
         })));
     };
-    let kind = param(&p, "kind").unwrap_or("cpu");
-    let f = filter(&p)?;
     let f = ProfileFilter {
         pid: Some(pid),
         tid: span.tid,
-        kind: Some(kind.to_string()),
+        kind: Some(kind.clone()),
         ..f
     };
     let r = TimeRange {
@@ -198,7 +357,7 @@ pub async fn span_profile(
         "span": span,
         "match": matched,
         "note": note,
-        "flamegraph": flamegraph_body(&stacks, kind),
+        "flamegraph": flamegraph_body(&stacks, &kind),
     })))
 }
 

@@ -125,6 +125,23 @@ impl Store {
             .collect())
     }
 
+    /// The services with samples of any kind in `range`, the most sampled time first, at most
+    /// `limit`.
+    pub async fn profiled_services(
+        &self,
+        range: TimeRange,
+        limit: usize,
+    ) -> Result<Vec<String>, StoreError> {
+        let rows = self
+            .objects(&format!(
+                "SELECT ServiceName AS service, sum(ValueNs) AS v FROM profile_samples WHERE {} \
+                 GROUP BY ServiceName ORDER BY v DESC, service LIMIT {limit}",
+                range.sql("Timestamp")
+            ))
+            .await?;
+        Ok(rows.iter().map(|o| s(o, "service")).collect())
+    }
+
     /// The process, thread and time window of one span, when the span is stored.
     pub async fn span_thread(
         &self,

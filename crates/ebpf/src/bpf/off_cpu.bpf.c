@@ -38,6 +38,8 @@ _Static_assert(sizeof(struct switched_out) == 32, "switched_out layout changed: 
 const volatile __u64 min_blocked_ns = 1000000;
 const volatile bool include_preempted = true;
 const volatile bool only_targets = false;
+/* A process never followed: the reader itself, whose own blocks would feed back into its work. */
+const volatile __u32 skip_tgid = 0;
 
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
@@ -75,7 +77,7 @@ int on_sched_switch(struct bpf_raw_tracepoint_args *ctx)
 	struct off_cpu_event *event;
 	__u64 blocked;
 
-	if (prev_tgid != 0 && !(BPF_CORE_READ(prev, flags) & PF_KTHREAD) &&
+	if (prev_tgid != 0 && prev_tgid != skip_tgid && !(BPF_CORE_READ(prev, flags) & PF_KTHREAD) &&
 	    (include_preempted || prev_state != 0) &&
 	    (!only_targets || bpf_map_lookup_elem(&targets, &prev_tgid))) {
 		/* Still running as prev here, so the stacks taken now are prev's. */

@@ -115,6 +115,68 @@ fn only_the_listed_processes_are_followed() {
 }
 
 #[test]
+fn the_skipped_process_is_never_followed() {
+    if !ebpf_ready("the_skipped_process_is_never_followed") {
+        return;
+    }
+    let mut skipped = Workload::spawn(&workload(Build::FramePointers), &["sleep", "1", "20"]);
+    let mut other = Workload::spawn(&workload(Build::FramePointers), &["sleep", "1", "20"]);
+    let mut profiler = OffCpuProfiler::start(OffCpuConfig {
+        skip_pid: Some(skipped.pid()),
+        min_blocked: Duration::from_millis(5),
+        ..Default::default()
+    })
+    .expect("start off-cpu");
+    let mut pids = std::collections::HashSet::new();
+    while skipped.running() || other.running() {
+        std::thread::sleep(Duration::from_millis(200));
+        pids.extend(profiler.drain().expect("drain").iter().map(|e| e.pid));
+    }
+    pids.extend(profiler.drain().expect("drain").iter().map(|e| e.pid));
+    assert!(
+        pids.contains(&other.pid()),
+        "every other process is followed"
+    );
+    assert!(
+        !pids.contains(&skipped.pid()),
+        "the skipped process was followed"
+    );
+}
+
+#[test]
+fn processes_can_be_followed_and_dropped_while_running() {
+    if !ebpf_ready("processes_can_be_followed_and_dropped_while_running") {
+        return;
+    }
+    let mut profiler = OffCpuProfiler::start(OffCpuConfig {
+        only_pids: Some(Vec::new()),
+        min_blocked: Duration::from_millis(5),
+        ..Default::default()
+    })
+    .expect("start off-cpu");
+    // Sleeps of 20 ms for 3 s.
+    let mut sleeper = Workload::spawn(&workload(Build::FramePointers), &["sleep", "3", "20"]);
+    let pid = sleeper.pid();
+    let seen = |profiler: &mut OffCpuProfiler| {
+        std::thread::sleep(Duration::from_millis(300));
+        let events = profiler.drain().expect("drain");
+        events.iter().filter(|e| e.pid == pid).count()
+    };
+    assert_eq!(seen(&mut profiler), 0, "followed before follow()");
+    profiler.follow(pid).expect("follow");
+    assert!(seen(&mut profiler) > 0, "no events after follow()");
+    profiler.unfollow(pid).expect("unfollow");
+    // A block that started before unfollow() may still be reported once.
+    seen(&mut profiler);
+    assert_eq!(seen(&mut profiler), 0, "events after unfollow()");
+    profiler.unfollow(pid).expect("unfollowing twice is fine");
+    assert!(
+        sleeper.running(),
+        "the sleeper ended too early for the test to mean anything"
+    );
+}
+
+#[test]
 fn a_block_longer_than_many_drains_keeps_its_stacks() {
     if !ebpf_ready("a_block_longer_than_many_drains_keeps_its_stacks") {
         return;
