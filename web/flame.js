@@ -12,9 +12,19 @@ function hue(name) {
   return x;
 }
 
+/** Share change → red (grew) or blue (shrank), saturating at ±10 points; grey when unchanged. */
+function diffColour(node, diff) {
+  const now = diff.total > 0 ? node.value / diff.total : 0;
+  const then = diff.baseTotal > 0 ? (node.base || 0) / diff.baseTotal : 0;
+  const d = Math.max(-1, Math.min(1, (now - then) / 0.1));
+  const light = 92 - Math.abs(d) * 40;
+  return d >= 0 ? `hsl(0, ${Math.round(20 + 60 * d)}%, ${light}%)` : `hsl(215, ${Math.round(20 - 60 * d)}%, ${light}%)`;
+}
+
 /** Kernel frames (`_[k]`) orange, JIT (`_[j]`) green, truncation grey, user code warm reds. */
-function colour(node, matched) {
+function colour(node, matched, diff) {
   if (matched === false) return '#e3e5e8';
+  if (diff) return diffColour(node, diff);
   const n = node.name;
   const x = hue(n);
   if (n === '[truncated]') return '#b8bcc4';
@@ -40,9 +50,11 @@ const pct = (part, whole) => (whole > 0 ? `${((100 * part) / whole).toFixed(part
 
 /**
  * Mounts a flame graph of `root` ({name, value, self, samples, children}) into `container`.
+ * With `diff` ({total, baseTotal}) every node also has `base` (its time in the comparison
+ * profile) and is coloured by how its share changed.
  * Returns {search(text) -> {matched, share}, reset(), destroy()}.
  */
-export function flameGraph(container, root, { onFrame } = {}) {
+export function flameGraph(container, root, { onFrame, diff } = {}) {
   const canvas = h('canvas', { class: 'flame-canvas', role: 'img', 'aria-label': 'flame graph' });
   const tip = h('div', { class: 'flame-tip', hidden: true });
   const crumb = h('div', { class: 'flame-crumb' });
@@ -68,7 +80,7 @@ export function flameGraph(container, root, { onFrame } = {}) {
     g.textBaseline = 'middle';
     rects = [];
     const box = (node, x, y, w, matched) => {
-      g.fillStyle = colour(node, matched);
+      g.fillStyle = colour(node, matched, diff);
       g.fillRect(x, y, Math.max(w - 1, 0.5), ROW - 1);
       rects.push([x, y, w, node]);
       if (w > 30) {
@@ -131,7 +143,8 @@ export function flameGraph(container, root, { onFrame } = {}) {
     replace(tip,
       h('div', { class: 'flame-tip-name' }, node.name),
       h('div', null, `total ${fmtNs(node.value)} (${pct(node.value, root.value)}), ${node.samples} samples`),
-      h('div', null, `self ${fmtNs(node.self)} (${pct(node.self, root.value)})`));
+      h('div', null, `self ${fmtNs(node.self)} (${pct(node.self, root.value)})`),
+      diff ? h('div', null, `share before ${pct(node.base || 0, diff.baseTotal)} → now ${pct(node.value, diff.total)}`) : null);
     const r = canvas.getBoundingClientRect();
     tip.style.left = `${Math.min(ev.clientX - r.left + 12, r.width - 260)}px`;
     tip.style.top = `${ev.clientY - r.top + 14}px`;

@@ -7,6 +7,7 @@ import { hashFor } from '../route.js';
 import { flameGraph, topTable, fmtNs, pct } from '../flame.js';
 
 const KINDS = [['cpu', 'on-CPU'], ['off_cpu', 'off-CPU (blocked)']];
+const COMPARE = [['', 'nothing'], ['previous', 'the period before']];
 
 export default function mount(root, { params }, ctx) {
   const p = (k) => params.get(k) || '';
@@ -14,6 +15,8 @@ export default function mount(root, { params }, ctx) {
   const inService = h('input', { class: 'input', name: 'service', value: p('service'), placeholder: 'any service or process name', autocomplete: 'off' });
   const inPid = h('input', { class: 'input input-narrow', name: 'pid', value: p('pid'), placeholder: 'any', inputmode: 'numeric' });
   const inKind = select({ class: 'input', name: 'kind' }, KINDS, p('kind') || 'cpu');
+  const inCompare = select({ class: 'input', name: 'compare' }, COMPARE, p('compare'));
+  const legend = h('div', { class: 'flame-legend muted' });
   const inSearch = h('input', { class: 'input input-wide', name: 'search', type: 'search', value: p('q'), placeholder: 'highlight functions (substring)' });
   const searchResult = h('span', { class: 'flame-search-result muted' });
   const summary = h('div', { class: 'results-summary' });
@@ -27,10 +30,12 @@ export default function mount(root, { params }, ctx) {
     field('Service', inService),
     field('PID', inPid),
     field('Profile', inKind),
+    field('Compare with', inCompare),
     h('div', { class: 'field field-actions' },
       h('button', { type: 'submit', class: 'btn btn-primary' }, 'Show'),
       h('button', { type: 'button', class: 'btn', onclick: () => { inService.value = ''; inPid.value = ''; inKind.value = 'cpu'; submit(); } }, 'Clear')));
   inKind.addEventListener('change', submit);
+  inCompare.addEventListener('change', submit);
   inSearch.addEventListener('input', runSearch);
 
   replace(root,
@@ -41,7 +46,7 @@ export default function mount(root, { params }, ctx) {
       h('div', { class: 'panel-head' }, summary, h('div', { class: 'spacer' }),
         inSearch, searchResult,
         h('button', { type: 'button', class: 'btn', onclick: () => graph?.reset() }, 'Reset zoom')),
-      h('div', { class: 'panel-body' }, graphEl)),
+      h('div', { class: 'panel-body' }, legend, graphEl)),
     h('section', { class: 'panel' }, h('div', { class: 'panel-head' }, h('h2', null, 'Top functions')), topEl),
     h('section', { class: 'panel bottlenecks' },
       h('div', { class: 'panel-head' }, h('h2', null, 'Bottlenecks'),
@@ -49,7 +54,7 @@ export default function mount(root, { params }, ctx) {
       bottleneckEl));
 
   function current() {
-    return { service: inService.value.trim(), pid: inPid.value.trim(), kind: inKind.value === 'cpu' ? '' : inKind.value };
+    return { service: inService.value.trim(), pid: inPid.value.trim(), kind: inKind.value === 'cpu' ? '' : inKind.value, compare: inCompare.value };
   }
 
   function submit() {
@@ -125,7 +130,12 @@ export default function mount(root, { params }, ctx) {
     const q = current();
     loadBottlenecks(q);
     try {
-      const res = await get('profiles/flamegraph', { ...q, ...timeWindow() }, { signal: slot.next() });
+      const { compare, ...filters } = q;
+      const res = await get(compare ? 'profiles/diff' : 'profiles/flamegraph', { ...filters, ...timeWindow() }, { signal: slot.next() });
+      replace(legend, compare
+        ? [h('span', { class: 'flame-legend-grew' }, 'red'), ': larger share of samples than in the period before (',
+          `${(res.base_samples || 0).toLocaleString()} samples`, '); ', h('span', { class: 'flame-legend-shrank' }, 'blue'), ': smaller']
+        : []);
       graph?.destroy();
       graph = null;
       if (!res.samples) {
@@ -141,6 +151,7 @@ export default function mount(root, { params }, ctx) {
         : null;
       replace(summary, `${res.samples.toLocaleString()} samples · ${fmtNs(res.total)} ${res.kind === 'off_cpu' ? 'blocked' : 'on CPU'} · ${rangeLabel()} `, truncated);
       graph = flameGraph(graphEl, res.root, {
+        diff: compare ? { total: res.total, baseTotal: res.base_total } : undefined,
         onFrame: (node) => { if (node.name !== 'all') searchResult.textContent = `${node.name}: ${pct(node.value, res.root.value)} of samples`; },
       });
       runSearch();

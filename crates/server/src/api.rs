@@ -327,6 +327,7 @@ pub fn router(state: ServerState) -> Router {
         .route("/profiles/flamegraph", get(crate::profiles::flamegraph))
         .route("/profiles/folded", get(crate::profiles::folded))
         .route("/profiles/pprof", get(crate::profiles::pprof))
+        .route("/profiles/diff", get(crate::profiles::diff))
         .route("/bottlenecks", get(crate::profiles::bottlenecks))
         .route(
             "/traces/{id}/spans/{span}/profile",

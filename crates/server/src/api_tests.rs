@@ -219,3 +219,43 @@ async fn go_tool_pprof_reads_the_export_and_lists_the_hot_function() {
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(stdout.contains("schedule"), "{stdout}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn diff_compares_each_frame_with_the_period_before() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = state(dir.path()).await;
+    let (status, body) = get(&s, &format!("/api/v1/profiles/diff?{}", range())).await;
+    assert_eq!(status, StatusCode::OK, "{}", String::from_utf8_lossy(&body));
+    let v: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(v["samples"], 110);
+    assert_eq!(v["base_samples"], 55);
+    assert_eq!(v["base"]["end_ms"], END_MS - HOUR_MS - 1);
+    let handle = &v["root"]["children"][0]["children"][0];
+    assert_eq!(handle["name"], "handle");
+    let lock = handle["children"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "lock_wait")
+        .unwrap();
+    assert_eq!(lock["value"], 600_000_000u64);
+    assert_eq!(lock["base"], 50_000_000u64);
+
+    // An explicit comparison range that holds nothing: every base is zero.
+    let (status, body) = get(
+        &s,
+        &format!(
+            "/api/v1/profiles/diff?{}&base_start=0&base_end=1000",
+            range()
+        ),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    let v: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(v["base_samples"], 0);
+    assert_eq!(v["root"]["base"], 0);
+
+    let (status, body) = get(&s, "/api/v1/profiles/diff?base_start=5").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(String::from_utf8_lossy(&body).contains("base_start and base_end go together"));
+}

@@ -49,28 +49,44 @@ struct Node {
     value: u64,
     self_value: u64,
     samples: u64,
+    /// Time through this frame in the comparison profile (diffs only).
+    base: u64,
     children: Vec<usize>,
 }
 
-/// Merges stacks into a tree: each node's value is the time of every stack through it.
-fn flame_tree(stacks: &[WeightedStack]) -> Value {
+/// Merges stacks into a tree: each node's value is the time of every stack through it. With
+/// `base`, each node also carries the time through it in that profile; frames seen only there
+/// get a node of value 0 (the tree keeps the current profile's shape).
+fn flame_tree(stacks: &[WeightedStack], base: Option<&[WeightedStack]>) -> Value {
     let mut nodes = vec![Node {
         name: "all".into(),
         value: 0,
         self_value: 0,
         samples: 0,
+        base: 0,
         children: Vec::new(),
     }];
     let mut index: HashMap<(usize, &str), usize> = HashMap::new();
-    for st in stacks {
+    let tagged = stacks
+        .iter()
+        .map(|s| (s, false))
+        .chain(base.unwrap_or_default().iter().map(|s| (s, true)));
+    for (st, is_base) in tagged {
         let path = st
             .truncated
             .then_some(TRUNCATED)
             .into_iter()
             .chain(st.frames.iter().map(String::as_str));
         let mut at = 0;
-        nodes[0].value += st.value_ns;
-        nodes[0].samples += st.samples;
+        let add = |n: &mut Node| {
+            if is_base {
+                n.base += st.value_ns;
+            } else {
+                n.value += st.value_ns;
+                n.samples += st.samples;
+            }
+        };
+        add(&mut nodes[0]);
         for name in path {
             let next = match index.get(&(at, name)) {
                 Some(&i) => i,
@@ -80,6 +96,7 @@ fn flame_tree(stacks: &[WeightedStack]) -> Value {
                         value: 0,
                         self_value: 0,
                         samples: 0,
+                        base: 0,
                         children: Vec::new(),
                     });
                     let i = nodes.len() - 1;
@@ -88,25 +105,30 @@ fn flame_tree(stacks: &[WeightedStack]) -> Value {
                     i
                 }
             };
-            nodes[next].value += st.value_ns;
-            nodes[next].samples += st.samples;
+            add(&mut nodes[next]);
             at = next;
         }
-        nodes[at].self_value += st.value_ns;
+        if !is_base {
+            nodes[at].self_value += st.value_ns;
+        }
     }
-    fn render(nodes: &[Node], i: usize) -> Value {
+    fn render(nodes: &[Node], i: usize, diff: bool) -> Value {
         let n = &nodes[i];
         let mut kids: Vec<usize> = n.children.clone();
         kids.sort_by(|a, b| nodes[*b].value.cmp(&nodes[*a].value));
-        json!({
+        let mut v = json!({
             "name": n.name,
             "value": n.value,
             "self": n.self_value,
             "samples": n.samples,
-            "children": kids.into_iter().map(|k| render(nodes, k)).collect::<Vec<_>>(),
-        })
+            "children": kids.into_iter().map(|k| render(nodes, k, diff)).collect::<Vec<_>>(),
+        });
+        if diff {
+            v["base"] = json!(n.base);
+        }
+        v
     }
-    render(&nodes, 0)
+    render(&nodes, 0, base.is_some())
 }
 
 fn flamegraph_body(stacks: &[WeightedStack], kind: &str) -> Value {
@@ -122,8 +144,46 @@ fn flamegraph_body(stacks: &[WeightedStack], kind: &str) -> Value {
         "total": total,
         "samples": stacks.iter().map(|s| s.samples).sum::<u64>(),
         "truncated_share": if total > 0 { truncated as f64 / total as f64 } else { 0.0 },
-        "root": flame_tree(stacks),
+        "root": flame_tree(stacks, None),
     })
+}
+
+/// The current range's flame graph with, on every frame, its time in a comparison range
+/// (`base_start`/`base_end`, default: the period of the same length just before). Shares, not
+/// times, are what to compare: the two ranges may hold different amounts of samples.
+pub async fn diff(State(s): State<ServerState>, Query(p): Params) -> Result<Json<Value>, ApiError> {
+    let (f, r) = (filter(&p)?, range(&p)?);
+    let base_end = num::<i64>(&p, "base_end", "unix milliseconds")?;
+    let base_start = num::<i64>(&p, "base_start", "unix milliseconds")?;
+    let base = match (base_start, base_end) {
+        (Some(a), Some(b)) if a <= b => TimeRange {
+            start_ns: a.saturating_mul(1_000_000),
+            end_ns: b.saturating_add(1).saturating_mul(1_000_000),
+        },
+        (Some(a), Some(b)) => {
+            return Err(bad(format!(
+                "parameter base_start ({a}) is after base_end ({b})"
+            )));
+        }
+        (None, None) => TimeRange {
+            start_ns: r.start_ns - (r.end_ns - r.start_ns),
+            end_ns: r.start_ns,
+        },
+        _ => return Err(bad("parameters base_start and base_end go together")),
+    };
+    let now = s.store.profile_stacks(&f, r).await?;
+    let then = s.store.profile_stacks(&f, base).await?;
+    let ms = |ns: i64| ns.div_euclid(1_000_000);
+    Ok(Json(json!({
+        "kind": f.kind.as_deref().unwrap_or("cpu"),
+        "unit": "nanoseconds",
+        "total": now.iter().map(|s| s.value_ns).sum::<u64>(),
+        "samples": now.iter().map(|s| s.samples).sum::<u64>(),
+        "base_total": then.iter().map(|s| s.value_ns).sum::<u64>(),
+        "base_samples": then.iter().map(|s| s.samples).sum::<u64>(),
+        "base": { "start_ms": ms(base.start_ns), "end_ms": ms(base.end_ns) - 1 },
+        "root": flame_tree(&now, Some(&then)),
+    })))
 }
 
 pub async fn flamegraph(
@@ -376,12 +436,16 @@ mod tests {
 
     #[test]
     fn stacks_merge_into_a_tree_with_self_time() {
-        let t = flame_tree(&[
-            st(&["main", "a", "hot"], false, 30),
-            st(&["main", "a"], false, 10),
-            st(&["main", "b"], false, 5),
-            st(&["hot"], true, 7),
-        ]);
+        let t = flame_tree(
+            &[
+                st(&["main", "a", "hot"], false, 30),
+                st(&["main", "a"], false, 10),
+                st(&["main", "b"], false, 5),
+                st(&["hot"], true, 7),
+            ],
+            None,
+        );
+        assert!(t.get("base").is_none(), "no base outside diffs");
         assert_eq!(t["value"], 52);
         let main = &t["children"][0];
         assert_eq!(main["name"], "main");
@@ -391,5 +455,38 @@ mod tests {
         assert_eq!(main["children"][0]["self"], 10);
         assert_eq!(t["children"][1]["name"], TRUNCATED);
         assert_eq!(t["children"][1]["children"][0]["self"], 7);
+    }
+
+    #[test]
+    fn a_diff_carries_each_frames_time_in_the_base_profile() {
+        let t = flame_tree(
+            &[
+                st(&["main", "parse"], false, 50),
+                st(&["main", "lock"], false, 60),
+            ],
+            Some(&[
+                st(&["main", "parse"], false, 50),
+                st(&["main", "lock"], false, 5),
+                st(&["main", "gone"], false, 9),
+            ]),
+        );
+        assert_eq!(t["value"], 110);
+        assert_eq!(t["base"], 64);
+        let main = &t["children"][0];
+        let child = |name: &str| {
+            main["children"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|c| c["name"] == name)
+                .cloned()
+                .unwrap()
+        };
+        assert_eq!(child("lock")["value"], 60);
+        assert_eq!(child("lock")["base"], 5);
+        assert_eq!(child("parse")["base"], 50);
+        // Only in the base profile: present, with no current time.
+        assert_eq!(child("gone")["value"], 0);
+        assert_eq!(child("gone")["base"], 9);
     }
 }
