@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use ebpf::{CpuSample, CpuSampler, CpuSamplerConfig, OffCpuConfig, OffCpuEvent, OffCpuProfiler};
 use model::{Batch, ProfileBatch, ProfileKind, ProfileSample, ProfileStack};
 use pipeline::{Origin, Pipeline};
-use profile::{Frame, FrameKind, RawStack, Stack, Symbolizer};
+use profile::{Frame, RawStack, Stack, Symbolizer};
 
 /// How often samples are drained from the kernel and sent on.
 const DRAIN_EVERY: Duration = Duration::from_secs(1);
@@ -394,11 +394,7 @@ impl Agent {
 
 /// Root first, kernel frames marked `_[k]` and JIT frames `_[j]` as in the folded format.
 fn stored_stack(stack: &Stack, id: u64, time: u64, service: &str) -> ProfileStack {
-    let name = |f: &Frame| match f.kind {
-        FrameKind::User => f.function.to_string(),
-        FrameKind::Kernel => format!("{}_[k]", f.function),
-        FrameKind::Jit => format!("{}_[j]", f.function),
-    };
+    let name = |f: &Frame| format!("{}{}", f.function, f.kind.name_suffix());
     ProfileStack {
         stack_id: id,
         first_seen_unix_nano: time,

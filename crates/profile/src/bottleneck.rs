@@ -10,6 +10,7 @@
 use std::collections::HashMap;
 
 use crate::aggregate::ProfileKind;
+use crate::frame::FrameKind;
 
 /// One distinct stack and what its samples add up to.
 #[derive(Debug, Clone, Copy)]
@@ -68,7 +69,7 @@ pub fn self_function(frames: &[String], kind: ProfileKind) -> Option<&str> {
             frames
                 .iter()
                 .rev()
-                .find(|f| !f.ends_with("_[k]"))
+                .find(|f| !f.ends_with(FrameKind::Kernel.name_suffix()))
                 .unwrap_or(leaf),
         ),
     }

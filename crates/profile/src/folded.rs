@@ -4,7 +4,7 @@
 use std::fmt::Write;
 
 use crate::aggregate::{StackAggregate, StackTable};
-use crate::frame::{Frame, FrameKind};
+use crate::frame::Frame;
 
 /// The root frame under which stacks that do not reach their start are shown.
 pub const TRUNCATED_FRAME: &str = "[truncated]";
@@ -53,17 +53,14 @@ fn push_frame(out: &mut String, frame: &Frame) {
         '\n' | '\r' => ' ',
         c => c,
     }));
-    match frame.kind {
-        FrameKind::Kernel => out.push_str("_[k]"),
-        FrameKind::Jit => out.push_str("_[j]"),
-        FrameKind::User => {}
-    }
+    out.push_str(frame.kind.name_suffix());
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::aggregate::ProfileKind;
+    use crate::frame::FrameKind;
     use crate::frame::Stack;
 
     fn frame(kind: FrameKind, name: &str) -> Frame {

@@ -12,6 +12,18 @@ pub enum FrameKind {
     Kernel,
 }
 
+impl FrameKind {
+    /// The suffix text formats give the function name (`stackcollapse-perf --kernel` style), so
+    /// flame graph tools and stored stacks tell kernel and JIT frames apart.
+    pub fn name_suffix(self) -> &'static str {
+        match self {
+            FrameKind::User => "",
+            FrameKind::Jit => "_[j]",
+            FrameKind::Kernel => "_[k]",
+        }
+    }
+}
+
 /// One function activation, as a person reads it. Frames that differ only in address are equal,
 /// so stacks of the same code dedupe across processes and runs.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
