@@ -395,11 +395,20 @@ fn parse_partition(day: &str, hour: &str) -> Option<i64> {
 /// files exceed the size limit.
 pub(crate) fn enforce_retention(shared: &Shared) {
     let cfg = &shared.config;
+    retain(shared, cfg.retention_age, cfg.retention_bytes);
+}
+
+/// [`enforce_retention`] with the given limits.
+pub(crate) fn retain(
+    shared: &Shared,
+    retention_age: Option<Duration>,
+    retention_bytes: Option<u64>,
+) {
     let now_ns = now_ms() as i64 * 1_000_000;
     let mut doomed: Vec<PathBuf> = Vec::new();
-    {
+    let retired = {
         let mut st = shared.write_state();
-        if let Some(age) = cfg.retention_age {
+        if let Some(age) = retention_age {
             let cutoff = now_ns - age.as_nanos() as i64;
             for files in st.files.values_mut() {
                 files.retain(|f| {
@@ -411,7 +420,7 @@ pub(crate) fn enforce_retention(shared: &Shared) {
                 });
             }
         }
-        if let Some(limit) = cfg.retention_bytes {
+        if let Some(limit) = retention_bytes {
             let mut total: u64 = st.files.values().flatten().map(|f| f.bytes).sum();
             while total > limit {
                 let Some(oldest) = st.files.values().flatten().map(|f| f.hour_start_ns).min()
@@ -430,16 +439,12 @@ pub(crate) fn enforce_retention(shared: &Shared) {
                 }
             }
         }
-    }
-    for p in doomed {
-        tracing::info!(file = %p.display(), "retention: deleting");
-        let _ = fs::remove_file(&p);
-        // Remove the hour and day folders once empty.
-        if let Some(hour) = p.parent()
-            && fs::remove_dir(hour).is_ok()
-            && let Some(day) = hour.parent()
-        {
-            let _ = fs::remove_dir(day);
+        if doomed.is_empty() {
+            return;
         }
-    }
+        // Queries that started before this point may still open the doomed files: hand them to
+        // the lease those queries hold, and give later queries a fresh one.
+        std::mem::take(&mut st.lease)
+    };
+    retired.doom(doomed);
 }

@@ -103,6 +103,42 @@ pub(crate) struct State {
     /// Batches being written to Parquet: still served from memory until their files are in place.
     pub flushing: BTreeMap<Table, Vec<RecordBatch>>,
     pub files: BTreeMap<Table, Vec<FileEntry>>,
+    /// Held by every query session; files dropped by retention are deleted once the last session
+    /// that could still read them is gone.
+    pub lease: Arc<FileLease>,
+}
+
+/// Files no longer listed in [`State::files`] but possibly still being read by a query that took
+/// its snapshot before they were dropped; deleted when the lease is dropped.
+#[derive(Default)]
+pub(crate) struct FileLease {
+    doomed: std::sync::Mutex<Vec<PathBuf>>,
+}
+
+impl FileLease {
+    pub(crate) fn doom(&self, paths: Vec<PathBuf>) {
+        self.doomed
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .extend(paths);
+    }
+}
+
+impl Drop for FileLease {
+    fn drop(&mut self) {
+        let doomed = std::mem::take(self.doomed.get_mut().unwrap_or_else(|p| p.into_inner()));
+        for p in doomed {
+            tracing::info!(file = %p.display(), "retention: deleting");
+            let _ = std::fs::remove_file(&p);
+            // Remove the hour and day folders once empty.
+            if let Some(hour) = p.parent()
+                && std::fs::remove_dir(hour).is_ok()
+                && let Some(day) = hour.parent()
+            {
+                let _ = std::fs::remove_dir(day);
+            }
+        }
+    }
 }
 
 pub(crate) struct Shared {

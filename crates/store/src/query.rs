@@ -31,12 +31,14 @@ impl Store {
     pub(crate) fn session(&self) -> Result<SessionContext, StoreError> {
         // Column names are CamelCase as in ClickHouse; keep unquoted identifiers case-sensitive
         // there too, so the same queries run on both.
+        let st = self.shared.read_state();
         let config = SessionConfig::new()
             .with_target_partitions(2)
-            .set_bool("datafusion.sql_parser.enable_ident_normalization", false);
+            .set_bool("datafusion.sql_parser.enable_ident_normalization", false)
+            // Keeps the files of this snapshot on disk for as long as the session lives.
+            .with_extension(st.lease.clone());
         let ctx = SessionContext::new_with_config(config);
         let snapshot: Vec<(Table, Vec<RecordBatch>, Vec<String>)> = {
-            let st = self.shared.read_state();
             Table::ALL
                 .iter()
                 .map(|t| {
@@ -55,6 +57,7 @@ impl Store {
                 })
                 .collect()
         };
+        drop(st);
         for (t, mem, files) in snapshot {
             let schema = t.schema();
             let mem_table: Arc<dyn TableProvider> =
@@ -173,5 +176,96 @@ impl Store {
             }
         }
         String::from_utf8(buf).map_err(df_err)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+    use model::*;
+
+    use crate::{Store, StoreConfig};
+
+    #[tokio::test]
+    async fn a_query_keeps_reading_files_that_retention_drops_meanwhile() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(
+            dir.path(),
+            StoreConfig {
+                flush_interval: Duration::from_secs(3600),
+                retention_bytes: None,
+                retention_age: None,
+                ..StoreConfig::default()
+            },
+        )
+        .unwrap();
+        let start = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_nanos() as u64
+            - 5 * 3_600_000_000_000;
+        let span = Span {
+            trace_id: TraceId([1; 16]),
+            span_id: SpanId([1; 8]),
+            parent_span_id: None,
+            trace_state: String::new(),
+            name: "op".into(),
+            kind: SpanKind::Server,
+            start_unix_nano: start,
+            end_unix_nano: start + 10,
+            attributes: vec![],
+            events: vec![],
+            links: vec![],
+            status_code: StatusCode::Unset,
+            status_message: String::new(),
+        };
+        let batch = Batch::Spans(vec![Group {
+            resource: Arc::new(Resource::default()),
+            scope: Arc::new(Scope::default()),
+            items: vec![span],
+        }]);
+        store.write(&batch).await.unwrap();
+        store.flush().await.unwrap();
+        let files = |dir: &std::path::Path| walkdir(&dir.join("otel_traces"));
+        assert_eq!(files(dir.path()).len(), 1);
+
+        // A session takes its snapshot, then retention drops every file.
+        let ctx = store.session().unwrap();
+        crate::flush::retain(&store.shared, None, Some(0));
+        assert_eq!(
+            files(dir.path()).len(),
+            1,
+            "still leased by the open session"
+        );
+        assert!(store.shared.read_state().files.values().all(Vec::is_empty));
+        let rows = ctx
+            .sql("SELECT * FROM otel_traces")
+            .await
+            .unwrap()
+            .collect()
+            .await
+            .unwrap();
+        assert_eq!(rows[0].num_rows(), 1);
+        drop(ctx);
+        assert!(
+            files(dir.path()).is_empty(),
+            "deleted with the last session"
+        );
+    }
+
+    fn walkdir(p: &std::path::Path) -> Vec<std::path::PathBuf> {
+        let mut out = Vec::new();
+        if let Ok(rd) = std::fs::read_dir(p) {
+            for e in rd.flatten() {
+                if e.path().is_dir() {
+                    out.extend(walkdir(&e.path()));
+                } else {
+                    out.push(e.path());
+                }
+            }
+        }
+        out
     }
 }
