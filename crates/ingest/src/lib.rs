@@ -26,15 +26,9 @@ impl ReceiverContext {
     pub(crate) fn authorized(&self, header: Option<&str>) -> bool {
         match &self.token {
             None => true,
-            Some(t) => header
-                .and_then(|h| h.strip_prefix("Bearer "))
-                .is_some_and(|given| constant_time_eq(given.as_bytes(), t.as_bytes())),
+            Some(t) => pipeline::auth::bearer_matches(header, t),
         }
     }
-}
-
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 /// How much memory a decoded request takes relative to its protobuf size (model + Arrow copies).

@@ -5,6 +5,7 @@
 //! RESOURCE_EXHAUSTED). The bound is on bytes of decoded data in flight, so memory stays bounded
 //! whatever the request sizes.
 
+pub mod auth;
 mod enrich;
 
 use std::future::Future;

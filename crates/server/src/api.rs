@@ -100,15 +100,14 @@ fn attr_filters(p: &[(String, String)]) -> Result<Vec<(String, String)>, ApiErro
 fn require_token(state: &ServerState, headers: &HeaderMap) -> Result<(), ApiError> {
     let given = headers
         .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "));
-    match given {
-        Some(t) if t.len() == state.api_token.len() && t.bytes().zip(state.api_token.bytes()).all(|(a, b)| a == b) => Ok(()),
-        _ => Err(ApiError(
-            StatusCode::UNAUTHORIZED,
-            "this endpoint needs the API token: header `Authorization: Bearer <token>` (the token is in <data-dir>/api-token)".into(),
-        )),
+        .and_then(|v| v.to_str().ok());
+    if pipeline::auth::bearer_matches(given, &state.api_token) {
+        return Ok(());
     }
+    Err(ApiError(
+        StatusCode::UNAUTHORIZED,
+        "this endpoint needs the API token: header `Authorization: Bearer <token>` (the token is in <data-dir>/api-token)".into(),
+    ))
 }
 
 async fn status(State(s): State<ServerState>) -> Json<Value> {
