@@ -3,8 +3,10 @@
 
 mod ingest;
 mod proc;
+mod sensor;
 
 pub use ingest::{IngestArgs, bench_ingest};
+pub use sensor::{SensorArgs, SensorFigures, Storm, bench_sensor, storm_child};
 
 #[derive(Debug, thiserror::Error)]
 pub enum LabError {

@@ -130,12 +130,22 @@ enum LabCommand {
         #[command(subcommand)]
         which: BenchCommand,
     },
+    /// One syscall storm, timed (the workload of `lab bench sensor`).
+    #[command(hide = true)]
+    Storm {
+        #[arg(value_enum)]
+        kind: lab::Storm,
+        ops: u64,
+    },
 }
 
 #[derive(Subcommand)]
 enum BenchCommand {
     /// OTLP/gRPC span ingest into a fresh oxeye started for the run.
     Ingest(lab::IngestArgs),
+    /// What the security sensor costs syscall storms, against auditd watching the same syscalls
+    /// (root).
+    Sensor(lab::SensorArgs),
 }
 
 fn run_nab(data: &std::path::Path, out: &std::path::Path) -> anyhow::Result<()> {
@@ -178,6 +188,21 @@ fn main() {
         } => std::env::current_exe()
             .map_err(anyhow::Error::from)
             .and_then(|exe| lab::bench_ingest(&exe, a).map_err(anyhow::Error::from)),
+        Command::Lab {
+            command:
+                LabCommand::Bench {
+                    which: BenchCommand::Sensor(a),
+                },
+        } => std::env::current_exe()
+            .map_err(anyhow::Error::from)
+            .and_then(|exe| {
+                lab::bench_sensor(&exe, a)
+                    .map(|_| ())
+                    .map_err(anyhow::Error::from)
+            }),
+        Command::Lab {
+            command: LabCommand::Storm { kind, ops },
+        } => lab::storm_child(kind, ops).map_err(anyhow::Error::from),
     };
     if let Err(e) = result {
         eprintln!("oxeye: error: {e:#}");
