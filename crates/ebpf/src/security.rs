@@ -6,7 +6,6 @@
 mod event;
 mod syscall_class;
 
-use std::collections::HashSet;
 use std::time::Duration;
 
 use libbpf_rs::{Link, MapCore, MapFlags};
@@ -42,8 +41,6 @@ pub struct SecurityConfig {
     /// Ring buffer size in bytes (power of two, page multiple); an exec event takes 1.9 KB,
     /// the others 72–336 bytes.
     pub ring_buffer_bytes: u32,
-    /// Processes whose syscalls are counted at once; the least recently used are evicted.
-    pub syscall_count_processes: u32,
 }
 
 impl Default for SecurityConfig {
@@ -53,7 +50,6 @@ impl Default for SecurityConfig {
             argv_bytes: 512,
             ignore_self: true,
             ring_buffer_bytes: 4 * 1024 * 1024,
-            syscall_count_processes: 8192,
         }
     }
 }
@@ -162,9 +158,10 @@ impl ProcessSyscallCounts {
 pub struct SecuritySensor {
     /// Held for their drop, which detaches the programs.
     _links: Vec<Link>,
-    reader: RecordReader<SecurityEvent>,
-    /// Processes whose exit was drained; their counts are reported once more, then deleted.
-    exited: HashSet<u32>,
+    reader: RecordReader<event::Record>,
+    /// Final counts of processes whose exit was drained, reported once by `syscall_counts`.
+    exited: Vec<ProcessSyscallCounts>,
+    ignore_self: bool,
     skel: LoadedSkel<SecuritySkel<'static>>,
 }
 
@@ -177,11 +174,6 @@ impl SecuritySensor {
                 config.argv_bytes
             )));
         }
-        if config.syscall_count_processes == 0 {
-            return Err(EbpfError::Config(
-                "syscall_count_processes must be at least 1, found 0".into(),
-            ));
-        }
         let prefixes = expand_prefixes(&config.watched_prefixes)?;
         let skel = LoadedSkel::load("security", SecuritySkelBuilder::default(), |open| {
             let size = |what| move |source| EbpfError::Map { what, source };
@@ -189,10 +181,6 @@ impl SecuritySensor {
                 .events
                 .set_max_entries(config.ring_buffer_bytes)
                 .map_err(size("sizing the ring buffer"))?;
-            open.maps
-                .syscall_counts
-                .set_max_entries(config.syscall_count_processes)
-                .map_err(size("sizing the syscall count map"))?;
             let rodata = open.maps.rodata_data.as_deref_mut().ok_or_else(|| {
                 EbpfError::Config("the security object's .rodata is not memory-mapped".into())
             })?;
@@ -229,9 +217,10 @@ impl SecuritySensor {
             ])
         };
         let sensor = Self {
-            reader: RecordReader::new(&skel.maps.events, event::parse)?,
+            reader: RecordReader::new(&skel.maps.events, event::parse_record)?,
             _links: sensor_links(&skel)?,
-            exited: HashSet::new(),
+            exited: Vec::new(),
+            ignore_self: config.ignore_self,
             skel,
         };
         for prefix in &prefixes {
@@ -281,56 +270,72 @@ impl SecuritySensor {
 
     /// Every event since the last drain, in the order each CPU produced them.
     pub fn drain(&mut self) -> Result<Vec<SecurityEvent>> {
-        let events = self.reader.drain()?;
-        for event in &events {
-            if let SecurityEvent::Exit(exit) = event {
-                self.exited.insert(exit.process.pid);
+        let records = self.reader.drain()?;
+        let mut events = Vec::with_capacity(records.len());
+        for record in records {
+            if let (SecurityEvent::Exit(exit), Some(counts)) = (&record.event, record.final_counts)
+                && counts.iter().any(|c| *c > 0)
+            {
+                self.exited.push(ProcessSyscallCounts {
+                    pid: exit.process.pid,
+                    counts,
+                    exited: true,
+                });
             }
+            events.push(record.event);
         }
         Ok(events)
     }
 
-    /// Syscalls per process and class since each process was first seen, summed over CPUs.
-    /// Processes whose exit has been drained are reported one last time and then forgotten.
+    /// Syscalls per process and class since the sensor first saw each process: every live
+    /// process (read by pidfd), then the final counts of processes whose exit has been drained
+    /// since the last call, reported once with `exited: true`.
     pub fn syscall_counts(&mut self) -> Result<Vec<ProcessSyscallCounts>> {
         let map = &self.skel.maps.syscall_counts;
+        let me = std::process::id();
         let mut out = Vec::new();
-        for key in map.keys() {
-            let Ok(pid_bytes) = <[u8; 4]>::try_from(key.as_slice()) else {
-                continue;
-            };
-            let pid = u32::from_ne_bytes(pid_bytes);
-            // Gone between listing and lookup: evicted or deleted, nothing to report.
-            let Some(per_cpu) =
-                map.lookup_percpu(&key, MapFlags::ANY)
-                    .map_err(|source| EbpfError::Map {
-                        what: "reading the syscall counts",
-                        source,
-                    })?
+        let proc_dir = std::fs::read_dir("/proc").map_err(|e| {
+            EbpfError::Config(format!("cannot list /proc for the syscall counts: {e}"))
+        })?;
+        for entry in proc_dir.flatten() {
+            let Some(pid) = entry
+                .file_name()
+                .to_str()
+                .and_then(|n| n.parse::<u32>().ok())
             else {
                 continue;
             };
-            let mut counts = [0u64; CLASS_SLOTS];
-            for value in &per_cpu {
-                for (slot, chunk) in counts.iter_mut().zip(value.chunks_exact(8)) {
-                    let mut bytes = [0u8; 8];
-                    bytes.copy_from_slice(chunk);
-                    *slot += u64::from_ne_bytes(bytes);
-                }
+            if self.ignore_self && pid == me {
+                continue;
             }
-            let exited = self.exited.remove(&pid);
-            if exited {
-                // Already absent is fine: the LRU may have evicted it meanwhile.
-                let _ = map.delete(&key);
+            // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor or -1.
+            let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) };
+            if fd < 0 {
+                continue; // exited meanwhile
+            }
+            let fd = fd as i32;
+            let value = map.lookup(&fd.to_ne_bytes(), MapFlags::ANY);
+            // SAFETY: closing the descriptor opened above.
+            unsafe { libc::close(fd) };
+            // No slot: no syscall since the sensor started; an error: exited meanwhile.
+            let Ok(Some(bytes)) = value else {
+                continue;
+            };
+            let mut counts = [0u64; CLASS_SLOTS];
+            for (slot, chunk) in counts.iter_mut().zip(bytes.chunks_exact(8)) {
+                let mut b = [0u8; 8];
+                b.copy_from_slice(chunk);
+                *slot = u64::from_ne_bytes(b);
             }
             out.push(ProcessSyscallCounts {
                 pid,
                 counts,
-                exited,
+                exited: false,
             });
         }
-        // Exits whose process made no syscall since the sensor started have no entry.
-        self.exited.clear();
+        // An exited process not yet reaped still has its slot: report it as exited only.
+        out.retain(|live| !self.exited.iter().any(|gone| gone.pid == live.pid));
+        out.append(&mut self.exited);
         Ok(out)
     }
 

@@ -97,12 +97,17 @@ struct exec_event {
 };
 _Static_assert(sizeof(struct exec_event) == 64 + 16 + 256 + 1024 + 512, "exec_event layout changed");
 
+struct syscall_counts {
+	__u64 counts[SYSCALL_CLASSES];
+};
+
 struct exit_event {
 	struct event_header h;
 	__u32 exit_code; /* the wait status: code << 8 | signal */
 	__u32 pad;
+	struct syscall_counts counts; /* the process's final syscall counts */
 };
-_Static_assert(sizeof(struct exit_event) == 72, "exit_event layout changed");
+_Static_assert(sizeof(struct exit_event) == 72 + 128, "exit_event layout changed");
 
 struct connection_event {
 	struct event_header h;
@@ -143,10 +148,6 @@ struct lpm_path {
 	char data[PATH_BYTES];
 };
 
-struct syscall_counts {
-	__u64 counts[SYSCALL_CLASSES];
-};
-
 /* Set by userspace before load. */
 const volatile __u32 ignore_tgid = 0;
 const volatile __u32 argv_bytes = 512;
@@ -167,12 +168,13 @@ struct {
 	__uint(map_flags, BPF_F_NO_PREALLOC);
 } watched_prefixes SEC(".maps");
 
-/* tgid -> syscalls made, per class, per CPU. LRU so exited processes age away when userspace
- * does not delete them. */
+/* Syscalls made by a process, per class: task-local storage of its thread-group leader, so the
+ * hot path is a cached per-task slot and an atomic add (no hash, no LRU). Userspace reads it by
+ * pidfd; it goes away with the process, whose final counts travel in its exit event. */
 struct {
-	__uint(type, BPF_MAP_TYPE_LRU_PERCPU_HASH);
-	__uint(max_entries, 8192);
-	__type(key, __u32);
+	__uint(type, BPF_MAP_TYPE_TASK_STORAGE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, int);
 	__type(value, struct syscall_counts);
 } syscall_counts SEC(".maps");
 
@@ -344,6 +346,7 @@ int on_exit(struct bpf_raw_tracepoint_args *ctx)
 {
 	/* TP_PROTO(struct task_struct *p, bool group_dead): one event per process, not per thread. */
 	struct task_struct *task = (struct task_struct *)ctx->args[0];
+	struct syscall_counts *counts;
 	struct exit_event *event;
 
 	if (!(bool)ctx->args[1] || (BPF_CORE_READ(task, flags) & PF_KTHREAD))
@@ -356,31 +359,29 @@ int on_exit(struct bpf_raw_tracepoint_args *ctx)
 	fill_header(&event->h, EVENT_EXIT, task);
 	event->exit_code = BPF_CORE_READ(task, exit_code);
 	event->pad = 0;
+	/* The exiting task is current; the counts hang off its group leader. */
+	counts = bpf_task_storage_get(&syscall_counts, bpf_get_current_task_btf()->group_leader, 0, 0);
+	if (!counts || bpf_probe_read_kernel(&event->counts, sizeof(event->counts), counts))
+		__builtin_memset(&event->counts, 0, sizeof(event->counts));
 	submit(event);
 	return 0;
 }
 
-static __always_inline void count_syscall(__u32 tgid, long nr)
+static __always_inline void count_syscall(struct task_struct *task, long nr)
 {
 	struct syscall_counts *counts;
 	__u32 class = 0;
 
 	if (nr >= 0 && nr < SYSCALL_TABLE)
 		class = syscall_class[nr & (SYSCALL_TABLE - 1)];
-	counts = bpf_map_lookup_elem(&syscall_counts, &tgid);
+	counts = bpf_task_storage_get(&syscall_counts, task->group_leader, 0,
+				      BPF_LOCAL_STORAGE_GET_F_CREATE);
 	if (!counts) {
-		struct syscall_counts zero = {};
-
-		/* May fail because another CPU just added it: the lookup below decides. */
-		bpf_map_update_elem(&syscall_counts, &tgid, &zero, BPF_NOEXIST);
-		counts = bpf_map_lookup_elem(&syscall_counts, &tgid);
-		if (!counts) {
-			count(COUNTER_SYSCALL_COUNTS_FULL);
-			return;
-		}
+		count(COUNTER_SYSCALL_COUNTS_FULL); /* no memory for the slot */
+		return;
 	}
-	/* Per-CPU value: no other writer. */
-	counts->counts[class & (SYSCALL_CLASSES - 1)] += 1;
+	/* Threads of one process share the slot. */
+	__sync_fetch_and_add(&counts->counts[class & (SYSCALL_CLASSES - 1)], 1);
 }
 
 /* The socket behind a file descriptor of the current task, or NULL when it is not a socket. */
@@ -519,14 +520,16 @@ int on_sys_exit(struct bpf_raw_tracepoint_args *ctx)
 	/* TP_PROTO(struct pt_regs *regs, long ret): the arguments are still in regs. */
 	struct pt_regs *regs = (struct pt_regs *)ctx->args[0];
 	long ret = (long)ctx->args[1];
-	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
+	struct task_struct *me = bpf_get_current_task_btf();
+	__u32 tgid = me->tgid;
 	struct task_struct *task;
 	long nr;
 
 	if (tgid == ignore_tgid || tgid == 0)
 		return 0;
-	nr = BPF_CORE_READ(regs, orig_ax);
-	count_syscall(tgid, nr);
+	/* The same registers as `regs`, but typed: a plain load instead of a probe read. */
+	nr = ((struct pt_regs *)bpf_task_pt_regs(me))->orig_ax;
+	count_syscall(me, nr);
 	switch (nr) {
 	case NR_CONNECT:
 		/* Failed connects are reported too (probes of closed ports), but not EINPROGRESS's

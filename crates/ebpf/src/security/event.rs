@@ -8,7 +8,8 @@ use crate::ring::{comm_at, i32_at, u16_at, u32_at, u64_at};
 /// `struct event_header` and the event structs of `bpf/security.bpf.c`.
 const HEADER_SIZE: usize = 64;
 const EXEC_EVENT_SIZE: usize = HEADER_SIZE + 16 + 256 + 1024 + 512;
-const EXIT_EVENT_SIZE: usize = HEADER_SIZE + 8;
+/// The exit record ends with the process's final syscall counts (16 classes × u64).
+const EXIT_EVENT_SIZE: usize = HEADER_SIZE + 8 + 8 * super::CLASS_SLOTS;
 const CONNECTION_EVENT_SIZE: usize = HEADER_SIZE + 48;
 const FILE_OPEN_EVENT_SIZE: usize = HEADER_SIZE + 16 + 256;
 const SYSCALL_EVENT_SIZE: usize = HEADER_SIZE + 64;
@@ -232,6 +233,27 @@ pub struct ModuleLoadEvent {
 }
 
 /// One ring-buffer record; `None` when its kind or size is wrong (counted as malformed).
+/// One ring-buffer record: the event, and for an exit the process's final syscall counts.
+pub(crate) struct Record {
+    pub event: SecurityEvent,
+    pub final_counts: Option<[u64; super::CLASS_SLOTS]>,
+}
+
+pub(crate) fn parse_record(data: &[u8]) -> Option<Record> {
+    let event = parse(data)?;
+    let final_counts = matches!(event, SecurityEvent::Exit(_)).then(|| {
+        let mut counts = [0u64; super::CLASS_SLOTS];
+        for (i, c) in counts.iter_mut().enumerate() {
+            *c = u64_at(data, HEADER_SIZE + 8 + 8 * i);
+        }
+        counts
+    });
+    Some(Record {
+        event,
+        final_counts,
+    })
+}
+
 pub(crate) fn parse(data: &[u8]) -> Option<SecurityEvent> {
     if data.len() < HEADER_SIZE {
         return None;

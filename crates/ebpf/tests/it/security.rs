@@ -435,3 +435,61 @@ fn module_loads_and_capset_are_reported_even_when_refused() {
     assert_eq!(effective & !permitted, 0, "{capset:?}");
     print_costs(&sensor);
 }
+
+#[test]
+fn threads_of_a_live_process_add_up_in_its_counts() {
+    if !ebpf_ready("threads_of_a_live_process_add_up_in_its_counts") {
+        return;
+    }
+    const THREADS: u64 = 4;
+    const CALLS: u64 = 50_000;
+    let mut sensor = start();
+    // Four threads of one process call getpid; the process then waits on stdin, still alive.
+    let mut child = std::process::Command::new("python3")
+        .args([
+            "-c",
+            &format!(
+                "import os, sys, threading\n\
+                 def burn():\n    for _ in range({CALLS}): os.getpid()\n\
+                 ts = [threading.Thread(target=burn) for _ in range({THREADS})]\n\
+                 [t.start() for t in ts]; [t.join() for t in ts]\n\
+                 print('done', flush=True); sys.stdin.read()"
+            ),
+        ])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("python3");
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(child.stdout.take().expect("stdout")),
+        &mut line,
+    )
+    .expect("read");
+    assert_eq!(line.trim(), "done");
+    let pid = child.id();
+    let counts = sensor.syscall_counts().expect("syscall counts");
+    let live = counts
+        .iter()
+        .find(|c| c.pid == pid)
+        .unwrap_or_else(|| panic!("no counts for the live process {pid}"));
+    assert!(!live.exited);
+    assert!(
+        live.get(SyscallClass::Identity) >= THREADS * CALLS,
+        "{} identity syscalls, expected at least {}",
+        live.get(SyscallClass::Identity),
+        THREADS * CALLS
+    );
+    drop(child.stdin.take());
+    child.wait().expect("wait");
+    let (exit, _) = find(&mut sensor, |e| match e {
+        SecurityEvent::Exit(x) if x.process.pid == pid => Some(()),
+        _ => None,
+    });
+    assert!(exit.is_some(), "no exit event for {pid}");
+    let after = sensor.syscall_counts().expect("syscall counts");
+    let gone: Vec<_> = after.iter().filter(|c| c.pid == pid).collect();
+    assert_eq!(gone.len(), 1, "{gone:?}");
+    assert!(gone[0].exited);
+    assert!(gone[0].get(SyscallClass::Identity) >= live.get(SyscallClass::Identity));
+}
