@@ -114,6 +114,35 @@ fn expand_prefixes(prefixes: &[String]) -> Result<Vec<String>> {
     Ok(out)
 }
 
+/// A file or directory by identity, as the kernel sees it: `s_dev` (major << 20 | minor) and
+/// the inode number.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct InodeKey {
+    ino: u64,
+    dev: u32,
+}
+
+impl InodeKey {
+    fn bytes(&self) -> [u8; 16] {
+        let mut b = [0u8; 16];
+        b[..8].copy_from_slice(&self.ino.to_ne_bytes());
+        b[8..12].copy_from_slice(&self.dev.to_ne_bytes());
+        b
+    }
+}
+
+/// What a watched path names now, if it exists (symbolic links followed).
+fn inode_key(path: &str) -> Option<InodeKey> {
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::metadata(path).ok()?;
+    let dev = m.dev();
+    let (major, minor) = (libc::major(dev), libc::minor(dev));
+    Some(InodeKey {
+        ino: m.ino(),
+        dev: (major << 20) | (minor & 0xfffff),
+    })
+}
+
 /// The LPM-trie key of a prefix: its length in bits, then its bytes.
 fn lpm_key(prefix: &str) -> Result<Vec<u8>> {
     if !prefix.starts_with('/') {
@@ -162,6 +191,9 @@ pub struct SecuritySensor {
     /// Final counts of processes whose exit was drained, reported once by `syscall_counts`.
     exited: Vec<ProcessSyscallCounts>,
     ignore_self: bool,
+    /// Watched paths and the inode each stood for when last checked (`None`: does not exist).
+    watched: std::sync::Mutex<std::collections::BTreeMap<String, Option<InodeKey>>>,
+    inodes_checked: std::time::Instant,
     skel: LoadedSkel<SecuritySkel<'static>>,
 }
 
@@ -221,6 +253,8 @@ impl SecuritySensor {
             _links: sensor_links(&skel)?,
             exited: Vec::new(),
             ignore_self: config.ignore_self,
+            watched: Default::default(),
+            inodes_checked: std::time::Instant::now(),
             skel,
         };
         for prefix in &prefixes {
@@ -240,6 +274,10 @@ impl SecuritySensor {
     /// Stops reporting opens under `prefix`, added by the config or [`Self::watch_prefix`].
     pub fn unwatch_prefix(&self, prefix: &str) -> Result<()> {
         for prefix in expand_prefixes(&[prefix.to_string()])? {
+            let old = self.watched_paths().remove(&prefix).flatten();
+            if let Some(old) = old {
+                self.forget_inode(old);
+            }
             self.skel
                 .maps
                 .watched_prefixes
@@ -260,7 +298,66 @@ impl SecuritySensor {
             .map_err(|source| EbpfError::Map {
                 what: "adding a watched prefix (at most 1024)",
                 source,
-            })
+            })?;
+        self.watched_paths().insert(prefix.to_string(), None);
+        self.check_inode(prefix)
+    }
+
+    fn watched_paths(
+        &self,
+    ) -> std::sync::MutexGuard<'_, std::collections::BTreeMap<String, Option<InodeKey>>> {
+        self.watched.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Points the watched-inode map at what `prefix` names now (a file replaced by rename, such
+    /// as /etc/shadow after passwd, is a new inode; a file created later is watched from then).
+    fn check_inode(&self, prefix: &str) -> Result<()> {
+        let now = inode_key(prefix);
+        let before = self
+            .watched_paths()
+            .get_mut(prefix)
+            .map(|slot| std::mem::replace(slot, now));
+        let Some(before) = before else {
+            return Ok(()); // unwatched meanwhile
+        };
+        if before == now {
+            return Ok(());
+        }
+        if let Some(old) = before {
+            self.forget_inode(old);
+        }
+        if let Some(key) = now {
+            self.skel
+                .maps
+                .watched_inodes
+                .update(&key.bytes(), &[1], MapFlags::ANY)
+                .map_err(|source| EbpfError::Map {
+                    what: "adding a watched inode (at most 4096)",
+                    source,
+                })?;
+        }
+        Ok(())
+    }
+
+    fn forget_inode(&self, key: InodeKey) {
+        // Another watched path may name the same inode (a hard link, `~/` expanding twice).
+        if self.watched_paths().values().any(|v| *v == Some(key)) {
+            return;
+        }
+        let _ = self.skel.maps.watched_inodes.delete(&key.bytes());
+    }
+
+    /// Re-checks every watched path's inode at most every few seconds (called from `drain`).
+    fn refresh_inodes(&mut self) -> Result<()> {
+        if self.inodes_checked.elapsed() < Duration::from_secs(5) {
+            return Ok(());
+        }
+        self.inodes_checked = std::time::Instant::now();
+        let paths: Vec<String> = self.watched_paths().keys().cloned().collect();
+        for p in paths {
+            self.check_inode(&p)?;
+        }
+        Ok(())
     }
 
     /// Waits up to `timeout` until at least one event is ready.
@@ -270,6 +367,7 @@ impl SecuritySensor {
 
     /// Every event since the last drain, in the order each CPU produced them.
     pub fn drain(&mut self) -> Result<Vec<SecurityEvent>> {
+        self.refresh_inodes()?;
         let records = self.reader.drain()?;
         let mut events = Vec::with_capacity(records.len());
         for record in records {

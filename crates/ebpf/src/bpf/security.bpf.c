@@ -48,6 +48,8 @@
 #define ARGV_BYTES 1024
 #define CWD_BYTES 256
 #define CWD_DEPTH 24
+/* Levels of parent directories checked against the watched inodes. */
+#define INODE_DEPTH 16
 #define SYSCALL_TABLE 512
 #define SYSCALL_CLASSES 16
 
@@ -66,6 +68,8 @@ enum event_kind {
 #define FLAG_ARGV_TRUNCATED (1u << 0)
 #define FLAG_CWD_TRUNCATED (1u << 1)
 #define FLAG_PATH_TRUNCATED (1u << 2)
+/* file_open_event.path was resolved from the opened file (leaf first, NUL-separated components). */
+#define FLAG_PATH_RESOLVED (1u << 3)
 
 /* Layouts parsed by crates/ebpf/src/security.rs (the *_SIZE constants there). */
 struct event_header {
@@ -167,6 +171,21 @@ struct {
 	__type(value, __u8);
 	__uint(map_flags, BPF_F_NO_PREALLOC);
 } watched_prefixes SEC(".maps");
+
+/* A watched file or directory by identity, so that an open through a relative path, `..` or a
+ * symbolic link is caught too: the kernel's s_dev and the inode number. Value: unused. */
+struct inode_key {
+	__u64 ino;
+	__u32 dev;
+	__u32 pad;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 4096);
+	__type(key, struct inode_key);
+	__type(value, __u8);
+} watched_inodes SEC(".maps");
 
 /* Syscalls made by a process, per class: task-local storage of its thread-group leader, so the
  * hot path is a cached per-task slot and an atomic add (no hash, no LRU). Userspace reads it by
@@ -274,27 +293,39 @@ static long cwd_step(__u64 index, void *ctx)
 	return 0;
 }
 
-/* The working directory, leaf first: each component NUL-terminated, mount points crossed. */
-static __always_inline __u32 read_cwd(struct task_struct *task, char *out, __u32 *flags)
+/* A path, leaf first: each component NUL-terminated, mount points crossed. Leaves the bytes in
+ * cwd_scratch and returns their length; sets *truncated when the walk did not reach the root or
+ * the components did not fit. */
+static __always_inline __u32 walk_path(struct dentry *dentry, struct vfsmount *vfsmnt, int *truncated)
 {
-	struct vfsmount *vfsmnt = BPF_CORE_READ(task, fs, pwd.mnt);
 	struct cwd_walk walk = {
-		.dentry = BPF_CORE_READ(task, fs, pwd.dentry),
+		.dentry = dentry,
 		.vfsmnt = vfsmnt,
 		.mnt = (struct mount *)((char *)vfsmnt - __builtin_offsetof(struct mount, mnt)),
 	};
-	__u32 zero = 0;
-	char *buf;
 
 	bpf_loop(CWD_DEPTH, cwd_step, &walk, 0);
-	if (!walk.done || walk.len > CWD_BYTES)
+	*truncated = !walk.done || walk.len > CWD_BYTES;
+	return walk.len & (2 * CWD_BYTES - 1);
+}
+
+/* The working directory, leaf first (see walk_path). */
+static __always_inline __u32 read_cwd(struct task_struct *task, char *out, __u32 *flags)
+{
+	__u32 zero = 0, len;
+	int truncated;
+	char *buf;
+
+	len = walk_path(BPF_CORE_READ(task, fs, pwd.dentry), BPF_CORE_READ(task, fs, pwd.mnt),
+			&truncated);
+	if (truncated)
 		*flags |= FLAG_CWD_TRUNCATED;
 	buf = bpf_map_lookup_elem(&cwd_scratch, &zero);
 	if (!buf)
 		return 0;
-	if (bpf_probe_read_kernel(out, walk.len & (2 * CWD_BYTES - 1), buf))
+	if (bpf_probe_read_kernel(out, len, buf))
 		return 0;
-	return walk.len & (2 * CWD_BYTES - 1);
+	return len;
 }
 
 SEC("raw_tp/sched_process_exec")
@@ -384,18 +415,28 @@ static __always_inline void count_syscall(struct task_struct *task, long nr)
 	__sync_fetch_and_add(&counts->counts[class & (SYSCALL_CLASSES - 1)], 1);
 }
 
-/* The socket behind a file descriptor of the current task, or NULL when it is not a socket. */
-static __always_inline struct sock *sock_of_fd(struct task_struct *task, int fd)
+/* The open file behind a file descriptor of the current task, or NULL. */
+static __always_inline struct file *file_of_fd(struct task_struct *task, long fd)
 {
 	struct fdtable *fdt = BPF_CORE_READ(task, files, fdt);
 	struct file **fds;
 	struct file *file = 0;
-	struct socket *socket;
 
-	if (fd < 0 || (__u32)fd >= BPF_CORE_READ(fdt, max_fds))
+	if (fd < 0 || (__u64)fd >= BPF_CORE_READ(fdt, max_fds))
 		return 0;
 	fds = BPF_CORE_READ(fdt, fd);
-	if (bpf_probe_read_kernel(&file, sizeof(file), &fds[fd]) || !file)
+	if (bpf_probe_read_kernel(&file, sizeof(file), &fds[fd]))
+		return 0;
+	return file;
+}
+
+/* The socket behind a file descriptor of the current task, or NULL when it is not a socket. */
+static __always_inline struct sock *sock_of_fd(struct task_struct *task, int fd)
+{
+	struct file *file = file_of_fd(task, fd);
+	struct socket *socket;
+
+	if (!file)
 		return 0;
 	if ((BPF_CORE_READ(file, f_inode, i_mode) & S_IFMT) != S_IFSOCK)
 		return 0;
@@ -436,12 +477,40 @@ static __always_inline void connection(struct task_struct *task, __u32 kind, int
 	submit(event);
 }
 
+/* Whether an opened file, or one of its parent directories, is a watched inode. Typed loads
+ * (bpf_core_cast): no probe read per level. */
+static __always_inline int watched_by_inode(struct file *opened)
+{
+	struct file *file = bpf_core_cast(opened, struct file);
+	struct dentry *dentry = file->f_path.dentry;
+	struct inode_key key = {};
+
+	for (int i = 0; i < INODE_DEPTH; i++) {
+		struct inode *inode = dentry->d_inode;
+		struct dentry *parent;
+
+		if (!inode)
+			return 0;
+		key.ino = inode->i_ino;
+		key.dev = inode->i_sb->s_dev;
+		if (bpf_map_lookup_elem(&watched_inodes, &key))
+			return 1;
+		parent = dentry->d_parent;
+		if (!parent || parent == dentry)
+			return 0;
+		dentry = parent;
+	}
+	return 0;
+}
+
 static __always_inline void file_open(struct task_struct *task, const char *user_path, __u32 open_flags,
 				      long ret)
 {
 	__u32 zero = 0;
 	struct lpm_path *key = bpf_map_lookup_elem(&path_scratch, &zero);
 	struct file_open_event *event;
+	struct file *file = 0;
+	int by_path = 0;
 	long n;
 
 	if (!key)
@@ -449,26 +518,55 @@ static __always_inline void file_open(struct task_struct *task, const char *user
 	n = bpf_probe_read_user_str(key->data, sizeof(key->data), user_path);
 	if (n <= 1)
 		return;
-	if (key->data[0] != '/') {
+	if (key->data[0] == '/') {
+		key->prefixlen = (n - 1) * 8;
+		by_path = bpf_map_lookup_elem(&watched_prefixes, key) != 0;
+	} else {
 		count(COUNTER_OPEN_RELATIVE);
-		return;
 	}
-	key->prefixlen = (n - 1) * 8;
-	if (!bpf_map_lookup_elem(&watched_prefixes, key))
-		return;
+	if (!by_path) {
+		/* A relative path, `..` or a symbolic link can still name a watched file: check what
+		 * was opened. A failed open opened nothing. */
+		if (ret < 0)
+			return;
+		file = file_of_fd(task, ret);
+		if (!file || !watched_by_inode(file))
+			return;
+	}
 	event = reserve(sizeof(*event));
 	if (!event)
 		return;
 	fill_header(&event->h, EVENT_FILE_OPEN, task);
 	event->ret = ret;
 	event->open_flags = open_flags;
-	event->path_len = n - 1;
 	event->prefix_len = 0;
-	if (n == sizeof(key->data)) {
-		event->h.flags |= FLAG_PATH_TRUNCATED;
-		count(COUNTER_PATH_TRUNCATED);
+	if (by_path) {
+		event->path_len = n - 1;
+		if (n == sizeof(key->data)) {
+			event->h.flags |= FLAG_PATH_TRUNCATED;
+			count(COUNTER_PATH_TRUNCATED);
+		}
+		bpf_probe_read_kernel(event->path, sizeof(event->path), key->data);
+	} else {
+		/* The path as the kernel resolved it, leaf first. */
+		int truncated = 0;
+		__u32 len = walk_path(BPF_CORE_READ(file, f_path.dentry), BPF_CORE_READ(file, f_path.mnt),
+				      &truncated);
+		char *buf = bpf_map_lookup_elem(&cwd_scratch, &zero);
+
+		if (len > PATH_BYTES - 1) {
+			len = PATH_BYTES - 1;
+			truncated = 1;
+		}
+		if (!buf || bpf_probe_read_kernel(event->path, len & (PATH_BYTES - 1), buf))
+			len = 0;
+		event->path_len = len;
+		event->h.flags |= FLAG_PATH_RESOLVED;
+		if (truncated) {
+			event->h.flags |= FLAG_PATH_TRUNCATED;
+			count(COUNTER_PATH_TRUNCATED);
+		}
 	}
-	bpf_probe_read_kernel(event->path, sizeof(event->path), key->data);
 	submit(event);
 }
 

@@ -26,6 +26,7 @@ const EVENT_MODULE: u32 = 8;
 const FLAG_ARGV_TRUNCATED: u32 = 1 << 0;
 const FLAG_CWD_TRUNCATED: u32 = 1 << 1;
 const FLAG_PATH_TRUNCATED: u32 = 1 << 2;
+const FLAG_PATH_RESOLVED: u32 = 1 << 3;
 
 /// One security event, as the kernel saw it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -126,7 +127,9 @@ pub enum Protocol {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FileOpenEvent {
     pub process: EventProcess,
-    /// The path as passed to open (absolute: relative opens are not matched).
+    /// The path as passed to open when it is absolute and under a watched prefix; otherwise
+    /// (a relative path, `..`, a symbolic link to a watched file) the path of the file that was
+    /// opened, as the kernel resolved it.
     pub path: String,
     pub path_truncated: bool,
     /// The open flags (`O_*`).
@@ -338,9 +341,15 @@ pub(crate) fn parse(data: &[u8]) -> Option<SecurityEvent> {
         EVENT_FILE_OPEN => {
             need(FILE_OPEN_EVENT_SIZE)?;
             let path_len = (u32_at(data, 72) as usize).min(255);
+            let bytes = &data[80..80 + path_len];
+            let path = if flags & FLAG_PATH_RESOLVED != 0 {
+                cwd_from_leaf_first(&split_nul(bytes)).unwrap_or_default()
+            } else {
+                text(bytes)
+            };
             SecurityEvent::FileOpen(FileOpenEvent {
                 process,
-                path: text(&data[80..80 + path_len]),
+                path,
                 path_truncated: flags & FLAG_PATH_TRUNCATED != 0,
                 flags: u32_at(data, 68),
                 result: i64::from(i32_at(data, 64)),

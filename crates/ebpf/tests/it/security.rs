@@ -493,3 +493,87 @@ fn threads_of_a_live_process_add_up_in_its_counts() {
     assert!(gone[0].exited);
     assert!(gone[0].get(SyscallClass::Identity) >= live.get(SyscallClass::Identity));
 }
+
+#[test]
+fn relative_dotdot_and_symlinked_opens_of_watched_files_are_caught_with_the_real_path() {
+    if !ebpf_ready(
+        "relative_dotdot_and_symlinked_opens_of_watched_files_are_caught_with_the_real_path",
+    ) {
+        return;
+    }
+    let mut sensor = start();
+    let base = tempfile::tempdir().expect("temp dir");
+    let base = base.path().canonicalize().expect("canonical temp dir");
+    // A watched file and a watched directory with a file two levels down.
+    let secret = base.join("secret");
+    std::fs::write(&secret, "key").expect("write secret");
+    std::fs::create_dir_all(base.join("sub")).expect("mkdir sub");
+    let vault = base.join("vault");
+    std::fs::create_dir_all(vault.join("inner")).expect("mkdir vault/inner");
+    let deep = vault.join("inner").join("token");
+    std::fs::write(&deep, "t").expect("write token");
+    std::os::unix::fs::symlink(&secret, base.join("sub").join("link")).expect("symlink");
+    sensor
+        .watch_prefix(secret.to_str().expect("utf-8"))
+        .expect("watch the file");
+    sensor
+        .watch_prefix(&format!("{}/", vault.display()))
+        .expect("watch the directory");
+    let secret_path = secret.to_str().expect("utf-8").to_string();
+    let deep_path = deep.to_str().expect("utf-8").to_string();
+    let cases: [(&str, String, &str); 4] = [
+        (
+            "relative",
+            format!("cd {} && cat secret", base.display()),
+            &secret_path,
+        ),
+        (
+            "dot-dot",
+            format!("cat {}/sub/../secret", base.display()),
+            &secret_path,
+        ),
+        (
+            "symlink",
+            format!("cat {}/sub/link", base.display()),
+            &secret_path,
+        ),
+        (
+            "relative under a watched directory",
+            format!("cd {}/inner && cat token", vault.display()),
+            &deep_path,
+        ),
+    ];
+    for (what, script, expected) in cases {
+        sensor.drain().expect("drain");
+        let child = Command::new("/bin/sh")
+            .args(["-c", &script])
+            .output()
+            .expect("run sh");
+        assert!(child.status.success(), "{what}: {script}");
+        let (found, seen) = find(&mut sensor, |e| match e {
+            SecurityEvent::FileOpen(o) if o.process.comm == "cat" && o.path == expected => {
+                Some(o.clone())
+            }
+            _ => None,
+        });
+        let open = found.unwrap_or_else(|| panic!("{what}: no open of {expected}: {seen:#?}"));
+        assert!(open.result >= 0, "{what}: {open:?}");
+        assert!(!open.path_truncated, "{what}: {open:?}");
+    }
+    // An unwatched file next to them stays unreported, however it is named.
+    std::fs::write(base.join("sub").join("plain"), "p").expect("write plain");
+    sensor.drain().expect("drain");
+    let child = Command::new("/bin/sh")
+        .args([
+            "-c",
+            &format!("cd {}/sub && cat plain ../sub/plain", base.display()),
+        ])
+        .output()
+        .expect("run sh");
+    assert!(child.status.success());
+    let (plain, _) = find_within(&mut sensor, Duration::from_millis(500), |e| match e {
+        SecurityEvent::FileOpen(o) if o.path.ends_with("plain") => Some(o.clone()),
+        _ => None,
+    });
+    assert!(plain.is_none(), "an unwatched file was reported: {plain:?}");
+}
