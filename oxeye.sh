@@ -48,7 +48,7 @@ cmd_up() {
 
 cmd_test() {
   base_packages
-  apt_ensure chromium ca-certificates golang-go rsyslog
+  apt_ensure chromium ca-certificates golang-go rsyslog auditd
   # Node.js and Python may come from elsewhere (nodesource, pyenv); install Debian's only when absent.
   command -v npm >/dev/null 2>&1 || apt_ensure nodejs npm
   python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || apt_ensure python3-venv

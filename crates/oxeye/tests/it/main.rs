@@ -1,2 +1,3 @@
+mod bench;
 mod cli;
 mod tidy;

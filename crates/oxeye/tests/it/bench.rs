@@ -1,0 +1,67 @@
+//! The lab's benchmarks run end to end on a tiny size: figures are checked for shape and sense,
+//! never for speed.
+
+use std::process::Command;
+
+/// The sensor benchmark needs root (eBPF, auditd); it skips only when not root, and never when
+/// `OXEYE_REQUIRE_EBPF=1`.
+fn root(test: &str) -> bool {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } == 0 {
+        return true;
+    }
+    assert!(
+        std::env::var("OXEYE_REQUIRE_EBPF").as_deref() != Ok("1"),
+        "{test}: OXEYE_REQUIRE_EBPF=1 but not running as root"
+    );
+    eprintln!("{test}: skipped: needs root");
+    false
+}
+
+#[test]
+fn the_sensor_benchmark_compares_the_storms_alone_under_oxeye_and_under_auditd() {
+    if !root("the_sensor_benchmark_compares_the_storms_alone_under_oxeye_and_under_auditd") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("bench-sensor.json");
+    let run = Command::new(env!("CARGO_BIN_EXE_oxeye"))
+        .args([
+            "lab", "bench", "sensor", "--ops", "2000", "--rounds", "1", "--out",
+        ])
+        .arg(&out)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    assert!(
+        run.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    assert!(stdout.contains("sensor overhead:"), "{stdout}");
+    let figures: serde_json::Value = serde_json::from_slice(&std::fs::read(&out).unwrap()).unwrap();
+    assert!(
+        figures["oxeye_bpf_programs"].as_u64().unwrap() >= 1,
+        "{figures}"
+    );
+    let storms = figures["storms"].as_array().unwrap();
+    let names: Vec<&str> = storms
+        .iter()
+        .map(|s| s["storm"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["getpid", "open-read-close", "connect-close"]);
+    let audited = figures["auditd_unavailable"].is_null();
+    for s in storms {
+        assert!(s["alone_ns_per_op"].as_f64().unwrap() > 0.0, "{s}");
+        assert!(s["oxeye_ns_per_op"].as_f64().unwrap() > 0.0, "{s}");
+        assert!(s["oxeye_slowdown_pct"].is_number(), "{s}");
+        assert_eq!(s["auditd_ns_per_op"].is_number(), audited, "{s}");
+    }
+    // auditd was put back as it was found: no rule of ours is left behind.
+    if let Ok(rules) = Command::new("auditctl").arg("-l").output() {
+        assert!(
+            !String::from_utf8_lossy(&rules.stdout).contains("oxeye-bench"),
+            "the benchmark's audit rule is still loaded"
+        );
+    }
+}
