@@ -44,7 +44,8 @@ pub enum Storm {
     Getpid,
     /// open + read 4 KiB + close of one file (three syscalls an iteration).
     OpenReadClose,
-    /// socket + connect + close to a listener in the same process, which accepts and closes.
+    /// socket + connect + close (reset, no TIME_WAIT) to a listener in the same process, which
+    /// accepts and closes.
     ConnectClose,
 }
 
@@ -109,6 +110,7 @@ pub fn storm_child(kind: Storm, ops: u64) -> Result<(), LabError> {
             for _ in 0..ops {
                 let mut s = TcpStream::connect(addr)?;
                 let _ = s.write(&[]);
+                reset_on_close(&s);
             }
             let d = t.elapsed();
             let _ = acceptor.join();
@@ -120,6 +122,27 @@ pub fn storm_child(kind: Storm, ops: u64) -> Result<(), LabError> {
         ns.as_nanos() as f64 / ops.max(1) as f64
     );
     Ok(())
+}
+
+/// Linger 0: `close` resets the connection instead of leaving it in TIME_WAIT, so thousands of
+/// connects in a row do not run the machine out of ephemeral ports (which would slow every
+/// later connect and swamp what is being measured).
+fn reset_on_close(s: &TcpStream) {
+    use std::os::fd::AsRawFd;
+    let linger = libc::linger {
+        l_onoff: 1,
+        l_linger: 0,
+    };
+    // SAFETY: a valid socket and a correctly sized linger struct.
+    unsafe {
+        libc::setsockopt(
+            s.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_LINGER,
+            (&linger as *const libc::linger).cast(),
+            std::mem::size_of::<libc::linger>() as libc::socklen_t,
+        );
+    }
 }
 
 fn tempfile_dir() -> Result<PathBuf, LabError> {
