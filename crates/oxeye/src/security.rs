@@ -979,4 +979,158 @@ mod tests {
         assert_eq!(names.get(11), None);
         assert_eq!(status_ids("Uid:\t1000\t0\t0\t0\n", "Uid:"), (1000, 0));
     }
+
+    struct StoreSink(store::Store);
+
+    impl pipeline::DurableSink for StoreSink {
+        fn write(
+            &self,
+            batch: Batch,
+        ) -> std::pin::Pin<
+            Box<dyn std::future::Future<Output = Result<(), pipeline::SinkError>> + Send + '_>,
+        > {
+            Box::pin(async move {
+                self.0
+                    .write(&batch)
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| pipeline::SinkError(e.to_string()))
+            })
+        }
+    }
+
+    /// The wiring on a real kernel: a child opens a watched file and a shell runs; the events and
+    /// the alerts they raise are found in the store with the right pids and paths.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_agent_stores_real_events_and_the_alerts_they_raise() {
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } != 0 {
+            assert_ne!(
+                std::env::var("OXEYE_REQUIRE_EBPF").as_deref(),
+                Ok("1"),
+                "OXEYE_REQUIRE_EBPF=1 but the test is not running as root"
+            );
+            eprintln!("skipped: the security sensor needs root");
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let watched = dir.path().join("secret");
+        std::fs::create_dir(&watched).unwrap();
+        let key = watched.join("key");
+        std::fs::write(&key, "k").unwrap();
+        let marker = format!("oxeye-test-{}", std::process::id());
+        let rules = dir.path().join("rules.yaml");
+        std::fs::write(
+            &rules,
+            format!(
+                "rules:\n  - id: test-secret-read\n    description: a watched secret was read\n    severity: high\n    events: [file_open]\n    when:\n      file.path: {{prefix: [\"{w}/\"]}}\n  - id: test-shell\n    description: the test's shell\n    severity: medium\n    events: [exec]\n    when:\n      process.exe_name: {{in: [sh, dash, bash]}}\n      process.argv: {{contains: {marker}}}\n",
+                w = watched.display()
+            ),
+        )
+        .unwrap();
+        let store = store::Store::open(&dir.path().join("data"), store::StoreConfig::default())
+            .unwrap();
+        let pipeline = Pipeline::new(
+            StoreSink(store.clone()),
+            pipeline::Enricher::disabled(),
+            64 << 20,
+        );
+        let (handle, summary) = start(
+            SecurityConfig {
+                settings: SecuritySettings {
+                    rules: Some(rules),
+                    watch: vec![format!("{}/", watched.display())],
+                    ..SecuritySettings::default()
+                },
+                state_dir: dir.path().join("security"),
+                host: "test-host".into(),
+                services: ServiceNames::new("test-host"),
+            },
+            pipeline,
+        )
+        .expect("the security sensor starts as root");
+        assert!(summary.starts_with("2 rules, 17 watched paths"), "{summary}");
+        let service = format!("svc-{marker}");
+        let status = std::process::Command::new("/bin/sh")
+            .arg("-c")
+            .arg(format!(
+                "cat {} > /dev/null; sleep 1; exit 0 # {marker}",
+                key.display()
+            ))
+            .env("OTEL_SERVICE_NAME", &service)
+            .spawn()
+            .unwrap();
+        let shell_pid = status.id();
+        let out = status.wait_with_output().unwrap();
+        assert!(out.status.success());
+        let now = unix_now_nanos() as i64;
+        let range = store::read::TimeRange {
+            start_ns: now - 600_000_000_000,
+            end_ns: now + 600_000_000_000,
+        };
+        let key_path = key.display().to_string();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let (open, exec, read_alert, shell_alert) = loop {
+            let events = store
+                .security_events(
+                    &store::security::SecurityEventFilter {
+                        limit: 5000,
+                        ..Default::default()
+                    },
+                    range,
+                )
+                .await
+                .unwrap();
+            let alerts = store
+                .security_alerts(
+                    &store::security::AlertFilter {
+                        limit: 5000,
+                        ..Default::default()
+                    },
+                    range,
+                )
+                .await
+                .unwrap();
+            let open = events
+                .iter()
+                .find(|e| e.kind == "file_open" && e.path == key_path)
+                .cloned();
+            let exec = events
+                .iter()
+                .find(|e| e.kind == "exec" && e.pid == shell_pid)
+                .cloned();
+            let read_alert = alerts
+                .iter()
+                .find(|a| a.kind == "test-secret-read")
+                .cloned();
+            let shell_alert = alerts.iter().find(|a| a.kind == "test-shell").cloned();
+            if let (Some(o), Some(e), Some(r), Some(s)) = (&open, &exec, &read_alert, &shell_alert)
+            {
+                break (o.clone(), e.clone(), r.clone(), s.clone());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "not all found in 30 s: open {open:?}, exec {exec:?}, alerts {alerts:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        };
+        // cat is the shell's child; the alert names the process that opened the file.
+        assert_eq!(open.ppid, shell_pid, "{open:?}");
+        assert!(open.exe.ends_with("/cat"), "{open:?}");
+        assert_eq!(read_alert.pid, open.pid);
+        assert_eq!(read_alert.severity, "high");
+        assert_eq!(read_alert.evidence[0]["path"], key_path.as_str());
+        assert!(exec.path.ends_with("/sh"), "{exec:?}");
+        assert!(exec.args.iter().any(|a| a.contains(&marker)), "{exec:?}");
+        assert_eq!(exec.service, service, "the service comes from the environment");
+        assert_eq!(shell_alert.pid, shell_pid);
+        assert_eq!(shell_alert.service, service);
+        assert_eq!(shell_alert.host, "test-host");
+        drop(handle);
+        assert!(
+            dir.path().join("security/baselines.json").exists(),
+            "baselines are saved at stop"
+        );
+        store.close().await;
+    }
 }
