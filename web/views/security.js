@@ -21,6 +21,7 @@ export default function mount(root, { arg, params }, ctx) {
   const tab = TABS.some(([t]) => t === p('tab')) ? p('tab') : 'alerts';
   const slot = requestSlot(ctx.signal);
   let chart = null;
+  let lastAction = '';
 
   const tabs = h('div', { class: 'sec-tabs', role: 'tablist' }, TABS.map(([t, label]) =>
     h('a', { href: hashFor('security', { tab: t, service: p('service') }), class: `sec-tab ${t === tab ? 'active' : ''}`, role: 'tab', dataset: { tab: t } }, label)));
@@ -159,7 +160,7 @@ export default function mount(root, { arg, params }, ctx) {
   }
 
   function renderBaselines(list) {
-    summary.textContent = `${fmtCount(list.length)} executable${list.length === 1 ? '' : 's'} with a baseline`;
+    summary.textContent = `${fmtCount(list.length)} executable${list.length === 1 ? '' : 's'} with a baseline${lastAction ? ` · ${lastAction}` : ''}`;
     if (!list.length) {
       replace(body, notice('empty', 'no baselines yet', 'each executable learns its syscalls, peers and children from its first sight'));
       return;
@@ -186,7 +187,7 @@ export default function mount(root, { arg, params }, ctx) {
     status.textContent = '…';
     try {
       await post(`security/baselines/${encodeURIComponent(exe)}/${action}`);
-      status.textContent = action === 'accept' ? 'accepted: learning again' : 'reset';
+      lastAction = `${exe} ${action === 'accept' ? 'accepted as normal: it learns again' : 'reset'}`;
       load();
     } catch (e) {
       status.textContent = e.message;
@@ -288,7 +289,8 @@ function mountAlert(root, id, ctx) {
           { label: 'rate', stroke: '#3f5f8f', value: (u, v) => (v == null ? '' : fmtRate(v)) },
           { label: 'error rate', stroke: '#b42323', scale: 'frac', value: (u, v) => (v == null ? '' : fmtPercent(v)) },
           { label: 'p99', stroke: '#b7791f', scale: 'ms', value: (u, v) => (v == null ? '' : fmtDurationMs(v)) }],
-        axes: [{}, { size: 50 }, { scale: 'ms', side: 1, size: 50 }],
+        scales: { frac: { range: [0, 1] } },
+        axes: [{}, { size: 50 }, { scale: 'ms', side: 1, size: 50, values: (u, vals) => vals.map((v) => `${v} ms`) }],
       }, [xs, d.red.map((p) => p.rate), d.red.map((p) => p.error_rate), d.red.map((p) => p.p99_ms)], red));
     }
   }
