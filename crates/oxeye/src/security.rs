@@ -248,7 +248,9 @@ struct Converter {
 
 impl Converter {
     fn facts(&mut self, pid: u32) -> &ProcFacts {
-        self.facts.entry(pid).or_insert_with(|| read_proc_facts(pid))
+        self.facts
+            .entry(pid)
+            .or_insert_with(|| read_proc_facts(pid))
     }
 
     fn service(&mut self, pid: u32, comm: &str) -> String {
@@ -393,7 +395,11 @@ fn privilege_syscall(s: ebpf::PrivilegeSyscall) -> PrivilegeSyscall {
 fn status_ids(status: &str, key: &str) -> (u32, u32) {
     let line = status.lines().find_map(|l| l.strip_prefix(key));
     let ids: Vec<u32> = line
-        .map(|l| l.split_whitespace().filter_map(|v| v.parse().ok()).collect())
+        .map(|l| {
+            l.split_whitespace()
+                .filter_map(|v| v.parse().ok())
+                .collect()
+        })
         .unwrap_or_default();
     (
         ids.first().copied().unwrap_or(0),
@@ -488,7 +494,10 @@ struct Shared {
 
 impl Shared {
     fn save(&self) -> Result<(), String> {
-        let sensor = self.sensor.lock().map_err(|_| "the sensor lock is poisoned")?;
+        let sensor = self
+            .sensor
+            .lock()
+            .map_err(|_| "the sensor lock is poisoned")?;
         sensor
             .baselines()
             .save(&self.baselines_path)
@@ -528,7 +537,11 @@ impl server::SecurityControl for Control {
 
     fn accept(&self, exe: &str) -> Result<bool, String> {
         let done = {
-            let mut sensor = self.0.sensor.lock().map_err(|_| "the sensor lock is poisoned")?;
+            let mut sensor = self
+                .0
+                .sensor
+                .lock()
+                .map_err(|_| "the sensor lock is poisoned")?;
             sensor.baselines_mut().relearn(exe, unix_now_nanos())
         };
         if done {
@@ -539,7 +552,11 @@ impl server::SecurityControl for Control {
 
     fn reset(&self, exe: &str) -> Result<bool, String> {
         let done = {
-            let mut sensor = self.0.sensor.lock().map_err(|_| "the sensor lock is poisoned")?;
+            let mut sensor = self
+                .0
+                .sensor
+                .lock()
+                .map_err(|_| "the sensor lock is poisoned")?;
             sensor.baselines_mut().reset(exe)
         };
         if done {
@@ -1028,8 +1045,8 @@ mod tests {
             ),
         )
         .unwrap();
-        let store = store::Store::open(&dir.path().join("data"), store::StoreConfig::default())
-            .unwrap();
+        let store =
+            store::Store::open(&dir.path().join("data"), store::StoreConfig::default()).unwrap();
         let pipeline = Pipeline::new(
             StoreSink(store.clone()),
             pipeline::Enricher::disabled(),
@@ -1049,7 +1066,10 @@ mod tests {
             pipeline,
         )
         .expect("the security sensor starts as root");
-        assert!(summary.starts_with("2 rules, 17 watched paths"), "{summary}");
+        assert!(
+            summary.starts_with("2 rules, 17 watched paths"),
+            "{summary}"
+        );
         let service = format!("svc-{marker}");
         let status = std::process::Command::new("/bin/sh")
             .arg("-c")
@@ -1122,7 +1142,10 @@ mod tests {
         assert_eq!(read_alert.evidence[0]["path"], key_path.as_str());
         assert!(exec.path.ends_with("/sh"), "{exec:?}");
         assert!(exec.args.iter().any(|a| a.contains(&marker)), "{exec:?}");
-        assert_eq!(exec.service, service, "the service comes from the environment");
+        assert_eq!(
+            exec.service, service,
+            "the service comes from the environment"
+        );
         assert_eq!(shell_alert.pid, shell_pid);
         assert_eq!(shell_alert.service, service);
         assert_eq!(shell_alert.host, "test-host");

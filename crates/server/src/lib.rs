@@ -6,6 +6,7 @@ mod api_tests;
 mod assets;
 mod profiles;
 mod security;
+mod security_tests;
 
 use std::path::PathBuf;
 use std::sync::Arc;

@@ -140,11 +140,7 @@ fn top_functions(stacks: &[store::profiles::WeightedStack], limit: usize) -> Vec
     list.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
     list.truncate(limit);
     let share = |v: u64| {
-        if all > 0 {
-            v as f64 / all as f64
-        } else {
-            0.0
-        }
+        if all > 0 { v as f64 / all as f64 } else { 0.0 }
     };
     list.into_iter()
         .map(|(name, self_ns, total_ns)| {
