@@ -37,6 +37,8 @@ const TICK_EVERY: Duration = Duration::from_secs(1);
 const SAVE_EVERY: Duration = Duration::from_secs(60);
 /// Events held back while the pipeline is full, beyond which the oldest are dropped (counted).
 const MAX_PENDING_EVENTS: usize = 100_000;
+/// The kernel's per-CPU counters (records, drops) are stored as metrics this often.
+const COUNTERS_EVERY: Duration = Duration::from_secs(10);
 /// A service name learned from telemetry is trusted this long after the process's last batch.
 const SERVICE_NAME_FOR: Duration = Duration::from_secs(3600);
 
@@ -822,7 +824,13 @@ impl Agent {
     fn run(mut self, stop: &AtomicBool) {
         let mut last_tick = Instant::now();
         let mut last_save = Instant::now();
+        let started = unix_now_nanos();
+        let mut last_counters: Option<Instant> = None;
         while !stop.load(Ordering::Relaxed) {
+            if last_counters.is_none_or(|t| t.elapsed() >= COUNTERS_EVERY) {
+                last_counters = Some(Instant::now());
+                self.send_counters(started);
+            }
             if let Err(e) = self.kernel.wait(POLL) {
                 tracing::warn!(error = %e, "security: cannot wait for events");
                 std::thread::sleep(POLL);
@@ -868,6 +876,101 @@ impl Agent {
             }
         }
         self.send();
+    }
+
+    /// The kernel program's per-CPU counters as cumulative sums (`oxeye.security.<counter>`,
+    /// attribute `cpu`), so drops are visible next to everything else.
+    fn send_counters(&self, started: u64) {
+        let counters = match self.kernel.counters() {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!(error = %e, "security: cannot read the kernel counters");
+                return;
+            }
+        };
+        let now = unix_now_nanos();
+        let sum = |value: u64, attributes: model::Attrs| model::MetricPoint {
+            attributes,
+            start_time_unix_nano: started,
+            time_unix_nano: now,
+            flags: 0,
+            value: model::PointValue::Sum {
+                value: value as f64,
+                temporality: model::Temporality::Cumulative,
+                monotonic: true,
+            },
+        };
+        let per_cpu =
+            |name: &str, description: &str, get: fn(&ebpf::Counters) -> u64| model::Metric {
+                name: format!("oxeye.security.{name}"),
+                description: description.into(),
+                unit: "{record}".into(),
+                points: counters
+                    .per_cpu
+                    .iter()
+                    .enumerate()
+                    .map(|(cpu, c)| sum(get(c), vec![("cpu".into(), cpu.to_string())]))
+                    .collect(),
+            };
+        let mut items = vec![
+            per_cpu(
+                "records",
+                "events the kernel program wrote to the ring buffer",
+                |c| c.records,
+            ),
+            per_cpu(
+                "ring_buffer_full",
+                "events lost because the ring buffer was full",
+                |c| c.ring_buffer_full,
+            ),
+            per_cpu(
+                "syscall_counts_full",
+                "processes whose syscalls went uncounted because the count map was full",
+                |c| c.syscall_counts_full,
+            ),
+            per_cpu(
+                "relative_opens_unchecked",
+                "opens of relative paths, which the path filter cannot judge",
+                |c| c.relative_opens_unchecked,
+            ),
+            per_cpu(
+                "truncated",
+                "events whose path or arguments were cut to fit",
+                |c| c.truncated,
+            ),
+        ];
+        items.push(model::Metric {
+            name: "oxeye.security.malformed_records".into(),
+            description: "ring-buffer records userspace could not parse".into(),
+            unit: "{record}".into(),
+            points: vec![sum(counters.malformed_records, Vec::new())],
+        });
+        items.push(model::Metric {
+            name: "oxeye.security.pipeline_dropped_events".into(),
+            description: "events dropped while the pipeline was full".into(),
+            unit: "{event}".into(),
+            points: vec![sum(
+                self.shared.dropped_events.load(Ordering::Relaxed),
+                Vec::new(),
+            )],
+        });
+        let resource = model::Resource {
+            attributes: vec![
+                ("service.name".into(), "oxeye".into()),
+                ("host.name".into(), self.converter.host.clone()),
+            ],
+            schema_url: String::new(),
+        };
+        let batch = Batch::Metrics(vec![model::Group {
+            resource: Arc::new(resource),
+            scope: Arc::new(model::Scope {
+                name: "oxeye.security".into(),
+                ..Default::default()
+            }),
+            items,
+        }]);
+        // Counters are cumulative: one missed while the pipeline is full is covered by the next.
+        let _ = self.pipeline.submit(batch, 16 << 10, Origin::default());
     }
 
     fn syscall_counts(&mut self) -> Vec<SyscallCounts> {
@@ -1149,6 +1252,13 @@ mod tests {
         assert_eq!(shell_alert.pid, shell_pid);
         assert_eq!(shell_alert.service, service);
         assert_eq!(shell_alert.host, "test-host");
+        let metrics = store.metric_names().await.unwrap();
+        assert!(
+            metrics
+                .iter()
+                .any(|m| m.name == "oxeye.security.records" && m.kind == "sum"),
+            "the kernel's counters are stored as metrics"
+        );
         drop(handle);
         assert!(
             dir.path().join("security/baselines.json").exists(),
