@@ -1001,15 +1001,9 @@ impl Agent {
         if self.pending.events.is_empty() && self.pending.alerts.is_empty() {
             return;
         }
-        let batch = std::mem::take(&mut self.pending);
-        let bytes = batch.events.len() * 512 + batch.alerts.len() * 2048;
-        let held = batch.clone();
-        if self
-            .pipeline
-            .submit(Batch::Security(batch), bytes, Origin::default())
-            .is_err()
-        {
-            self.pending = held;
+        let bytes = self.pending.events.len() * 512 + self.pending.alerts.len() * 2048;
+        let used = self.pipeline.used_bytes();
+        if used > 0 && used + bytes > self.pipeline.capacity_bytes() {
             let over = self.pending.events.len().saturating_sub(MAX_PENDING_EVENTS);
             if over > 0 {
                 self.pending.events.drain(..over);
@@ -1021,6 +1015,19 @@ impl Agent {
                     "security: the pipeline is full, oldest events dropped"
                 );
             }
+            return;
+        }
+        let batch = std::mem::take(&mut self.pending);
+        let rows = batch.events.len() as u64;
+        if let Err(e) = self
+            .pipeline
+            .submit(Batch::Security(batch), bytes, Origin::default())
+        {
+            // Filled up by someone else since the check above: rare, counted.
+            self.shared
+                .dropped_events
+                .fetch_add(rows, Ordering::Relaxed);
+            tracing::warn!(error = %e, dropped = rows, "security: events and alerts dropped");
         }
     }
 }
