@@ -588,6 +588,11 @@ int main(void) { char b[64]; usleep(800000); int fd = open("/etc/shadow", O_RDON
     await page.goto(`${base}/#/security?tab=events&kind=file_open&service=${svc}`);
     await waitWithReload(`.sec-events tr[data-pid="${pid}"]:has-text("/etc/shadow")`);
 
+    // The service's row on the Services page carries its alerts.
+    await page.goto(`${base}/#/services`);
+    await waitWithReload(`tr[data-service="${svc}"] .service-alerts`);
+    assert.match(await page.innerText(`tr[data-service="${svc}"] .service-alerts`), /^1 alert$/i);
+
     // Accept as normal asks for the API token once, then the executable learns again.
     await page.goto(`${base}/#/security?tab=baselines`);
     const baseline = `.sec-baselines tr[data-exe="${bin}"]`;
