@@ -1147,6 +1147,7 @@ mod tests {
         std::fs::write(&key, "k").unwrap();
         let marker = format!("oxeye-test-{}", std::process::id());
         let rules = dir.path().join("rules.yaml");
+        let siem_file = dir.path().join("siem.cef");
         std::fs::write(
             &rules,
             format!(
@@ -1167,6 +1168,10 @@ mod tests {
                 settings: SecuritySettings {
                     rules: Some(rules),
                     watch: vec![format!("{}/", watched.display())],
+                    sinks: vec![SinkConfig::File {
+                        path: siem_file.clone(),
+                        payload: sensor::sink::Payload::Cef,
+                    }],
                     ..SecuritySettings::default()
                 },
                 state_dir: dir.path().join("security"),
@@ -1259,6 +1264,17 @@ mod tests {
         assert_eq!(shell_alert.pid, shell_pid);
         assert_eq!(shell_alert.service, service);
         assert_eq!(shell_alert.host, "test-host");
+        // The SIEM sink got both alerts as CEF lines.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let cef = std::fs::read_to_string(&siem_file).unwrap_or_default();
+            if cef.contains("test-secret-read") && cef.contains("test-shell") {
+                assert!(cef.lines().all(|l| l.starts_with("CEF:0|")), "{cef}");
+                break;
+            }
+            assert!(Instant::now() < deadline, "the file sink got only: {cef}");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
         let metrics = store.metric_names().await.unwrap();
         assert!(
             metrics
