@@ -538,6 +538,73 @@ int main(void) { time_t t = time(0); while (time(0) - t < 5) ${SLEEPY}(); return
     noProblems();
   });
 
+  // The security sensor needs root too; the alert comes from the starter rule
+  // credential-read-by-non-root-binary: a binary owned by nobody reads /etc/shadow.
+  it('raises an alert on the Security page and shows its service around it', { skip: profSkip }, async () => {
+    assert.ok(isRoot, 'OXEYE_REQUIRE_EBPF=1 but the test is not running as root');
+    const src = path.join(dataDir, 'peek.c');
+    const bin = path.join(dataDir, 'peek');
+    fs.writeFileSync(src, `#include <fcntl.h>
+#include <unistd.h>
+int main(void) { char b[64]; usleep(800000); int fd = open("/etc/shadow", O_RDONLY); if (fd >= 0) { read(fd, b, sizeof b); close(fd); } usleep(1500000); return 0; }
+`);
+    const cc = spawn('clang', ['-O2', '-o', bin, src], { stdio: 'inherit' });
+    assert.equal(await new Promise((r) => cc.on('exit', r)), 0, 'compiling the reader failed');
+    fs.chownSync(bin, 65534, 65534);
+    const svc = `e2e-peek-${RUN}`;
+    const peek = spawn(bin, [], { stdio: 'ignore', env: { ...process.env, OTEL_SERVICE_NAME: svc } });
+    const exited = new Promise((r) => peek.on('exit', r));
+    const pid = peek.pid;
+    const t = Date.now();
+    await post(`${otlpBase}/v1/traces`, {
+      resourceSpans: [{ resource: { attributes: [str('service.name', svc), int('process.pid', pid)] }, scopeSpans: [{ scope: { name: 'e2e.peek' }, spans: [
+        { traceId: hex(16), spanId: hex(8), name: 'GET /secrets', kind: 2, startTimeUnixNano: nanos(t - 20), endTimeUnixNano: nanos(t), status: { code: 2 } },
+      ] }] }],
+    });
+    assert.equal(await exited, 0, 'the reader failed');
+
+    await page.goto(`${base}/#/security`);
+    const row = `.sec-alerts tr[data-severity="high"]:has-text("${svc}")`;
+    await waitWithReload(row, 30_000);
+    const text = await page.innerText(row);
+    assert.match(text, /credential-read-by-non-root-binary/);
+    assert.match(text, new RegExp(`peek \\(${pid}\\)`));
+    assert.match(text, /opened \/etc\/shadow/);
+    const colour = await page.$eval(`${row} .sec-sev`, (el) => getComputedStyle(el).backgroundColor);
+    assert.equal(colour, 'rgb(253, 228, 211)', 'high alerts have their own colour');
+    await page.waitForSelector('.sec-timeline .uplot canvas');
+    await shot('security-alerts');
+
+    await page.click(`${row} td.sec-summary a`);
+    await page.waitForSelector('.sec-alert-title');
+    assert.match(await page.innerText('.sec-alert-title'), /\/etc\/shadow/);
+    const detail = await page.innerText('.sec-alert-detail');
+    assert.match(detail, new RegExp(`service\\s+${svc}`));
+    assert.match(detail, new RegExp(`peek \\(pid ${pid}\\)`));
+    await page.waitForSelector('.sec-red .uplot canvas');
+    assert.match(await page.innerText('.sec-evidence'), new RegExp(`"pid": ${pid}`));
+    await shot('security-alert');
+
+    await page.goto(`${base}/#/security?tab=events&kind=file_open&service=${svc}`);
+    await waitWithReload(`.sec-events tr[data-pid="${pid}"]:has-text("/etc/shadow")`);
+
+    // The service's row on the Services page carries its alerts.
+    await page.goto(`${base}/#/services`);
+    await waitWithReload(`tr[data-service="${svc}"] .service-alerts`);
+    assert.match(await page.innerText(`tr[data-service="${svc}"] .service-alerts`), /^1 alert$/i);
+
+    // Accept as normal asks for the API token once, then the executable learns again.
+    await page.goto(`${base}/#/security?tab=baselines`);
+    const baseline = `.sec-baselines tr[data-exe="${bin}"]`;
+    await waitWithReload(baseline);
+    const token = fs.readFileSync(path.join(dataDir, 'api-token'), 'utf8').trim();
+    page.once('dialog', (d) => d.accept(token));
+    await page.click(`${baseline} .sec-accept`);
+    await page.waitForFunction(() => /accepted as normal/.test(document.querySelector('.page-security .results-summary')?.textContent || ''));
+    assert.match(await page.innerText(baseline), /learning until/);
+    noProblems();
+  });
+
   step('shows the API error message for an unknown trace', async () => {
     await page.goto(`${base}/#/trace/${'0'.repeat(32)}`);
     await page.waitForSelector('.page-trace .notice');

@@ -23,6 +23,7 @@ export default function mount(root, { params }, ctx) {
   let sort = { key: params.get('sort') || 'service', desc: params.get('desc') === '1' };
   let filter = '';
   let data = null;
+  let alertsBy = new Map(); // service → {count, severity (the highest)}
   const slot = requestSlot(ctx.signal);
 
   const body = h('div', { class: 'panel-body' }, loading('loading services…'));
@@ -42,8 +43,24 @@ export default function mount(root, { params }, ctx) {
   async function load() {
     subtitle.textContent = `RED metrics of entry spans, ${rangeLabel()}`;
     try {
-      const res = await get('services', timeWindow(), { signal: slot.next() });
+      const win = timeWindow();
+      const signal = slot.next();
+      const [res, alerts] = await Promise.all([
+        get('services', win, { signal }),
+        get('security/alerts', { ...win, limit: 5000 }, { signal }).catch((e) => {
+          if (isAbort(e)) throw e;
+          return { alerts: [] };
+        }),
+      ]);
       data = res.services || [];
+      alertsBy = new Map();
+      const rank = ['info', 'low', 'medium', 'high', 'critical'];
+      for (const a of alerts.alerts || []) {
+        const s = alertsBy.get(a.service) || { count: 0, severity: 'info' };
+        s.count += Number(a.count) || 1;
+        if (rank.indexOf(a.severity) > rank.indexOf(s.severity)) s.severity = a.severity;
+        alertsBy.set(a.service, s);
+      }
       render();
     } catch (e) {
       if (isAbort(e)) return;
@@ -103,7 +120,12 @@ export default function mount(root, { params }, ctx) {
       h('td', { class: 'right num' }, fmtDurationMs(s.p99_ms)),
       h('td', { class: 'right actions' },
         h('a', { href: hashFor('traces', { service: s.service, status: 'error' }), title: 'error traces' }, 'errors'),
-        h('a', { href: hashFor('logs', { service: s.service }), title: 'logs of this service' }, 'logs')));
+        h('a', { href: hashFor('logs', { service: s.service }), title: 'logs of this service' }, 'logs'),
+        h('a', { href: hashFor('security', { tab: 'events', service: s.service }), title: 'security events of this service' }, 'security'),
+        alertsBy.has(s.service)
+          ? h('a', { class: `sev sec-sev sec-sev-${alertsBy.get(s.service).severity} service-alerts`, href: hashFor('security', { service: s.service }), title: 'security alerts of this service' },
+            `${fmtCount(alertsBy.get(s.service).count)} alert${alertsBy.get(s.service).count === 1 ? '' : 's'}`)
+          : null));
     }));
 
     const table = h('table', { class: 'table services-table' }, h('thead', null, head), tbody);

@@ -55,6 +55,8 @@ pub enum Batch {
     Metrics(Vec<Group<Metric>>),
     Logs(Vec<Group<LogRecord>>),
     Profiles(ProfileBatch),
+    /// This host's security events and the alerts raised from them.
+    Security(crate::security::SecurityBatch),
 }
 
 impl Batch {
@@ -64,6 +66,7 @@ impl Batch {
             Batch::Metrics(_) => "metrics",
             Batch::Logs(_) => "logs",
             Batch::Profiles(_) => "profiles",
+            Batch::Security(_) => "security",
         }
     }
 
@@ -78,6 +81,7 @@ impl Batch {
                 .sum(),
             Batch::Logs(g) => g.iter().map(|g| g.items.len()).sum(),
             Batch::Profiles(p) => p.samples.len(),
+            Batch::Security(s) => s.events.len() + s.alerts.len(),
         }
     }
 
@@ -92,7 +96,7 @@ impl Batch {
             Batch::Metrics(g) => g.iter_mut().map(|g| &mut g.resource).collect(),
             Batch::Logs(g) => g.iter_mut().map(|g| &mut g.resource).collect(),
             // Profiles are taken on this host: each sample names its process, no resource.
-            Batch::Profiles(_) => Vec::new(),
+            Batch::Profiles(_) | Batch::Security(_) => Vec::new(),
         }
     }
 }

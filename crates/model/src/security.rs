@@ -4,8 +4,8 @@
 //! about the process that the kernel does not: its container, its service name, the owner of its
 //! executable, and the host. `sensor` judges them; `model` only says what they are.
 //!
-//! Not (yet) a `Batch` variant: the store has no `security_events` / `alerts` tables, and every
-//! match on `Batch` would have to handle it first.
+//! They travel through the pipeline as `Batch::Security` ([`SecurityBatch`]) into the store's
+//! `security_events` and `alerts` tables.
 
 use std::net::SocketAddr;
 
@@ -509,6 +509,23 @@ impl Alert {
     pub fn host(&self) -> &str {
         &self.process.host
     }
+}
+
+/// One event as it is stored: the event and the executable of its process (which only exec
+/// events carry themselves).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct StoredSecurityEvent {
+    pub event: SecurityEvent,
+    /// The process's executable path, when the agent knows it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exe: Option<String>,
+}
+
+/// Security events and alerts of this host, for `security_events` and `alerts`.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct SecurityBatch {
+    pub events: Vec<StoredSecurityEvent>,
+    pub alerts: Vec<Alert>,
 }
 
 #[cfg(test)]

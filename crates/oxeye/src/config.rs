@@ -28,6 +28,7 @@ pub struct Settings {
     /// 0: profiling off.
     pub profile_hz: u32,
     pub off_cpu: crate::profiler::OffCpuMode,
+    pub security: crate::security::SecuritySettings,
 }
 
 impl Default for Settings {
@@ -47,6 +48,7 @@ impl Default for Settings {
             enrich_process: true,
             profile_hz: 19,
             off_cpu: crate::profiler::OffCpuMode::Traced,
+            security: crate::security::SecuritySettings::default(),
         }
     }
 }
@@ -121,15 +123,15 @@ pub fn parse_addr(s: &str) -> Result<SocketAddr, String> {
 
 /// Collects problems with their YAML paths.
 #[derive(Default)]
-struct Problems(Vec<String>);
+pub(crate) struct Problems(Vec<String>);
 
 impl Problems {
-    fn add(&mut self, path: &str, msg: impl std::fmt::Display) {
+    pub(crate) fn add(&mut self, path: &str, msg: impl std::fmt::Display) {
         self.0.push(format!("{path}: {msg}"));
     }
 }
 
-fn kind(v: &Value) -> &'static str {
+pub(crate) fn kind(v: &Value) -> &'static str {
     match v {
         Value::Null => "nothing",
         Value::Bool(_) => "a boolean",
@@ -142,7 +144,7 @@ fn kind(v: &Value) -> &'static str {
 }
 
 /// The keys of a mapping (reporting unknown ones), or None with a problem if it is not a mapping.
-fn mapping<'a>(
+pub(crate) fn mapping<'a>(
     v: &'a Value,
     path: &str,
     known: &[&str],
@@ -180,7 +182,7 @@ fn mapping<'a>(
     }
 }
 
-fn join(path: &str, key: &str) -> String {
+pub(crate) fn join(path: &str, key: &str) -> String {
     if path.is_empty() {
         key.to_string()
     } else {
@@ -188,7 +190,7 @@ fn join(path: &str, key: &str) -> String {
     }
 }
 
-fn string(v: &Value, path: &str, p: &mut Problems) -> Option<String> {
+pub(crate) fn string(v: &Value, path: &str, p: &mut Problems) -> Option<String> {
     match v {
         Value::String(s) => Some(s.clone()),
         Value::Number(n) => Some(n.to_string()),
@@ -199,7 +201,7 @@ fn string(v: &Value, path: &str, p: &mut Problems) -> Option<String> {
     }
 }
 
-fn boolean(v: &Value, path: &str, p: &mut Problems) -> Option<bool> {
+pub(crate) fn boolean(v: &Value, path: &str, p: &mut Problems) -> Option<bool> {
     match v {
         Value::Bool(b) => Some(*b),
         other => {
@@ -212,7 +214,7 @@ fn boolean(v: &Value, path: &str, p: &mut Problems) -> Option<bool> {
     }
 }
 
-fn with<T>(
+pub(crate) fn with<T>(
     v: &Value,
     path: &str,
     p: &mut Problems,
@@ -242,6 +244,7 @@ pub fn apply_file(text: &str, s: &mut Settings) -> Result<(), Vec<String>> {
             "exporters",
             "pipelines",
             "server",
+            "security",
         ],
         &mut p,
     )
@@ -378,6 +381,7 @@ pub fn apply_file(text: &str, s: &mut Settings) -> Result<(), Vec<String>> {
                     }
                 }
             }
+            "security" => crate::security::apply_config(val, &mut s.security, &mut p),
             "server" => {
                 for (k, v) in mapping(val, "server", &["endpoint"], &mut p).unwrap_or_default() {
                     if let Some(a) = with(v, &join("server", &k), &mut p, parse_addr) {

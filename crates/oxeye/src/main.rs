@@ -4,6 +4,7 @@ mod config;
 mod doctor;
 mod profiler;
 mod query;
+mod security;
 mod up;
 
 use std::path::PathBuf;
@@ -90,11 +91,15 @@ pub struct UpArgs {
     /// on hosts with many context switches), `off` none [default: traced].
     #[arg(long, env = "OXEYE_OFF_CPU")]
     pub off_cpu: Option<String>,
+    /// The eBPF security sensor (exec, connects, watched-file opens, privilege changes… judged
+    /// by rules and learned baselines; needs root): `on` or `off` [default: on].
+    #[arg(long, env = "OXEYE_SECURITY")]
+    pub security: Option<String>,
 }
 
 #[derive(Args)]
 pub struct QueryArgs {
-    /// The SQL (tables: otel_traces, otel_logs, otel_metrics_gauge, _sum, _histogram, _exponential_histogram, _summary, profile_samples, profile_stacks).
+    /// The SQL (tables: otel_traces, otel_logs, otel_metrics_gauge, _sum, _histogram, _exponential_histogram, _summary, profile_samples, profile_stacks, security_events, alerts).
     pub sql: String,
     #[arg(long, env = "OXEYE_DATA_DIR", default_value = "data")]
     pub data_dir: PathBuf,

@@ -21,6 +21,7 @@ use tokio::sync::watch;
 use crate::UpArgs;
 use crate::config::{self, Settings};
 use crate::profiler::{ProfilerConfig, TracedProcesses};
+use crate::security::ServiceNames;
 
 /// Defaults, then the config file, then environment and flags.
 pub fn resolve(a: &UpArgs) -> anyhow::Result<Settings> {
@@ -113,6 +114,12 @@ pub fn resolve(a: &UpArgs) -> anyhow::Result<Settings> {
             crate::profiler::OffCpuMode::parse(v).map(|m| s.off_cpu = m),
         );
     }
+    if let Some(v) = &a.security {
+        flag(
+            "security",
+            crate::security::parse_switch(v).map(|on| s.security.enabled = on),
+        );
+    }
     if !problems.is_empty() {
         bail!(problems.join("\n"));
     }
@@ -145,8 +152,9 @@ async fn bind(addr: SocketAddr, what: &str, knob: &str) -> anyhow::Result<TcpLis
 }
 
 /// The store as the pipeline's durable sink. It also tells the profiler which local processes
-/// send spans (after enrichment, so senders on loopback have their `process.pid`).
-struct StoreSink(Store, TracedProcesses);
+/// send spans, and the security sensor which service each names (after enrichment, so senders
+/// on loopback have their `process.pid`).
+struct StoreSink(Store, TracedProcesses, ServiceNames);
 
 impl DurableSink for StoreSink {
     fn write(
@@ -154,6 +162,7 @@ impl DurableSink for StoreSink {
         batch: Batch,
     ) -> Pin<Box<dyn Future<Output = Result<(), SinkError>> + Send + '_>> {
         self.1.note(&batch);
+        self.2.note(&batch);
         Box::pin(async move {
             self.0
                 .write(&batch)
@@ -272,8 +281,9 @@ async fn serve(s: Settings) -> anyhow::Result<()> {
         .map(|h| h.trim().to_string())
         .unwrap_or_default();
     let traced = TracedProcesses::new(&host);
+    let service_names = ServiceNames::new(&host);
     let pipeline = Pipeline::new(
-        StoreSink(store.clone(), traced.clone()),
+        StoreSink(store.clone(), traced.clone(), service_names.clone()),
         enricher,
         s.queue_bytes,
     );
@@ -289,6 +299,23 @@ async fn serve(s: Settings) -> anyhow::Result<()> {
             let _ = rx.wait_for(|v| *v).await;
         }
     };
+    let (security, security_line) = if s.security.enabled {
+        let config = crate::security::SecurityConfig {
+            settings: s.security.clone(),
+            state_dir: data_dir.join("security"),
+            host: host.clone(),
+            services: service_names,
+        };
+        match crate::security::start(config, pipeline.clone()) {
+            Ok((h, summary)) => (Some(h), summary),
+            Err(e) => {
+                tracing::warn!(reason = %e, "security sensor is off");
+                (None, format!("off: {e}"))
+            }
+        }
+    } else {
+        (None, "off (--security off)".to_string())
+    };
     let mut tasks = tokio::task::JoinSet::new();
     let http_addr = http.local_addr()?;
     let state = server::ServerState {
@@ -297,6 +324,7 @@ async fn serve(s: Settings) -> anyhow::Result<()> {
         api_token: Arc::from(token.as_str()),
         data_dir: data_dir.clone(),
         started,
+        security: security.as_ref().map(|h| h.control()),
     };
     let sd = stopped();
     tasks.spawn(async move {
@@ -347,7 +375,7 @@ async fn serve(s: Settings) -> anyhow::Result<()> {
         (None, None) => "forever".into(),
     };
     println!(
-        "oxeye is up ({} ms)\n  dashboard   http://{http_addr}/\n  OTLP gRPC   {grpc_line}\n  OTLP HTTP   {http_line}\n  data        {}  (retention {retention})\n  API token   {token}  (in {}, mode 0600)\n  receivers   {}\n  profiler    {profiler_line}",
+        "oxeye is up ({} ms)\n  dashboard   http://{http_addr}/\n  OTLP gRPC   {grpc_line}\n  OTLP HTTP   {http_line}\n  data        {}  (retention {retention})\n  API token   {token}  (in {}, mode 0600)\n  receivers   {}\n  profiler    {profiler_line}\n  security    {security_line}",
         started.elapsed().as_millis(),
         data_dir.display(),
         token_path.display(),
@@ -372,6 +400,7 @@ async fn serve(s: Settings) -> anyhow::Result<()> {
     tracing::info!("shutting down: draining receivers and flushing the store");
     let _ = stop_tx.send(true);
     drop(profiler);
+    drop(security);
     let drain = async { while tasks.join_next().await.is_some() {} };
     let _ = tokio::time::timeout(std::time::Duration::from_secs(10), drain).await;
     store.close().await;

@@ -15,5 +15,8 @@ pub use aggregate::{ProfileKind, SampleRecord, StackAggregate, StackTable, Total
 pub use folded::{FoldedValue, TRUNCATED_FRAME, to_folded};
 pub use frame::{Frame, FrameKind, Stack, StackId};
 pub use pprof::{PprofMeta, PprofProfile, to_pprof, to_pprof_message};
-pub use process::{Mapping, ProcessInfo};
+pub use process::{
+    Mapping, ProcessInfo, container_id as container_id_from_cgroup,
+    service_name as service_name_from_environ,
+};
 pub use symbolize::{RawStack, Symbolizer, SymbolizerStats};

@@ -179,7 +179,7 @@ fn parse_mapping(line: &str) -> Option<Mapping> {
 /// The container id in a `/proc/<pid>/cgroup` file: the 64-hex-digit id that Docker,
 /// containerd, CRI-O and Podman put in the cgroup path (`docker-<id>.scope`,
 /// `cri-containerd-<id>.scope`, `crio-<id>`, `/docker/<id>`, `libpod-<id>`).
-pub(crate) fn container_id(cgroup: &str) -> Option<String> {
+pub fn container_id(cgroup: &str) -> Option<String> {
     for line in cgroup.lines() {
         let path = line.splitn(3, ':').nth(2).unwrap_or(line);
         for component in path.rsplit('/') {
@@ -194,7 +194,7 @@ pub(crate) fn container_id(cgroup: &str) -> Option<String> {
 }
 
 /// `OTEL_SERVICE_NAME`, else `service.name` from `OTEL_RESOURCE_ATTRIBUTES` (the SDKs' order).
-pub(crate) fn service_name(environ: &[String]) -> Option<String> {
+pub fn service_name(environ: &[String]) -> Option<String> {
     let var = |name: &str| {
         environ
             .iter()

@@ -160,6 +160,20 @@ impl Baselines {
         self.executables.remove(exe).is_some()
     }
 
+    /// Takes what `exe` does from `now` on as normal too ("accept as normal"): it learns again
+    /// for a learning period, adding to what it learned before. `false` when `exe` has no
+    /// baseline.
+    pub fn relearn(&mut self, exe: &str, now: u64) -> bool {
+        match self.executables.get_mut(exe) {
+            Some(base) => {
+                base.first_seen_unix_nano = now;
+                base.learned_unix_nano = None;
+                true
+            }
+            None => false,
+        }
+    }
+
     /// Whether `exe` is (still) learning at `now`; ends the learning period when it is over.
     pub fn is_learning(&mut self, exe: &str, now: u64) -> bool {
         let period = self

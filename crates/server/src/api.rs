@@ -15,7 +15,7 @@ use crate::ServerState;
 
 pub(crate) type Params = Query<Vec<(String, String)>>;
 
-pub struct ApiError(StatusCode, String);
+pub struct ApiError(pub(crate) StatusCode, pub(crate) String);
 
 impl ApiError {
     pub(crate) fn not_found(msg: impl Into<String>) -> Self {
@@ -97,7 +97,7 @@ fn attr_filters(p: &[(String, String)]) -> Result<Vec<(String, String)>, ApiErro
         .collect()
 }
 
-fn require_token(state: &ServerState, headers: &HeaderMap) -> Result<(), ApiError> {
+pub(crate) fn require_token(state: &ServerState, headers: &HeaderMap) -> Result<(), ApiError> {
     let given = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok());
@@ -331,6 +331,15 @@ pub fn router(state: ServerState) -> Router {
         .route(
             "/traces/{id}/spans/{span}/profile",
             get(crate::profiles::span_profile),
+        )
+        .route("/security/alerts", get(crate::security::alerts))
+        .route("/security/alerts/{id}", get(crate::security::alert))
+        .route("/security/events", get(crate::security::events))
+        .route("/security/status", get(crate::security::status))
+        .route("/security/baselines", get(crate::security::baselines))
+        .route(
+            "/security/baselines/{*rest}",
+            post(crate::security::baseline_action),
         )
         .route("/query", post(query))
         .route("/admin/flush", post(flush))

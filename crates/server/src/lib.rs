@@ -5,6 +5,8 @@ mod api;
 mod api_tests;
 mod assets;
 mod profiles;
+mod security;
+mod security_tests;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -15,6 +17,8 @@ use pipeline::Pipeline;
 use store::Store;
 use tokio::net::TcpListener;
 
+pub use security::SecurityControl;
+
 #[derive(Clone)]
 pub struct ServerState {
     pub store: Store,
@@ -23,6 +27,8 @@ pub struct ServerState {
     pub api_token: Arc<str>,
     pub data_dir: PathBuf,
     pub started: Instant,
+    /// The running security sensor's baselines; `None` when it is off.
+    pub security: Option<Arc<dyn SecurityControl>>,
 }
 
 pub fn router(state: ServerState) -> Router {

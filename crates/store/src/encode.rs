@@ -20,7 +20,7 @@ use crate::table::{
     quantile_fields,
 };
 
-fn ts(n: u64) -> i64 {
+pub(crate) fn ts(n: u64) -> i64 {
     i64::try_from(n).unwrap_or(i64::MAX)
 }
 
@@ -82,6 +82,7 @@ pub fn encode(batch: &Batch) -> Result<Vec<(Table, RecordBatch)>, ArrowError> {
         Batch::Logs(g) => Ok(vec![(Table::Logs, logs(g)?)]),
         Batch::Metrics(g) => metrics(g),
         Batch::Profiles(p) => profiles(p),
+        Batch::Security(s) => crate::security::encode(s),
     }
 }
 
@@ -126,7 +127,7 @@ fn strings(rows: usize, bytes: usize) -> StringBuilder {
 
 /// The order rows are written in: by service, then `name` (metric name or ""), then time, so every
 /// batch in memory is already sorted and a flush can write runs of it without gathering rows.
-fn sorted_order<'a, A: Copy>(mut rows: Vec<(&'a str, &'a str, i64, A)>) -> Vec<A> {
+pub(crate) fn sorted_order<'a, A: Copy>(mut rows: Vec<(&'a str, &'a str, i64, A)>) -> Vec<A> {
     rows.sort_unstable_by(|a, b| (a.0, a.1, a.2).cmp(&(b.0, b.1, b.2)));
     rows.into_iter().map(|r| r.3).collect()
 }

@@ -10,6 +10,7 @@ mod flush;
 pub mod profiles;
 pub mod query;
 pub mod read;
+pub mod security;
 mod table;
 mod wal;
 mod writer;

@@ -31,7 +31,7 @@ pub(crate) fn lit(s: &str) -> String {
 }
 
 /// A `LIKE` pattern matching `s` anywhere, with its wildcards escaped.
-fn like_anywhere(s: &str) -> String {
+pub(crate) fn like_anywhere(s: &str) -> String {
     let esc = s
         .to_lowercase()
         .replace('\\', "\\\\")

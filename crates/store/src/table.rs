@@ -17,10 +17,12 @@ pub enum Table {
     MetricsSummary,
     ProfileSamples,
     ProfileStacks,
+    SecurityEvents,
+    Alerts,
 }
 
 impl Table {
-    pub const ALL: [Table; 9] = [
+    pub const ALL: [Table; 11] = [
         Table::Traces,
         Table::Logs,
         Table::MetricsGauge,
@@ -30,6 +32,8 @@ impl Table {
         Table::MetricsSummary,
         Table::ProfileSamples,
         Table::ProfileStacks,
+        Table::SecurityEvents,
+        Table::Alerts,
     ];
 
     pub fn name(self) -> &'static str {
@@ -43,6 +47,8 @@ impl Table {
             Table::MetricsSummary => "otel_metrics_summary",
             Table::ProfileSamples => "profile_samples",
             Table::ProfileStacks => "profile_stacks",
+            Table::SecurityEvents => "security_events",
+            Table::Alerts => "alerts",
         }
     }
 
@@ -62,9 +68,12 @@ impl Table {
     /// The column that partitions files by hour and bounds time-range queries.
     pub fn time_column(self) -> &'static str {
         match self {
-            Table::Traces | Table::Logs | Table::ProfileSamples | Table::ProfileStacks => {
-                "Timestamp"
-            }
+            Table::Traces
+            | Table::Logs
+            | Table::ProfileSamples
+            | Table::ProfileStacks
+            | Table::SecurityEvents
+            | Table::Alerts => "Timestamp",
             _ => "TimeUnix",
         }
     }
@@ -196,6 +205,55 @@ fn build_schema(t: Table) -> Schema {
             Field::new("Frames", list_prim(Utf8), false),
             Field::new("Modules", list_prim(Utf8), false),
             Field::new("Truncated", Boolean, false),
+        ],
+        // One row per security event; `Details` holds the whole event as JSON.
+        Table::SecurityEvents => vec![
+            Field::new("Timestamp", ts_type(), false),
+            s("HostName"),
+            s("ServiceName"),
+            Field::new("Pid", UInt32, false),
+            Field::new("Tid", UInt32, false),
+            Field::new("Ppid", UInt32, false),
+            Field::new("Uid", UInt32, false),
+            Field::new("Euid", UInt32, false),
+            Field::new("Gid", UInt32, false),
+            s("Comm"),
+            s("Exe"),
+            s("ContainerId"),
+            s("Kind"),
+            s("Path"),
+            Field::new("Args", list_prim(Utf8), false),
+            s("Cwd"),
+            s("Protocol"),
+            s("LocalAddress"),
+            Field::new("LocalPort", UInt32, false),
+            s("RemoteAddress"),
+            Field::new("RemotePort", UInt32, false),
+            Field::new("Result", Int64, false),
+            s("Details"),
+        ],
+        // One row per alert as it was raised; `Evidence` holds the events that raised it as JSON.
+        Table::Alerts => vec![
+            Field::new("Timestamp", ts_type(), false),
+            s("AlertId"),
+            s("HostName"),
+            s("ServiceName"),
+            Field::new("Pid", UInt32, false),
+            s("Comm"),
+            s("Exe"),
+            s("ContainerId"),
+            s("Source"),
+            s("RuleId"),
+            s("Severity"),
+            Field::new("SeverityNumber", UInt32, false),
+            Field::new("Score", Float64, true),
+            s("Summary"),
+            s("Expected"),
+            s("Seen"),
+            Field::new("Count", UInt64, false),
+            Field::new("LastTimestamp", ts_type(), false),
+            s("Evidence"),
+            s("Status"),
         ],
         Table::Traces => vec![
             Field::new("Timestamp", ts_type(), false),

@@ -62,7 +62,7 @@ fn allowed() -> BTreeMap<&'static str, &'static [&'static str]> {
             "oxeye",
             &[
                 "model", "ingest", "pipeline", "store", "server", "lab", "ebpf", "profile",
-                "insight",
+                "insight", "sensor",
             ][..],
         ),
     ])

@@ -272,3 +272,39 @@ fn a_storm_of_alerts_is_merged_and_rate_limited() {
     assert_eq!(report[0].source.name(), "oxeye.rate_limited");
     assert_eq!(report[0].count, 10_000 - 50);
 }
+
+#[test]
+fn accepting_as_normal_learns_the_new_behaviour_on_top_of_the_old() {
+    // The starter rules still flag a shell under gunicorn; only the baseline's verdict changes.
+    let anomalies = |alerts: Vec<Alert>| -> Vec<String> {
+        let mut v: Vec<String> = alerts
+            .iter()
+            .filter(|a| matches!(a.source, model::security::AlertSource::Anomaly { .. }))
+            .map(|a| a.source.name().to_string())
+            .collect();
+        v.sort();
+        v
+    };
+    let (mut sensor, _) = learned();
+    let t = 70 * S;
+    let alerts = sensor.observe(&exec(401, APP, t, "/bin/sh", USER));
+    assert_eq!(anomalies(alerts), ["new_child"]);
+    assert!(sensor.baselines_mut().relearn(APP_EXE, t + S));
+    assert!(!sensor.baselines_mut().relearn("/usr/bin/unknown", t + S));
+    // While it learns again, the shell becomes one of its children, and gzip stays one.
+    assert!(anomalies(sensor.observe(&exec(402, APP, t + 2 * S, "/bin/sh", USER))).is_empty());
+    let learned_after = t + 2 * S + config().baseline.learning_period_secs * S;
+    assert!(
+        anomalies(sensor.observe(&exec(403, APP, learned_after, "/bin/sh", USER))).is_empty(),
+        "the accepted child is normal after learning"
+    );
+    let base = sensor.baselines().get(APP_EXE).unwrap();
+    assert!(base.children.contains("/bin/sh") && base.children.contains("/usr/bin/gzip"));
+    assert!(base.learned_unix_nano.is_some());
+    let alerts = sensor.observe(&exec(404, APP, learned_after + S, "/usr/bin/curl", USER));
+    assert_eq!(
+        anomalies(alerts),
+        ["new_child"],
+        "anything else is still new"
+    );
+}
