@@ -3,7 +3,7 @@
 
 use crate::Observation;
 
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Episode {
     pub start_ms: i64,
     /// The last anomalous point.
@@ -21,7 +21,7 @@ pub struct Episode {
 
 /// Opens an episode when a score reaches `open_score`, and closes it after `quiet_points`
 /// consecutive points below `close_score`.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub struct EpisodeTracker {
     open_score: f64,
     close_score: f64,

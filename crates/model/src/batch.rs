@@ -55,6 +55,8 @@ pub enum Batch {
     Metrics(Vec<Group<Metric>>),
     Logs(Vec<Group<LogRecord>>),
     Profiles(ProfileBatch),
+    /// Anomalies found by `oxeye up`'s insights job on stored series.
+    Anomalies(Vec<crate::anomaly::AnomalyRecord>),
 }
 
 impl Batch {
@@ -64,6 +66,7 @@ impl Batch {
             Batch::Metrics(_) => "metrics",
             Batch::Logs(_) => "logs",
             Batch::Profiles(_) => "profiles",
+            Batch::Anomalies(_) => "anomalies",
         }
     }
 
@@ -78,6 +81,7 @@ impl Batch {
                 .sum(),
             Batch::Logs(g) => g.iter().map(|g| g.items.len()).sum(),
             Batch::Profiles(p) => p.samples.len(),
+            Batch::Anomalies(a) => a.len(),
         }
     }
 
@@ -92,7 +96,7 @@ impl Batch {
             Batch::Metrics(g) => g.iter_mut().map(|g| &mut g.resource).collect(),
             Batch::Logs(g) => g.iter_mut().map(|g| &mut g.resource).collect(),
             // Profiles are taken on this host: each sample names its process, no resource.
-            Batch::Profiles(_) => Vec::new(),
+            Batch::Profiles(_) | Batch::Anomalies(_) => Vec::new(),
         }
     }
 }

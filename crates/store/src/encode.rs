@@ -82,6 +82,7 @@ pub fn encode(batch: &Batch) -> Result<Vec<(Table, RecordBatch)>, ArrowError> {
         Batch::Logs(g) => Ok(vec![(Table::Logs, logs(g)?)]),
         Batch::Metrics(g) => metrics(g),
         Batch::Profiles(p) => profiles(p),
+        Batch::Anomalies(a) => Ok(vec![(Table::Anomalies, crate::insights::encode(a)?)]),
     }
 }
 

@@ -17,10 +17,11 @@ pub enum Table {
     MetricsSummary,
     ProfileSamples,
     ProfileStacks,
+    Anomalies,
 }
 
 impl Table {
-    pub const ALL: [Table; 9] = [
+    pub const ALL: [Table; 10] = [
         Table::Traces,
         Table::Logs,
         Table::MetricsGauge,
@@ -30,6 +31,7 @@ impl Table {
         Table::MetricsSummary,
         Table::ProfileSamples,
         Table::ProfileStacks,
+        Table::Anomalies,
     ];
 
     pub fn name(self) -> &'static str {
@@ -43,6 +45,7 @@ impl Table {
             Table::MetricsSummary => "otel_metrics_summary",
             Table::ProfileSamples => "profile_samples",
             Table::ProfileStacks => "profile_stacks",
+            Table::Anomalies => "anomalies",
         }
     }
 
@@ -62,9 +65,11 @@ impl Table {
     /// The column that partitions files by hour and bounds time-range queries.
     pub fn time_column(self) -> &'static str {
         match self {
-            Table::Traces | Table::Logs | Table::ProfileSamples | Table::ProfileStacks => {
-                "Timestamp"
-            }
+            Table::Traces
+            | Table::Logs
+            | Table::ProfileSamples
+            | Table::ProfileStacks
+            | Table::Anomalies => "Timestamp",
             _ => "TimeUnix",
         }
     }
@@ -196,6 +201,26 @@ fn build_schema(t: Table) -> Schema {
             Field::new("Frames", list_prim(Utf8), false),
             Field::new("Modules", list_prim(Utf8), false),
             Field::new("Truncated", Boolean, false),
+        ],
+        // One row per version of an anomaly (see `insights.rs`); readers keep the latest per Id.
+        Table::Anomalies => vec![
+            Field::new("Timestamp", ts_type(), false),
+            s("Id"),
+            Field::new("UpdatedAt", ts_type(), false),
+            Field::new("EndTime", ts_type(), false),
+            Field::new("PeakTime", ts_type(), false),
+            Field::new("Open", Boolean, false),
+            s("ServiceName"),
+            s("MetricName"),
+            s("SeriesId"),
+            m("Attributes"),
+            s("Source"),
+            Field::new("PeakValue", Float64, false),
+            Field::new("ExpectedLow", Float64, false),
+            Field::new("ExpectedHigh", Float64, false),
+            Field::new("Score", Float64, false),
+            s("Severity"),
+            Field::new("Points", UInt32, false),
         ],
         Table::Traces => vec![
             Field::new("Timestamp", ts_type(), false),
