@@ -10,8 +10,9 @@ import trace from './views/trace.js';
 import logs from './views/logs.js';
 import metrics from './views/metrics.js';
 import profiles from './views/profiles.js';
+import anomalies from './views/anomalies.js';
 
-const ROUTES = { services, traces, trace, logs, metrics, profiles };
+const ROUTES = { services, traces, trace, logs, metrics, profiles, anomalies };
 
 const viewEl = document.getElementById('view');
 let current = null; // {name, instance, abort}

@@ -103,7 +103,8 @@ export default function mount(root, { params }, ctx) {
       h('td', { class: 'right num' }, fmtDurationMs(s.p99_ms)),
       h('td', { class: 'right actions' },
         h('a', { href: hashFor('traces', { service: s.service, status: 'error' }), title: 'error traces' }, 'errors'),
-        h('a', { href: hashFor('logs', { service: s.service }), title: 'logs of this service' }, 'logs')));
+        h('a', { href: hashFor('logs', { service: s.service }), title: 'logs of this service' }, 'logs'),
+        h('a', { href: hashFor('anomalies', { service: s.service }), title: 'anomalies on this service\'s rate, errors, latency and metrics' }, 'anomalies')));
     }));
 
     const table = h('table', { class: 'table services-table' }, h('thead', null, head), tbody);

@@ -65,9 +65,8 @@ mod tests {
     /// A checkpointed detector resumes where the original is.
     #[test]
     fn a_detector_resumes_from_its_checkpoint() {
-        let value = |i: i64| {
-            10.0 + (i as f64 * 0.05).sin() * 3.0 + if i == 1500 { 40.0 } else { 0.0 }
-        };
+        let value =
+            |i: i64| 10.0 + (i as f64 * 0.05).sin() * 3.0 + if i == 1500 { 40.0 } else { 0.0 };
         let mut original = SeasonalDetector::default();
         for i in 0..1000 {
             original.observe(i * 60_000, value(i));
@@ -78,7 +77,10 @@ mod tests {
             let a = original.observe(i * 60_000, value(i));
             let b = resumed.observe(i * 60_000, value(i));
             // JSON may round the last bit of a float; nothing more.
-            assert!((a.score - b.score).abs() < 1e-9, "point {i}: {a:?} vs {b:?}");
+            assert!(
+                (a.score - b.score).abs() < 1e-9,
+                "point {i}: {a:?} vs {b:?}"
+            );
             assert!((a.expected - b.expected).abs() < 1e-6 * (1.0 + a.expected.abs()));
         }
     }

@@ -28,6 +28,8 @@ pub struct Settings {
     /// 0: profiling off.
     pub profile_hz: u32,
     pub off_cpu: crate::profiler::OffCpuMode,
+    /// How often the insights job scores new points; zero turns it off.
+    pub insight_interval: Duration,
 }
 
 impl Default for Settings {
@@ -47,6 +49,7 @@ impl Default for Settings {
             enrich_process: true,
             profile_hz: 19,
             off_cpu: crate::profiler::OffCpuMode::Traced,
+            insight_interval: Duration::from_secs(30),
         }
     }
 }
@@ -242,6 +245,7 @@ pub fn apply_file(text: &str, s: &mut Settings) -> Result<(), Vec<String>> {
             "exporters",
             "pipelines",
             "server",
+            "insights",
         ],
         &mut p,
     )
@@ -382,6 +386,13 @@ pub fn apply_file(text: &str, s: &mut Settings) -> Result<(), Vec<String>> {
                 for (k, v) in mapping(val, "server", &["endpoint"], &mut p).unwrap_or_default() {
                     if let Some(a) = with(v, &join("server", &k), &mut p, parse_addr) {
                         s.http_addr = a;
+                    }
+                }
+            }
+            "insights" => {
+                for (k, v) in mapping(val, "insights", &["interval"], &mut p).unwrap_or_default() {
+                    if let Some(d) = with(v, &join("insights", &k), &mut p, parse_duration) {
+                        s.insight_interval = d;
                     }
                 }
             }

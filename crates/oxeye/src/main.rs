@@ -2,6 +2,7 @@
 
 mod config;
 mod doctor;
+mod insights;
 mod profiler;
 mod query;
 mod up;
@@ -90,6 +91,11 @@ pub struct UpArgs {
     /// on hosts with many context switches), `off` none [default: traced].
     #[arg(long, env = "OXEYE_OFF_CPU")]
     pub off_cpu: Option<String>,
+    /// How often anomaly detection scores the points stored since its last run, for every
+    /// metric series and every service's rate, error ratio and p99 latency; 0 turns it off
+    /// [default: 30s].
+    #[arg(long, env = "OXEYE_INSIGHT_INTERVAL")]
+    pub insight_interval: Option<String>,
 }
 
 #[derive(Args)]

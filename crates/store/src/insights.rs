@@ -172,7 +172,8 @@ const NUMERIC_TABLES: [(Table, &str, &str); 3] = [
 ];
 
 /// A service's entry spans (server/consumer, or roots), as the services page counts them.
-const ENTRY_SPANS: &str = "(SpanKind IN ('SPAN_KIND_SERVER', 'SPAN_KIND_CONSUMER') OR ParentSpanId = '')";
+const ENTRY_SPANS: &str =
+    "(SpanKind IN ('SPAN_KIND_SERVER', 'SPAN_KIND_CONSUMER') OR ParentSpanId = '')";
 
 /// One bucket of a service's RED series.
 #[derive(Clone, Debug, PartialEq)]
@@ -272,7 +273,9 @@ impl Store {
                 let key = (
                     metric.clone(),
                     service.clone(),
-                    o.get("Attributes").map(|a| a.to_string()).unwrap_or_default(),
+                    o.get("Attributes")
+                        .map(|a| a.to_string())
+                        .unwrap_or_default(),
                 );
                 let id = ids
                     .entry(key)
