@@ -487,7 +487,9 @@ fn now_ms() -> i64 {
 
 /// Runs the job every `interval` until `stop` turns true; checkpoints on the way out.
 pub async fn run(mut job: InsightsJob, mut stop: tokio::sync::watch::Receiver<bool>) {
-    let mut tick = tokio::time::interval(job.config.interval);
+    // The first run one interval after start: data sent right after start is read by it.
+    let period = job.config.interval;
+    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut failing = false;
     loop {

@@ -100,7 +100,7 @@ pub struct UpArgs {
 
 #[derive(Args)]
 pub struct QueryArgs {
-    /// The SQL (tables: otel_traces, otel_logs, otel_metrics_gauge, _sum, _histogram, _exponential_histogram, _summary, profile_samples, profile_stacks).
+    /// The SQL (tables: otel_traces, otel_logs, otel_metrics_gauge, _sum, _histogram, _exponential_histogram, _summary, profile_samples, profile_stacks, anomalies).
     pub sql: String,
     #[arg(long, env = "OXEYE_DATA_DIR", default_value = "data")]
     pub data_dir: PathBuf,
