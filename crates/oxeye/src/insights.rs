@@ -295,7 +295,7 @@ impl InsightsJob {
         }
         stats.series = self.state.series.len();
         self.runs += 1;
-        if self.runs % self.config.checkpoint_every.max(1) == 0 {
+        if self.runs.is_multiple_of(self.config.checkpoint_every.max(1)) {
             self.checkpoint()?;
         }
         Ok(stats)

@@ -1,5 +1,6 @@
 //! The insights job against a real store: injected anomalies are found and stored, clean series
 //! give none, RED series come from spans, and a restart resumes from the checkpoint.
+#![cfg(test)]
 
 use std::sync::Arc;
 

@@ -336,8 +336,7 @@ pub async fn evidence(
         .store
         .series_points(ms_range(w_start, w_end), Some(&["system.", "process."]))
         .await?;
-    let mut by_series: BTreeMap<String, (String, String, Vec<(String, String)>, Vec<(i64, f64)>)> =
-        BTreeMap::new();
+    let mut by_series: BTreeMap<String, ResourceSeries> = BTreeMap::new();
     for p in resources {
         if p.series_id == a.series_id {
             continue;
@@ -347,12 +346,23 @@ pub async fn evidence(
         }
         by_series
             .entry(p.series_id)
-            .or_insert_with(|| (p.metric, p.service, p.attributes, Vec::new()))
-            .3
+            .or_insert_with(|| ResourceSeries {
+                metric: p.metric,
+                service: p.service,
+                attributes: p.attributes,
+                points: Vec::new(),
+            })
+            .points
             .push((p.t_ms, p.value));
     }
     let mut moved: Vec<Value> = Vec::new();
-    for (metric, service, attrs, pts) in by_series.values() {
+    for ResourceSeries {
+        metric,
+        service,
+        attributes: attrs,
+        points: pts,
+    } in by_series.values()
+    {
         let Some(r) = correlation(&mine, pts, step, 8) else {
             continue;
         };
@@ -381,6 +391,14 @@ pub async fn evidence(
         "evidence": items,
         "sources": sources,
     })))
+}
+
+/// A `system.*` or `process.*` series read for correlation.
+struct ResourceSeries {
+    metric: String,
+    service: String,
+    attributes: Vec<(String, String)>,
+    points: Vec<(i64, f64)>,
 }
 
 fn weights(

@@ -1,4 +1,5 @@
 //! The anomaly, evidence, forecast and saturation endpoints against a real store.
+#![cfg(test)]
 
 use std::future::Future;
 use std::pin::Pin;
