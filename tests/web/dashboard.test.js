@@ -609,6 +609,12 @@ int main(void) { time_t t = time(0); while (time(0) - t < 5) ${SLEEPY}(); return
     assert.ok(kinds.includes('resource'), `the CPU that rose with it is not among the evidence: ${text}`);
     assert.match(text, /system\.cpu\.utilization/);
     await shot('anomaly-detail');
+    // The metric explorer marks it and overlays a forecast with its band.
+    await page.goto(`${base}/#/metrics?name=${encodeURIComponent(QUEUE)}&service=${QUEUE_SVC}&forecast=1`);
+    await page.waitForSelector('.chart-wrap .uplot canvas');
+    await page.waitForFunction(() => /forecast high/.test(document.querySelector('.chart-wrap .u-legend')?.textContent || ''));
+    assert.match(await page.innerText('.chart-summary'), /\d+ anomal/);
+    await shot('metrics-forecast');
     noProblems();
   }, { independent: true });
 

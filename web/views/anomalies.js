@@ -204,8 +204,8 @@ function detail(root, id, ctx) {
       series: [
         { label: 'time' },
         { label: anomalyLabel(a), stroke: '#2563eb', width: 1.5, spanGaps: true, value: (u, v) => fmtNumber(v) },
-        { label: 'expected low', stroke: 'rgba(37, 99, 235, 0.35)', dash: [4, 4], width: 1, value: (u, v) => fmtNumber(v) },
-        { label: 'expected high', stroke: 'rgba(37, 99, 235, 0.35)', dash: [4, 4], width: 1, value: (u, v) => fmtNumber(v) },
+        { label: 'expected low', stroke: 'rgba(37, 99, 235, 0.35)', dash: [4, 4], width: 1, points: { show: false }, value: (u, v) => fmtNumber(v) },
+        { label: 'expected high', stroke: 'rgba(37, 99, 235, 0.35)', dash: [4, 4], width: 1, points: { show: false }, value: (u, v) => fmtNumber(v) },
       ],
       bands: [{ series: [3, 2], fill: 'rgba(37, 99, 235, 0.08)' }],
       plugins: [anomalyMarks([a])],

@@ -287,9 +287,9 @@ export default function mount(root, { params }, ctx) {
           value: (u, v) => fmtVal(v),
         })),
         ...(fc ? [
-          { label: 'forecast', stroke: '#7c3aed', width: 1.5, dash: [6, 4], spanGaps: true, value: (u, v) => fmtVal(v) },
-          { label: `forecast low (${Math.round(100 * fc.level)} %)`, stroke: 'rgba(124, 58, 237, 0.35)', width: 1, spanGaps: true, value: (u, v) => fmtVal(v) },
-          { label: `forecast high (${Math.round(100 * fc.level)} %)`, stroke: 'rgba(124, 58, 237, 0.35)', width: 1, spanGaps: true, value: (u, v) => fmtVal(v) },
+          { label: 'forecast', stroke: '#7c3aed', width: 1.5, dash: [6, 4], spanGaps: true, points: { show: false }, value: (u, v) => fmtVal(v) },
+          { label: `forecast low (${Math.round(100 * fc.level)} %)`, stroke: 'rgba(124, 58, 237, 0.35)', width: 1, spanGaps: true, points: { show: false }, value: (u, v) => fmtVal(v) },
+          { label: `forecast high (${Math.round(100 * fc.level)} %)`, stroke: 'rgba(124, 58, 237, 0.35)', width: 1, spanGaps: true, points: { show: false }, value: (u, v) => fmtVal(v) },
         ] : []),
       ],
       bands: fc ? [{ series: [shownCount + 3, shownCount + 2], fill: 'rgba(124, 58, 237, 0.10)' }] : [],

@@ -96,8 +96,9 @@ impl SeriesState {
             source: source.to_string(),
             detector: SeasonalDetector::new(settings),
             // Opens at the detector's own alarm level, stays open while scores are a quarter
-            // of it, closes after 10 quiet points.
-            tracker: EpisodeTracker::new(settings.alarm_score, settings.alarm_score / 4.0, 10),
+            // of it or values are outside the expected band, closes after 10 quiet points.
+            tracker: EpisodeTracker::new(settings.alarm_score, settings.alarm_score / 4.0, 10)
+                .while_outside_band(),
             last_ms: i64::MIN,
             scored: 0,
             counter: None,
@@ -295,7 +296,10 @@ impl InsightsJob {
         }
         stats.series = self.state.series.len();
         self.runs += 1;
-        if self.runs.is_multiple_of(self.config.checkpoint_every.max(1)) {
+        if self
+            .runs
+            .is_multiple_of(self.config.checkpoint_every.max(1))
+        {
             self.checkpoint()?;
         }
         Ok(stats)
