@@ -233,6 +233,13 @@ async fn red_latency_anomaly_from_spans_survives_a_restart() {
             series_by_metric(&job).get(RED_P99_MS).map(Vec::len),
             Some(1)
         );
+        // The checkpoint holds a fixed-size state per series, whatever the history.
+        let bytes = std::fs::metadata(dir.path().join("insights").join("state.json"))
+            .expect("checkpoint written")
+            .len();
+        let per_series = bytes / job.series() as u64;
+        eprintln!("checkpoint: {bytes} bytes for {} series", job.series());
+        assert!(per_series < 64 * 1024, "{per_series} bytes per series");
         store.close().await;
     }
     let store = open_store(dir.path());
