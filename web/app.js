@@ -11,8 +11,9 @@ import logs from './views/logs.js';
 import metrics from './views/metrics.js';
 import profiles from './views/profiles.js';
 import security from './views/security.js';
+import anomalies from './views/anomalies.js';
 
-const ROUTES = { services, traces, trace, logs, metrics, profiles, security };
+const ROUTES = { services, traces, trace, logs, metrics, profiles, security, anomalies };
 
 const viewEl = document.getElementById('view');
 let current = null; // {name, instance, abort}

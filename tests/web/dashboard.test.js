@@ -56,6 +56,12 @@ const CLIENT = hex(8);
 const CHARGE = hex(8);
 const RENDER = hex(8);
 const LOG_BODY = `payment declined for order ${RUN}`;
+// The insights job's series: a queue with a 5-minute surge 10 minutes ago, a host CPU that rose
+// with it, and a deploy of the queue's service just before.
+const QUEUE_SVC = `e2e-queue-${RUN}`;
+const QUEUE = `e2e.queue.depth.${RUN}`;
+const HISTORY = 400; // minutes of history: more than the detector's warm-up
+const SURGE = [388, 393]; // minutes from the start of the history
 const HOSTILE = '<img src=x onerror="window.__xss=1"><b>not bold</b>';
 
 function tracePayload(t0) {
@@ -140,6 +146,47 @@ function metricPayload(t0) {
   };
 }
 
+/** Deterministic noise in [-0.5, 0.5), so the history is the same on every run. */
+function noise(i) {
+  const x = Math.sin(i * 12.9898) * 43758.5453;
+  return x - Math.floor(x) - 0.5;
+}
+
+function gauge(service, name, unit, points) {
+  return {
+    resourceMetrics: [{
+      resource: { attributes: [str('service.name', service)] },
+      scopeMetrics: [{
+        scope: { name: 'e2e.meter' },
+        metrics: [{ name, unit, gauge: { dataPoints: points.map(([t, v]) => ({ timeUnixNano: nanos(t), asDouble: v })) } }],
+      }],
+    }],
+  };
+}
+
+function insightPayloads(start) {
+  const surging = (i) => i >= SURGE[0] && i < SURGE[1];
+  const minutes = [...Array(HISTORY).keys()];
+  const queue = minutes.map((i) => [start + i * 60_000, 50 + 5 * Math.sin(i / 20) + noise(i) + (surging(i) ? 60 : 0)]);
+  const cpu = minutes.map((i) => [start + i * 60_000, 0.3 + 0.02 * noise(i + 7) + (surging(i) ? 0.6 : 0)]);
+  const spans = (version, atMinute) => ({
+    resourceSpans: [{
+      resource: { attributes: [str('service.name', QUEUE_SVC), str('service.version', version)] },
+      scopeSpans: [{
+        scope: { name: 'e2e' },
+        spans: [0, 1, 2].map((k) => {
+          const t = start + atMinute * 60_000 + k * 1000;
+          return { traceId: hex(16), spanId: hex(8), name: 'POST /enqueue', kind: 2, startTimeUnixNano: nanos(t), endTimeUnixNano: nanos(t + 5) };
+        }),
+      }],
+    }],
+  });
+  return {
+    metrics: [gauge(QUEUE_SVC, QUEUE, '{item}', queue), gauge(QUEUE_SVC, 'system.cpu.utilization', '1', cpu)],
+    traces: [spans('1.0', 300), spans('2.0', SURGE[0] - 1)],
+  };
+}
+
 async function post(url, body) {
   const res = await fetch(url, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) });
   const text = await res.text();
@@ -168,7 +215,9 @@ describe('dashboard', { skip, timeout: 240_000 }, () => {
     server = spawn(BIN, ['up', '--data-dir', dataDir,
       '--http-addr', `127.0.0.1:${httpPort}`,
       '--otlp-grpc-addr', `127.0.0.1:${grpcPort}`,
-      '--otlp-http-addr', `127.0.0.1:${otlpHttpPort}`], { stdio: ['ignore', 'pipe', 'pipe'] });
+      '--otlp-http-addr', `127.0.0.1:${otlpHttpPort}`,
+      // The job's first run comes one interval after start, after the history below is sent.
+      '--insight-interval', '5s'], { stdio: ['ignore', 'pipe', 'pipe'] });
     server.stdout.on('data', (d) => { serverLog += d; });
     server.stderr.on('data', (d) => { serverLog += d; });
     server.on('exit', (code, signal) => { serverExit = { code, signal }; });
@@ -192,6 +241,9 @@ describe('dashboard', { skip, timeout: 240_000 }, () => {
     await post(`${otlp}/v1/traces`, tracePayload(t0));
     await post(`${otlp}/v1/logs`, logPayload(t0));
     await post(`${otlp}/v1/metrics`, metricPayload(t0));
+    const insight = insightPayloads(t0 - HISTORY * 60_000);
+    for (const m of insight.metrics) await post(`${otlp}/v1/metrics`, m);
+    for (const t of insight.traces) await post(`${otlp}/v1/traces`, t);
 
     browser = await chromium.launch({
       executablePath: CHROMIUM,
@@ -604,6 +656,33 @@ int main(void) { char b[64]; usleep(800000); int fd = open("/etc/shadow", O_RDON
     assert.match(await page.innerText(baseline), /learning until/);
     noProblems();
   });
+  step('lists the injected anomaly and shows its chart and evidence', async () => {
+    await page.goto(`${base}/#/anomalies?service=${QUEUE_SVC}`);
+    // The job runs every 5 s; the first run reads the whole history.
+    await waitWithReload('.anomalies-table tr[data-anomaly]', 40_000);
+    const rows = page.locator('.anomalies-table tr[data-anomaly]', { hasText: QUEUE });
+    assert.ok(await rows.count() >= 1, `no anomaly on ${QUEUE}: ${await page.innerText('.anomalies-table')}`);
+    await shot('anomalies');
+    await rows.first().locator('a').click();
+    await page.waitForFunction(() => /^#\/anomalies\/[0-9a-f]{16}$/.test(location.hash));
+    await page.waitForSelector('.page-anomalies .chart-wrap .uplot canvas');
+    assert.match(await page.innerText('.anomaly-summary'), new RegExp(QUEUE.replace(/\./g, '\\.')));
+    await page.waitForSelector('.evidence-list li');
+    const kinds = await page.locator('.evidence-list li').evaluateAll((els) => els.map((e) => e.dataset.kind));
+    const text = await page.innerText('.evidence-list');
+    assert.ok(kinds.includes('deploy'), `no deploy among the evidence: ${text}`);
+    assert.match(text, /deployed 2\.0 \(was 1\.0\)/);
+    assert.ok(kinds.includes('resource'), `the CPU that rose with it is not among the evidence: ${text}`);
+    assert.match(text, /system\.cpu\.utilization/);
+    await shot('anomaly-detail');
+    // The metric explorer marks it and overlays a forecast with its band.
+    await page.goto(`${base}/#/metrics?name=${encodeURIComponent(QUEUE)}&service=${QUEUE_SVC}&forecast=1`);
+    await page.waitForSelector('.chart-wrap .uplot canvas');
+    await page.waitForFunction(() => /forecast high/.test(document.querySelector('.chart-wrap .u-legend')?.textContent || ''));
+    assert.match(await page.innerText('.chart-summary'), /\d+ anomal/);
+    await shot('metrics-forecast');
+    noProblems();
+  }, { independent: true });
 
   step('shows the API error message for an unknown trace', async () => {
     await page.goto(`${base}/#/trace/${'0'.repeat(32)}`);

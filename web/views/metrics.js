@@ -5,6 +5,7 @@ import { timeWindow, rangeLabel } from '../state.js';
 import { hashFor } from '../route.js';
 import { fmtNumber, fmtCount, SERIES_COLORS } from '../format.js';
 import uPlot from '../vendor/uplot/uPlot.esm.js';
+import { anomalyMarks } from './anomalies.js';
 
 const MAX_SERIES = 50;
 const TYPE_LABEL = { gauge: 'gauge', sum: 'sum', histogram: 'histogram', exponential_histogram: 'exp histogram', summary: 'summary' };
@@ -67,6 +68,10 @@ export default function mount(root, { params }, ctx) {
   let asRate = params.get('rate') !== '0';
   let lastRes = null;
   let lastWin = null;
+  // Anomalies of the shown series (marked on the chart) and the forecast overlay.
+  let showForecast = params.get('forecast') === '1';
+  let lastMarks = [];
+  let lastForecast = null;
   const listSlot = requestSlot(ctx.signal);
   const pointSlot = requestSlot(ctx.signal);
 
@@ -153,7 +158,10 @@ export default function mount(root, { params }, ctx) {
     if (!chart) replace(status, loading('loading points…'));
     try {
       const win = timeWindow();
-      const res = await get('metrics/points', { name, service, ...win }, { signal: pointSlot.next() });
+      const signal = pointSlot.next();
+      const res = await get('metrics/points', { name, service, ...win }, { signal });
+      lastMarks = await loadMarks(win, signal);
+      lastForecast = showForecast ? await loadForecast(res, win, signal) : null;
       lastRes = res;
       lastWin = win;
       draw(res, win);
@@ -161,6 +169,33 @@ export default function mount(root, { params }, ctx) {
       if (isAbort(e)) return;
       destroyChart();
       replace(status, errorNotice(e));
+    }
+  }
+
+  /** Anomalies found on this metric in the window; the chart is still drawn when this fails. */
+  async function loadMarks(win, signal) {
+    try {
+      const r = await get('anomalies', { metric: name, service, ...win, limit: 500 }, { signal });
+      return r.anomalies || [];
+    } catch (e) {
+      if (isAbort(e)) throw e;
+      return [];
+    }
+  }
+
+  /** Holt-Winters forecast of the one shown series, a quarter of the window ahead. */
+  async function loadForecast(res, win, signal) {
+    const shown = (res.series || []).filter((s) => (s.points || []).length);
+    if (res.type === 'sum' && asRate) return { note: 'no forecast of a rate; untick per-second rate' };
+    if (shown.length !== 1) return { note: `forecast needs one series (${shown.length} shown): pick a service` };
+    try {
+      return await get('forecast', {
+        metric: name, series: shown[0].series_id, start: win.start, end: win.end,
+        horizon: Math.max(60_000, Math.round((win.end - win.start) / 4)),
+      }, { signal });
+    } catch (e) {
+      if (isAbort(e)) throw e;
+      return { note: `no forecast: ${e.message.replace(/^\d+: /, '')}` };
     }
   }
 
@@ -198,15 +233,38 @@ export default function mount(root, { params }, ctx) {
         }),
         ' per-second rate')
       : null;
+    const ids = new Set(series.map((s) => s.series_id));
+    const marks = lastMarks.filter((m) => ids.has(m.series_id));
+    const fc = lastForecast?.forecast && series.length === 1 ? lastForecast : null;
+    const forecastToggle = h('label', { class: 'toggle' },
+      h('input', {
+        type: 'checkbox', name: 'forecast', checked: showForecast,
+        onchange: (ev) => {
+          showForecast = ev.target.checked;
+          history.replaceState(null, '', hashFor('metrics', { name, service, rate: asRate ? '' : '0', forecast: showForecast ? '1' : '' }));
+          loadPoints();
+        },
+      }),
+      ' forecast');
     replace(status, h('div', { class: 'results-summary chart-summary' },
       h('span', null, `${fmtCount(total)} series · ${fmtCount(points)} points · ${rangeLabel()}`,
-        total > MAX_SERIES ? h('span', { class: 'warn' }, ` · showing the first ${MAX_SERIES}; filter by service to see the rest`) : null),
+        total > MAX_SERIES ? h('span', { class: 'warn' }, ` · showing the first ${MAX_SERIES}; filter by service to see the rest`) : null,
+        marks.length ? h('a', { class: 'anomaly-count', href: hashFor('anomalies', { service }) }, ` · ${marks.length} ${marks.length === 1 ? 'anomaly' : 'anomalies'}`) : null,
+        showForecast && lastForecast?.note ? h('span', { class: 'muted forecast-note' }, lastForecast.note) : null,
+        fc ? h('span', { class: 'muted forecast-note' }, `forecast: Holt-Winters, ${Math.round(100 * fc.level)} % band`) : null),
       h('span', { class: 'spacer' }),
+      forecastToggle,
       rateToggle));
+    if (fc) {
+      const f = fc.forecast;
+      const at = (arr) => ({ points: f.t.map((t, i) => ({ t, value: arr[i] })) });
+      series = [...series, at(f.mean), at(f.lower), at(f.upper)];
+    }
     const withService = !service && new Set(series.map((s) => s.service)).size > 1;
     const unit = rate ? `${res.unit && res.unit !== '1' ? res.unit : ''}/s` : (res.unit || '');
     const fmtVal = (v) => (v === null || v === undefined ? '–' : `${fmtNumber(v)}${unit ? ' ' + unit : ''}`);
     const data = align(series);
+    const shownCount = fc ? series.length - 3 : series.length;
     const opts = {
       width: Math.max(300, chartWrap.clientWidth || 800),
       height: 340,
@@ -220,7 +278,7 @@ export default function mount(root, { params }, ctx) {
       ],
       series: [
         { label: 'time' },
-        ...series.map((s, i) => ({
+        ...series.slice(0, shownCount).map((s, i) => ({
           label: seriesLabel(s, withService),
           stroke: SERIES_COLORS[i % SERIES_COLORS.length],
           width: 1.5,
@@ -228,7 +286,14 @@ export default function mount(root, { params }, ctx) {
           points: { show: data[0].length < 60, size: 4 },
           value: (u, v) => fmtVal(v),
         })),
+        ...(fc ? [
+          { label: 'forecast', stroke: '#7c3aed', width: 1.5, dash: [6, 4], spanGaps: true, points: { show: false }, value: (u, v) => fmtVal(v) },
+          { label: `forecast low (${Math.round(100 * fc.level)} %)`, stroke: 'rgba(124, 58, 237, 0.35)', width: 1, spanGaps: true, points: { show: false }, value: (u, v) => fmtVal(v) },
+          { label: `forecast high (${Math.round(100 * fc.level)} %)`, stroke: 'rgba(124, 58, 237, 0.35)', width: 1, spanGaps: true, points: { show: false }, value: (u, v) => fmtVal(v) },
+        ] : []),
       ],
+      bands: fc ? [{ series: [shownCount + 3, shownCount + 2], fill: 'rgba(124, 58, 237, 0.10)' }] : [],
+      plugins: [anomalyMarks(marks)],
     };
     chart = new uPlot(opts, data, chartWrap);
     resizeObs = new ResizeObserver(() => {

@@ -122,6 +122,7 @@ export default function mount(root, { params }, ctx) {
         h('a', { href: hashFor('traces', { service: s.service, status: 'error' }), title: 'error traces' }, 'errors'),
         h('a', { href: hashFor('logs', { service: s.service }), title: 'logs of this service' }, 'logs'),
         h('a', { href: hashFor('security', { tab: 'events', service: s.service }), title: 'security events of this service' }, 'security'),
+        h('a', { href: hashFor('anomalies', { service: s.service }), title: 'anomalies on this service\'s rate, errors, latency and metrics' }, 'anomalies'),
         alertsBy.has(s.service)
           ? h('a', { class: `sev sec-sev sec-sev-${alertsBy.get(s.service).severity} service-alerts`, href: hashFor('security', { service: s.service }), title: 'security alerts of this service' },
             `${fmtCount(alertsBy.get(s.service).count)} alert${alertsBy.get(s.service).count === 1 ? '' : 's'}`)

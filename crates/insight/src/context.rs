@@ -13,16 +13,19 @@ pub const MAX_CONTEXT: usize = 8;
 const WAYS: usize = 4;
 const BUCKETS: usize = 256;
 
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub struct ContextNovelty {
     levels: u8,
     length: usize,
+    #[serde(with = "crate::state::float")]
     low: f64,
+    #[serde(with = "crate::state::float")]
     high: f64,
     /// The newest levels, newest first; `filled` of them are valid.
     recent: [u8; MAX_CONTEXT],
     filled: usize,
     /// Fingerprints of sub-patterns seen, most recently seen first in each bucket; 0 is empty.
+    #[serde(with = "crate::state::array")]
     table: [[u32; WAYS]; BUCKETS],
 }
 

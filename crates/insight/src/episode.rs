@@ -3,7 +3,7 @@
 
 use crate::Observation;
 
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Episode {
     pub start_ms: i64,
     /// The last anomalous point.
@@ -21,11 +21,15 @@ pub struct Episode {
 
 /// Opens an episode when a score reaches `open_score`, and closes it after `quiet_points`
 /// consecutive points below `close_score`.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub struct EpisodeTracker {
     open_score: f64,
     close_score: f64,
     quiet_points: u32,
+    /// Also keep an episode open while values stay outside the band the model expected, even
+    /// when the detector's scores have dropped (it mutes itself after an alarm).
+    #[serde(default)]
+    while_outside_band: bool,
     open: Option<Episode>,
     quiet: u32,
 }
@@ -36,9 +40,16 @@ impl EpisodeTracker {
             open_score,
             close_score: close_score.min(open_score),
             quiet_points,
+            while_outside_band: false,
             open: None,
             quiet: 0,
         }
+    }
+
+    /// Keeps an open episode going while values stay outside the expected band.
+    pub fn while_outside_band(mut self) -> Self {
+        self.while_outside_band = true;
+        self
     }
 
     /// The episode in progress, if any.
@@ -67,7 +78,9 @@ impl EpisodeTracker {
                 None
             }
             Some(episode) => {
-                if score >= self.close_score {
+                let outside = self.while_outside_band
+                    && (value < observation.expected_low || value > observation.expected_high);
+                if score >= self.close_score || outside {
                     self.quiet = 0;
                     episode.end_ms = ts_ms;
                     episode.points += 1;
@@ -112,6 +125,30 @@ mod tests {
             expected_low: 9.0,
             expected_high: 11.0,
         }
+    }
+
+    #[test]
+    fn with_the_band_option_an_episode_lasts_while_values_are_outside_it() {
+        let mut t = EpisodeTracker::new(0.5, 0.2, 2).while_outside_band();
+        // Scores fall at once (a muted detector) but values stay above the band until point 4.
+        let points = [
+            (10.0, 0.0),
+            (30.0, 0.9),
+            (30.0, 0.0),
+            (30.0, 0.0),
+            (10.0, 0.0),
+            (10.0, 0.0),
+        ];
+        let closed: Vec<Episode> = points
+            .iter()
+            .enumerate()
+            .filter_map(|(i, &(v, s))| t.push(i as i64, v, &obs(s)))
+            .collect();
+        assert_eq!(closed.len(), 1);
+        assert_eq!(
+            (closed[0].start_ms, closed[0].end_ms, closed[0].points),
+            (1, 3, 3)
+        );
     }
 
     #[test]

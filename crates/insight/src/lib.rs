@@ -9,6 +9,7 @@ pub mod backtest;
 mod context;
 mod detector;
 mod episode;
+pub mod evidence;
 pub mod forecast;
 mod likelihood;
 mod moments;
@@ -17,6 +18,7 @@ mod normal;
 mod profile;
 pub mod saturation;
 mod seasonal;
+mod state;
 pub mod usl;
 
 pub use detector::{Detector, Observation};

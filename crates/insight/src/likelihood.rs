@@ -11,7 +11,7 @@
 /// The running tail of one surprise signal. Its sums decay, so it forgets: a series whose
 /// surprises grow or shrink gets a tail that follows them, while a prior worth a fixed number of
 /// observations keeps the estimates sane when exceedances are rare.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, serde::Serialize, serde::Deserialize)]
 pub struct ExceedanceTail {
     threshold: f64,
     /// Decayed count of surprises, of those above the threshold, and of their excess.
@@ -100,7 +100,7 @@ pub fn normal_tail_evidence(z: f64) -> f64 {
 /// compared with the long-run distribution (a Gaussian) of that same mean; the evidence is
 /// `−ln Q(z)`, so a raw score that is always high (a noisy series) brings none, and one that rises
 /// above its usual level for several points brings a lot.
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Copy, Debug, Default, serde::Serialize, serde::Deserialize)]
 pub struct ScoreLikelihood {
     short: f64,
     long_mean: f64,

@@ -2,7 +2,7 @@
 
 /// Exponentially weighted mean and variance whose learning rate starts at `1/n` (a plain average)
 /// and settles at `floor`, so early estimates are not dominated by the first point.
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Copy, Debug, Default, serde::Serialize, serde::Deserialize)]
 pub struct RunningMoments {
     pub mean: f64,
     pub variance: f64,

@@ -3,12 +3,14 @@
 
 /// `BINS` equal slices of `period_ms`, read with linear interpolation between bin centres so a
 /// coarse profile still follows a smooth daily curve.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub struct SeasonalProfile<const BINS: usize> {
     period_ms: i64,
     /// The typical deviation from the local level in each bin.
+    #[serde(with = "crate::state::array")]
     deviation: [f64; BINS],
     /// How many updates each bin has seen (saturating), for its learning rate.
+    #[serde(with = "crate::state::array")]
     updates: [u16; BINS],
     first_ts_ms: Option<i64>,
 }

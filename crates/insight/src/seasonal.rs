@@ -24,7 +24,7 @@ const MODES: usize = 3;
 const FORECASTERS: usize = LEVEL_RATES.len() * MODES;
 
 /// Settings shared by every series; chosen once, never per series.
-#[derive(Clone, Copy, Debug, PartialEq)]
+#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Settings {
     /// Points scored 0 while the detector learns.
     pub warmup_points: u32,
@@ -108,13 +108,14 @@ impl Default for Settings {
 }
 
 /// One member of the forecaster bank: a level on the deseasonalised series.
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Copy, Debug, Default, serde::Serialize, serde::Deserialize)]
 struct Forecaster {
     level: f64,
     mean_abs_error: f64,
 }
 
-#[derive(Clone, Debug)]
+/// Serializable so a long-running process can checkpoint it and resume after a restart.
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub struct SeasonalDetector {
     settings: Settings,
     points: u32,
@@ -132,7 +133,9 @@ pub struct SeasonalDetector {
     /// Per seasonal mode, the recent mean of the slow forecaster's signed errors.
     drift_mean: [f64; MODES],
     long_moments: RunningMoments,
+    #[serde(with = "crate::state::float")]
     min_seen: f64,
+    #[serde(with = "crate::state::float")]
     max_seen: f64,
     muted_for: u32,
     context: ContextNovelty,

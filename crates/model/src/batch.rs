@@ -57,6 +57,8 @@ pub enum Batch {
     Profiles(ProfileBatch),
     /// This host's security events and the alerts raised from them.
     Security(crate::security::SecurityBatch),
+    /// Anomalies found by `oxeye up`'s insights job on stored series.
+    Anomalies(Vec<crate::anomaly::AnomalyRecord>),
 }
 
 impl Batch {
@@ -67,6 +69,7 @@ impl Batch {
             Batch::Logs(_) => "logs",
             Batch::Profiles(_) => "profiles",
             Batch::Security(_) => "security",
+            Batch::Anomalies(_) => "anomalies",
         }
     }
 
@@ -82,6 +85,7 @@ impl Batch {
             Batch::Logs(g) => g.iter().map(|g| g.items.len()).sum(),
             Batch::Profiles(p) => p.samples.len(),
             Batch::Security(s) => s.events.len() + s.alerts.len(),
+            Batch::Anomalies(a) => a.len(),
         }
     }
 
@@ -96,7 +100,7 @@ impl Batch {
             Batch::Metrics(g) => g.iter_mut().map(|g| &mut g.resource).collect(),
             Batch::Logs(g) => g.iter_mut().map(|g| &mut g.resource).collect(),
             // Profiles are taken on this host: each sample names its process, no resource.
-            Batch::Profiles(_) | Batch::Security(_) => Vec::new(),
+            Batch::Profiles(_) | Batch::Security(_) | Batch::Anomalies(_) => Vec::new(),
         }
     }
 }

@@ -5,6 +5,7 @@
 //! Attribute values are kept as strings, as the store's ClickHouse-compatible schema keeps them;
 //! the OTLP type survives in the text form (ints and doubles in decimal, arrays and maps as JSON).
 
+pub mod anomaly;
 mod attrs;
 mod batch;
 mod ids;

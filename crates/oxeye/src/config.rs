@@ -29,6 +29,8 @@ pub struct Settings {
     pub profile_hz: u32,
     pub off_cpu: crate::profiler::OffCpuMode,
     pub security: crate::security::SecuritySettings,
+    /// How often the insights job scores new points; zero turns it off.
+    pub insight_interval: Duration,
 }
 
 impl Default for Settings {
@@ -49,6 +51,7 @@ impl Default for Settings {
             profile_hz: 19,
             off_cpu: crate::profiler::OffCpuMode::Traced,
             security: crate::security::SecuritySettings::default(),
+            insight_interval: Duration::from_secs(30),
         }
     }
 }
@@ -245,6 +248,7 @@ pub fn apply_file(text: &str, s: &mut Settings) -> Result<(), Vec<String>> {
             "pipelines",
             "server",
             "security",
+            "insights",
         ],
         &mut p,
     )
@@ -386,6 +390,13 @@ pub fn apply_file(text: &str, s: &mut Settings) -> Result<(), Vec<String>> {
                 for (k, v) in mapping(val, "server", &["endpoint"], &mut p).unwrap_or_default() {
                     if let Some(a) = with(v, &join("server", &k), &mut p, parse_addr) {
                         s.http_addr = a;
+                    }
+                }
+            }
+            "insights" => {
+                for (k, v) in mapping(val, "insights", &["interval"], &mut p).unwrap_or_default() {
+                    if let Some(d) = with(v, &join("insights", &k), &mut p, parse_duration) {
+                        s.insight_interval = d;
                     }
                 }
             }

@@ -2,6 +2,7 @@
 
 mod config;
 mod doctor;
+mod insights;
 mod profiler;
 mod query;
 mod security;
@@ -95,11 +96,16 @@ pub struct UpArgs {
     /// by rules and learned baselines; needs root): `on` or `off` [default: on].
     #[arg(long, env = "OXEYE_SECURITY")]
     pub security: Option<String>,
+    /// How often anomaly detection scores the points stored since its last run, for every
+    /// metric series and every service's rate, error ratio and p99 latency; 0 turns it off
+    /// [default: 30s].
+    #[arg(long, env = "OXEYE_INSIGHT_INTERVAL")]
+    pub insight_interval: Option<String>,
 }
 
 #[derive(Args)]
 pub struct QueryArgs {
-    /// The SQL (tables: otel_traces, otel_logs, otel_metrics_gauge, _sum, _histogram, _exponential_histogram, _summary, profile_samples, profile_stacks, security_events, alerts).
+    /// The SQL (tables: otel_traces, otel_logs, otel_metrics_gauge, _sum, _histogram, _exponential_histogram, _summary, profile_samples, profile_stacks, security_events, alerts, anomalies).
     pub sql: String,
     #[arg(long, env = "OXEYE_DATA_DIR", default_value = "data")]
     pub data_dir: PathBuf,

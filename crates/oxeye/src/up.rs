@@ -120,6 +120,12 @@ pub fn resolve(a: &UpArgs) -> anyhow::Result<Settings> {
             crate::security::parse_switch(v).map(|on| s.security.enabled = on),
         );
     }
+    if let Some(v) = &a.insight_interval {
+        flag(
+            "insight-interval",
+            config::parse_duration(v).map(|x| s.insight_interval = x),
+        );
+    }
     if !problems.is_empty() {
         bail!(problems.join("\n"));
     }
@@ -293,6 +299,7 @@ async fn serve(s: Settings) -> anyhow::Result<()> {
         max_body_bytes: s.max_body_bytes,
     };
     let (stop_tx, stop_rx) = watch::channel(false);
+    let stop_rx_insights = stop_rx.clone();
     let stopped = move || {
         let mut rx = stop_rx.clone();
         async move {
@@ -368,6 +375,25 @@ async fn serve(s: Settings) -> anyhow::Result<()> {
             }
         }
     };
+    let insights_line = if s.insight_interval.is_zero() {
+        "off (--insight-interval 0)".to_string()
+    } else {
+        let config = crate::insights::InsightsConfig {
+            interval: s.insight_interval,
+            ..Default::default()
+        };
+        let job = crate::insights::InsightsJob::open(store.clone(), config, &data_dir);
+        let followed = job.series();
+        let stop = stop_rx_insights.clone();
+        tasks.spawn(async move {
+            crate::insights::run(job, stop).await;
+            Ok(())
+        });
+        format!(
+            "anomaly detection every {:?} ({followed} series resumed)",
+            s.insight_interval
+        )
+    };
     let retention = match (s.retention_age, s.retention_bytes) {
         (Some(a), Some(b)) => format!("{}d or {} MiB", a.as_secs() / 86400, b >> 20),
         (Some(a), None) => format!("{:.1}d", a.as_secs_f64() / 86400.0),
@@ -375,7 +401,7 @@ async fn serve(s: Settings) -> anyhow::Result<()> {
         (None, None) => "forever".into(),
     };
     println!(
-        "oxeye is up ({} ms)\n  dashboard   http://{http_addr}/\n  OTLP gRPC   {grpc_line}\n  OTLP HTTP   {http_line}\n  data        {}  (retention {retention})\n  API token   {token}  (in {}, mode 0600)\n  receivers   {}\n  profiler    {profiler_line}\n  security    {security_line}",
+        "oxeye is up ({} ms)\n  dashboard   http://{http_addr}/\n  OTLP gRPC   {grpc_line}\n  OTLP HTTP   {http_line}\n  data        {}  (retention {retention})\n  API token   {token}  (in {}, mode 0600)\n  receivers   {}\n  profiler    {profiler_line}\n  security    {security_line}\n  insights    {insights_line}",
         started.elapsed().as_millis(),
         data_dir.display(),
         token_path.display(),

@@ -85,7 +85,7 @@ pub(crate) fn range(p: &[(String, String)]) -> Result<TimeRange, ApiError> {
     })
 }
 
-fn attr_filters(p: &[(String, String)]) -> Result<Vec<(String, String)>, ApiError> {
+pub(crate) fn attr_filters(p: &[(String, String)]) -> Result<Vec<(String, String)>, ApiError> {
     p.iter()
         .filter(|(k, v)| k == "attr" && !v.is_empty())
         .map(|(_, v)| {
@@ -341,6 +341,11 @@ pub fn router(state: ServerState) -> Router {
             "/security/baselines/{*rest}",
             post(crate::security::baseline_action),
         )
+        .route("/anomalies", get(crate::insights::list))
+        .route("/anomalies/{id}", get(crate::insights::detail))
+        .route("/anomalies/{id}/evidence", get(crate::insights::evidence))
+        .route("/forecast", get(crate::insights::forecast_series))
+        .route("/saturation", get(crate::insights::saturation))
         .route("/query", post(query))
         .route("/admin/flush", post(flush))
         .route("/openapi.json", get(openapi))

@@ -4,6 +4,7 @@
 mod api;
 mod api_tests;
 mod assets;
+mod insights;
 mod profiles;
 mod security;
 mod security_tests;

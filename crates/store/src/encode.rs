@@ -83,6 +83,7 @@ pub fn encode(batch: &Batch) -> Result<Vec<(Table, RecordBatch)>, ArrowError> {
         Batch::Metrics(g) => metrics(g),
         Batch::Profiles(p) => profiles(p),
         Batch::Security(s) => crate::security::encode(s),
+        Batch::Anomalies(a) => Ok(vec![(Table::Anomalies, crate::insights::encode(a)?)]),
     }
 }
 

@@ -161,6 +161,8 @@ pub struct MetricInfo {
 
 #[derive(Debug, Serialize)]
 pub struct Series {
+    /// See [`crate::insights::series_id`]; anomalies and forecasts name series by it.
+    pub series_id: String,
     pub service: String,
     pub attributes: Map<String, Value>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -627,7 +629,13 @@ impl Store {
             let attrs = map(&o, "Attributes");
             let key = format!("{svc}\u{0}{}", Value::Object(attrs.clone()));
             let i = *index.entry(key).or_insert_with(|| {
+                let pairs = crate::insights::attr_pairs(&attrs);
                 series.push(Series {
+                    series_id: crate::insights::series_id(
+                        name,
+                        &svc,
+                        pairs.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+                    ),
                     service: svc,
                     attributes: attrs,
                     points: Vec::new(),

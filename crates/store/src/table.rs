@@ -19,10 +19,11 @@ pub enum Table {
     ProfileStacks,
     SecurityEvents,
     Alerts,
+    Anomalies,
 }
 
 impl Table {
-    pub const ALL: [Table; 11] = [
+    pub const ALL: [Table; 12] = [
         Table::Traces,
         Table::Logs,
         Table::MetricsGauge,
@@ -34,6 +35,7 @@ impl Table {
         Table::ProfileStacks,
         Table::SecurityEvents,
         Table::Alerts,
+        Table::Anomalies,
     ];
 
     pub fn name(self) -> &'static str {
@@ -49,6 +51,7 @@ impl Table {
             Table::ProfileStacks => "profile_stacks",
             Table::SecurityEvents => "security_events",
             Table::Alerts => "alerts",
+            Table::Anomalies => "anomalies",
         }
     }
 
@@ -73,7 +76,8 @@ impl Table {
             | Table::ProfileSamples
             | Table::ProfileStacks
             | Table::SecurityEvents
-            | Table::Alerts => "Timestamp",
+            | Table::Alerts
+            | Table::Anomalies => "Timestamp",
             _ => "TimeUnix",
         }
     }
@@ -254,6 +258,26 @@ fn build_schema(t: Table) -> Schema {
             Field::new("LastTimestamp", ts_type(), false),
             s("Evidence"),
             s("Status"),
+        ],
+        // One row per version of an anomaly (see `insights.rs`); readers keep the latest per Id.
+        Table::Anomalies => vec![
+            Field::new("Timestamp", ts_type(), false),
+            s("Id"),
+            Field::new("UpdatedAt", ts_type(), false),
+            Field::new("EndTime", ts_type(), false),
+            Field::new("PeakTime", ts_type(), false),
+            Field::new("Open", Boolean, false),
+            s("ServiceName"),
+            s("MetricName"),
+            s("SeriesId"),
+            m("Attributes"),
+            s("Source"),
+            Field::new("PeakValue", Float64, false),
+            Field::new("ExpectedLow", Float64, false),
+            Field::new("ExpectedHigh", Float64, false),
+            Field::new("Score", Float64, false),
+            s("Severity"),
+            Field::new("Points", UInt32, false),
         ],
         Table::Traces => vec![
             Field::new("Timestamp", ts_type(), false),

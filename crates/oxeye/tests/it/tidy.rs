@@ -52,7 +52,10 @@ fn allowed() -> BTreeMap<&'static str, &'static [&'static str]> {
         ("store", &["model"][..]),
         ("pipeline", &["model"][..]),
         ("ingest", &["model", "pipeline"][..]),
-        ("server", &["model", "store", "pipeline", "profile"][..]),
+        (
+            "server",
+            &["model", "store", "pipeline", "profile", "insight"][..],
+        ),
         ("lab", &[][..]),
         ("ebpf", &[][..]),
         ("profile", &["model"][..]),

@@ -1,0 +1,263 @@
+//! The insights job against a real store: injected anomalies are found and stored, clean series
+//! give none, RED series come from spans, and a restart resumes from the checkpoint.
+#![cfg(test)]
+
+use std::sync::Arc;
+
+use model::{
+    Batch, Group, Metric, MetricPoint, PointValue, Resource, Scope, Span, SpanId, SpanKind,
+    StatusCode, TraceId,
+};
+use store::insights::AnomalyFilter;
+use store::{Store, StoreConfig};
+
+use super::*;
+
+const STEP: i64 = 5 * MINUTE_MS;
+const DAY: i64 = 24 * HOUR_MS;
+const T0: i64 = 1_790_000_000_000 - 1_790_000_000_000 % DAY;
+
+/// Deterministic standard-normal noise (xorshift + Box–Muller).
+struct Noise(u64);
+
+impl Noise {
+    fn uniform(&mut self) -> f64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        ((self.0 >> 11) as f64 + 0.5) / (1u64 << 53) as f64
+    }
+    fn normal(&mut self) -> f64 {
+        let (u, v) = (self.uniform(), self.uniform());
+        (-2.0 * u.ln()).sqrt() * (std::f64::consts::TAU * v).cos()
+    }
+}
+
+/// `days` of 5-minute points: level 100, a daily cycle of amplitude 10, unit noise.
+fn seasonal(seed: u64, days: i64) -> Vec<(i64, f64)> {
+    let mut noise = Noise(seed);
+    (0..days * DAY / STEP)
+        .map(|i| {
+            let t = T0 + i * STEP;
+            let phase = (t % DAY) as f64 / DAY as f64 * std::f64::consts::TAU;
+            (t, 100.0 + 10.0 * phase.sin() + noise.normal())
+        })
+        .collect()
+}
+
+fn resource(service: &str) -> Arc<Resource> {
+    Arc::new(Resource {
+        attributes: vec![("service.name".into(), service.into())],
+        schema_url: String::new(),
+    })
+}
+
+fn gauge(service: &str, name: &str, points: &[(i64, f64)]) -> Batch {
+    Batch::Metrics(vec![Group {
+        resource: resource(service),
+        scope: Arc::new(Scope::default()),
+        items: vec![Metric {
+            name: name.into(),
+            description: String::new(),
+            unit: "1".into(),
+            points: points
+                .iter()
+                .map(|&(t, v)| MetricPoint {
+                    attributes: vec![("queue".into(), "orders".into())],
+                    start_time_unix_nano: 0,
+                    time_unix_nano: t as u64 * 1_000_000,
+                    flags: 0,
+                    value: PointValue::Gauge(v),
+                })
+                .collect(),
+        }],
+    }])
+}
+
+/// The test data is dated in the past: no retention, or a flush would drop it.
+fn open_store(dir: &std::path::Path) -> Store {
+    let config = StoreConfig {
+        retention_age: None,
+        ..StoreConfig::default()
+    };
+    Store::open(dir, config).expect("store opens")
+}
+
+fn config(backfill_ms: i64) -> InsightsConfig {
+    InsightsConfig {
+        backfill_ms,
+        checkpoint_every: 1,
+        ..InsightsConfig::default()
+    }
+}
+
+async fn anomalies(store: &Store, service: &str) -> Vec<store::insights::Anomaly> {
+    store
+        .anomalies(&AnomalyFilter {
+            service: Some(service.into()),
+            ..AnomalyFilter::default()
+        })
+        .await
+        .expect("anomalies read")
+}
+
+#[tokio::test]
+async fn a_spike_and_a_level_shift_are_found_and_a_clean_series_gives_none() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open_store(dir.path());
+    let days = 8;
+    let onset = T0 + 7 * DAY + 7 * HOUR_MS;
+    let mut spike = seasonal(1, days);
+    let i = ((onset - T0) / STEP) as usize;
+    spike[i].1 += 25.0;
+    let mut shift = seasonal(2, days);
+    for p in &mut shift[i..] {
+        p.1 -= 15.0;
+    }
+    for (svc, series) in [
+        ("spiky", &spike),
+        ("shifty", &shift),
+        ("clean", &seasonal(3, days)),
+    ] {
+        store
+            .write(&gauge(svc, "queue.depth", series))
+            .await
+            .expect("write");
+    }
+    let now = T0 + days * DAY;
+    let mut job = InsightsJob::open(store.clone(), config(days * DAY + HOUR_MS), dir.path());
+    let stats = job.run_once(now).await.expect("run");
+    assert_eq!(stats.points, 3 * spike.len() as u64);
+
+    let found = anomalies(&store, "spiky").await;
+    assert!(
+        found
+            .iter()
+            .any(|a| a.start_ms <= onset && onset <= a.end_ms && a.metric == "queue.depth"),
+        "spike at {onset} not found: {found:?}"
+    );
+    let a = found
+        .iter()
+        .find(|a| a.start_ms <= onset && onset <= a.end_ms)
+        .expect("the spike's anomaly");
+    assert_eq!(a.peak_ms, onset);
+    assert!(a.peak_value > a.expected_high, "{a:?}");
+    assert_eq!(a.attributes["queue"], "orders");
+    assert_eq!(a.source, "metric");
+
+    let found = anomalies(&store, "shifty").await;
+    assert!(
+        found
+            .iter()
+            .any(|a| a.start_ms >= onset && a.start_ms <= onset + 12 * STEP),
+        "level shift at {onset} not found: {found:?}"
+    );
+    let clean = anomalies(&store, "clean").await;
+    assert!(clean.is_empty(), "anomalies on a clean series: {clean:?}");
+
+    // The same series, one id: what the explorer and the anomaly agree on.
+    let series = store
+        .metric_points("queue.depth", Some("spiky"), &[], None, false)
+        .await
+        .expect("read")
+        .expect("metric");
+    assert_eq!(series.series[0].series_id, a.series_id);
+    // The table is there for SQL too.
+    let n = store
+        .sql_json("SELECT count(*) AS n FROM anomalies WHERE ServiceName = 'spiky'")
+        .await
+        .expect("sql");
+    assert!(serde_json::to_string(&n).expect("json").contains("\"n\""));
+}
+
+fn span(service_trace: u64, i: u64, start_ms: i64, duration_ms: f64, error: bool) -> Span {
+    let mut trace = [0u8; 16];
+    trace[..8].copy_from_slice(&service_trace.to_be_bytes());
+    trace[8..].copy_from_slice(&i.to_be_bytes());
+    let start = start_ms as u64 * 1_000_000;
+    Span {
+        trace_id: TraceId(trace),
+        span_id: SpanId((i + 1).to_be_bytes()),
+        parent_span_id: None,
+        trace_state: String::new(),
+        name: "GET /".into(),
+        kind: SpanKind::Server,
+        start_unix_nano: start,
+        end_unix_nano: start + (duration_ms * 1e6) as u64,
+        attributes: Vec::new(),
+        events: Vec::new(),
+        links: Vec::new(),
+        status_code: if error {
+            StatusCode::Error
+        } else {
+            StatusCode::Ok
+        },
+        status_message: String::new(),
+    }
+}
+
+#[tokio::test]
+async fn red_latency_anomaly_from_spans_survives_a_restart() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let onset = T0 + 5 * HOUR_MS;
+    let minutes = 6 * 60;
+    {
+        let store = open_store(dir.path());
+        let mut spans = Vec::new();
+        let mut noise = Noise(7);
+        for m in 0..minutes {
+            let at = T0 + m * MINUTE_MS;
+            for k in 0..20 {
+                let slow = at >= onset && at < onset + 10 * MINUTE_MS;
+                let ms = if slow {
+                    400.0
+                } else {
+                    10.0 + 2.0 * noise.uniform()
+                };
+                spans.push(span(1, (m * 20 + k) as u64, at + k * 1000, ms, false));
+            }
+        }
+        store
+            .write(&Batch::Spans(vec![Group {
+                resource: resource("api"),
+                scope: Arc::new(Scope::default()),
+                items: spans,
+            }]))
+            .await
+            .expect("write");
+        // Half the history, then a restart.
+        let mut job = InsightsJob::open(store.clone(), config(7 * HOUR_MS), dir.path());
+        job.run_once(T0 + 3 * HOUR_MS).await.expect("run");
+        assert!(anomalies(&store, "api").await.is_empty());
+        assert_eq!(
+            series_by_metric(&job).get(RED_P99_MS).map(Vec::len),
+            Some(1)
+        );
+        // The checkpoint holds a fixed-size state per series, whatever the history.
+        let bytes = std::fs::metadata(dir.path().join("insights").join("state.json"))
+            .expect("checkpoint written")
+            .len();
+        let per_series = bytes / job.series() as u64;
+        eprintln!("checkpoint: {bytes} bytes for {} series", job.series());
+        assert!(per_series < 64 * 1024, "{per_series} bytes per series");
+        store.close().await;
+    }
+    let store = open_store(dir.path());
+    let mut job = InsightsJob::open(store.clone(), config(7 * HOUR_MS), dir.path());
+    assert_eq!(job.series(), 3, "the checkpoint holds rate, errors and p99");
+    let stats = job.run_once(T0 + minutes * MINUTE_MS).await.expect("run");
+    // Resumed: only the buckets after the first run are read (no re-learning from the start).
+    assert!(
+        stats.points <= 3 * 3 * 60 + 3,
+        "{} points scored after the restart",
+        stats.points
+    );
+    let found = anomalies(&store, "api").await;
+    let p99: Vec<_> = found.iter().filter(|a| a.metric == RED_P99_MS).collect();
+    assert!(
+        p99.iter()
+            .any(|a| a.start_ms >= onset && a.start_ms <= onset + 2 * MINUTE_MS),
+        "no p99 anomaly at {onset}: {found:?}"
+    );
+    assert!(p99.iter().all(|a| a.source == "red"));
+}
