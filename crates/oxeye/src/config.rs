@@ -28,6 +28,12 @@ pub struct Settings {
     /// 0: profiling off.
     pub profile_hz: u32,
     pub off_cpu: crate::profiler::OffCpuMode,
+    pub profile_boost_hz: u32,
+    pub profile_boost_for: Duration,
+    /// Requests per second that count as high traffic whatever the baseline says.
+    pub profile_boost_threshold: Option<f64>,
+    /// Share of the host's CPU (0.01: 1 %).
+    pub profile_budget: f64,
 }
 
 impl Default for Settings {
@@ -47,6 +53,10 @@ impl Default for Settings {
             enrich_process: true,
             profile_hz: 19,
             off_cpu: crate::profiler::OffCpuMode::Traced,
+            profile_boost_hz: 99,
+            profile_boost_for: Duration::from_secs(300),
+            profile_boost_threshold: None,
+            profile_budget: 0.01,
         }
     }
 }

@@ -84,6 +84,7 @@ async fn state(dir: &Path) -> ServerState {
         api_token: Arc::from("t"),
         data_dir: dir.to_path_buf(),
         started: Instant::now(),
+        profiler: crate::ProfilerStatus::default(),
     }
 }
 

@@ -4,6 +4,8 @@
 mod api;
 mod api_tests;
 mod assets;
+mod profile_traffic;
+mod profiler_status;
 mod profiles;
 
 use std::path::PathBuf;
@@ -15,6 +17,8 @@ use pipeline::Pipeline;
 use store::Store;
 use tokio::net::TcpListener;
 
+pub use profiler_status::ProfilerStatus;
+
 #[derive(Clone)]
 pub struct ServerState {
     pub store: Store,
@@ -23,6 +27,8 @@ pub struct ServerState {
     pub api_token: Arc<str>,
     pub data_dir: PathBuf,
     pub started: Instant,
+    /// The profiling agent's own report, for `/api/v1/profiles/status`.
+    pub profiler: ProfilerStatus,
 }
 
 pub fn router(state: ServerState) -> Router {

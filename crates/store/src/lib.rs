@@ -7,6 +7,7 @@
 
 mod encode;
 mod flush;
+pub mod profile_join;
 pub mod profiles;
 pub mod query;
 pub mod read;
