@@ -448,6 +448,18 @@ int main(void) { time_t t = time(0); while (time(0) - t < 4) ${HOT}(2000000); re
     await page.locator('.bottlenecks').scrollIntoViewIfNeeded();
     await shot('bottlenecks');
 
+    // Selecting the function lists the traces whose spans ran it: the burner's span, matched by
+    // its thread, links to its trace.
+    const ran = page.locator('.frame-traces-list tbody tr', { hasText: 'burn cpu' });
+    await ran.waitFor({ timeout: 30_000 });
+    assert.match(await ran.innerText(), /thread/);
+    assert.match(await page.innerText('.frame-traces-head'), new RegExp(HOT));
+    await page.locator('.frame-traces').scrollIntoViewIfNeeded();
+    await shot('frame-traces');
+    await ran.locator('a').click();
+    await page.waitForSelector(`.wf-span[data-span-id="${busy}"]`);
+    assert.match(page.url(), new RegExp(`#/trace/${burnTrace}`));
+
     await page.goto(`${base}/#/trace/${burnTrace}`);
     await page.waitForSelector('.wf-span');
     await page.click(`.wf-span[data-span-id="${busy}"]`);

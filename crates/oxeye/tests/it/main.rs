@@ -1,2 +1,3 @@
+mod boost;
 mod cli;
 mod tidy;
