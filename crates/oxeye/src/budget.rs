@@ -2,7 +2,7 @@
 //! programs) should use at most a share of the host's CPU (default 1 %). When a measurement
 //! interval goes over, the sampling rates step down one level: first the base rate of the quiet
 //! (not boosted) processes, halving down to a quarter of it (19 → 9 → 4 Hz), then the boosted
-//! rate, halving while it stays above the base (99 → 49 → 24 → 12 → 6 Hz). When three intervals
+//! rate, halving while it stays above the base (99 → 49 → 24 → 12 → 6 Hz). When two intervals
 //! in a row used less than half the budget, they step back up one level, boosted rate first.
 //!
 //! Pure: readings come in, rates come out, so the policy is tested with synthetic readings.
@@ -10,7 +10,7 @@
 use serde_json::{Value, json};
 
 /// Intervals in a row under half the budget before a rate goes back up.
-const CALM_INTERVALS: u32 = 3;
+const CALM_INTERVALS: u32 = 2;
 
 /// Cumulative CPU counters at one moment.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -245,18 +245,16 @@ mod tests {
         // Between half the budget and the budget: hold.
         assert_eq!(g.observe(at(50, 1.15, 0.35)), None);
         assert_eq!(g.rates(), rates(4, 49));
-        // Three calm intervals (0.25 %) raise one level, the boosted rate first.
+        // Two calm intervals (0.25 %) raise one level, the boosted rate first.
         assert_eq!(g.observe(at(60, 1.2, 0.35)), None);
-        assert_eq!(g.observe(at(70, 1.25, 0.35)), None);
-        assert_eq!(g.observe(at(80, 1.3, 0.35)), Some(rates(4, 99)));
-        for t in [90, 100] {
-            assert_eq!(g.observe(at(t, 1.3, 0.35)), None);
-        }
-        assert_eq!(g.observe(at(110, 1.3, 0.35)), Some(rates(9, 99)));
-        for t in [120, 130] {
-            assert_eq!(g.observe(at(t, 1.3, 0.35)), None);
-        }
-        assert_eq!(g.observe(at(140, 1.3, 0.35)), Some(rates(19, 99)));
+        assert_eq!(g.observe(at(70, 1.25, 0.35)), Some(rates(4, 99)));
+        assert_eq!(g.observe(at(80, 1.25, 0.35)), None);
+        assert_eq!(g.observe(at(90, 1.25, 0.35)), Some(rates(9, 99)));
+        // A busy interval in between starts the count again.
+        assert_eq!(g.observe(at(100, 1.25, 0.35)), None);
+        assert_eq!(g.observe(at(110, 1.4, 0.35)), None);
+        assert_eq!(g.observe(at(120, 1.4, 0.35)), None);
+        assert_eq!(g.observe(at(130, 1.4, 0.35)), Some(rates(19, 99)));
         assert_eq!(g.status()["state"], "within budget");
         assert_eq!(g.status()["lowered"], false);
     }

@@ -33,8 +33,9 @@ const DRAIN_EVERY: Duration = Duration::from_secs(1);
 const TRACED_FOR: Duration = Duration::from_secs(600);
 /// The kernel's `targets` map holds this many processes; beyond it the most recent win.
 const MAX_FOLLOWED: usize = 1024;
-/// How often oxeye's CPU use is measured against the overhead budget.
-const BUDGET_EVERY: Duration = Duration::from_secs(5);
+/// How often oxeye's CPU use is measured against the overhead budget: long enough that a store
+/// flush or a burst of new processes to symbolize is averaged out rather than acted upon.
+const BUDGET_EVERY: Duration = Duration::from_secs(30);
 /// The label of samples taken at the boosted rate (only high traffic boosts).
 pub const HIGH_TRAFFIC: &str = "high_traffic";
 

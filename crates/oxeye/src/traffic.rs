@@ -256,19 +256,19 @@ impl TrafficMonitor {
         inner.bucket = index;
         // Windows whose time is up close now.
         for traffic in inner.services.values_mut() {
-            if traffic.window.as_ref().is_some_and(|w| now >= w.until) {
-                if let Some(mut w) = traffic.window.take() {
-                    w.end = Some(wall);
-                    tracing::info!(
-                        service = %w.service,
-                        peak_rate = w.peak_rate,
-                        baseline_rate = w.baseline_rate,
-                        "traffic back to normal: profiling at the base rate again"
-                    );
-                    inner.finished.push_back(w);
-                    if inner.finished.len() > RECENT_WINDOWS {
-                        inner.finished.pop_front();
-                    }
+            if traffic.window.as_ref().is_some_and(|w| now >= w.until)
+                && let Some(mut w) = traffic.window.take()
+            {
+                w.end = Some(wall);
+                tracing::info!(
+                    service = %w.service,
+                    peak_rate = w.peak_rate,
+                    baseline_rate = w.baseline_rate,
+                    "traffic back to normal: profiling at the base rate again"
+                );
+                inner.finished.push_back(w);
+                if inner.finished.len() > RECENT_WINDOWS {
+                    inner.finished.pop_front();
                 }
             }
             traffic
