@@ -61,8 +61,9 @@ pub struct BudgetGovernor {
     level: usize,
     last: Option<CpuReading>,
     calm: u32,
-    /// The share used in the last interval.
+    /// The share used in the last interval, and of it the BPF programs' share.
     usage: Option<f64>,
+    bpf_usage: Option<f64>,
     /// How many times the rates were lowered since start.
     lowered: u64,
 }
@@ -77,6 +78,7 @@ impl BudgetGovernor {
             last: None,
             calm: 0,
             usage: None,
+            bpf_usage: None,
             lowered: 0,
         }
     }
@@ -94,8 +96,10 @@ impl BudgetGovernor {
         }
         let used =
             now.own_cpu_ns.saturating_sub(last.own_cpu_ns) + now.bpf_ns.saturating_sub(last.bpf_ns);
-        let usage = used as f64 / (wall as f64 * f64::from(self.cpus));
+        let capacity = wall as f64 * f64::from(self.cpus);
+        let usage = used as f64 / capacity;
         self.usage = Some(usage);
+        self.bpf_usage = Some(now.bpf_ns.saturating_sub(last.bpf_ns) as f64 / capacity);
         if usage > self.share {
             self.calm = 0;
             if self.level + 1 < self.ladder.len() {
@@ -158,6 +162,7 @@ impl BudgetGovernor {
         json!({
             "budget_share": self.share,
             "usage_share": self.usage,
+            "bpf_share": self.bpf_usage,
             "state": self.state(),
             "lowered": self.level > 0,
             "times_lowered": self.lowered,
@@ -232,6 +237,7 @@ mod tests {
             "the first reading is a start"
         );
         assert_eq!(g.observe(at(10, 0.1, 0.05)), None, "0.75 %: within");
+        assert_eq!(g.status()["bpf_share"], 0.0025);
         // 0.3 CPU-s of oxeye plus 0.1 of BPF in 10 s on 2 CPUs: 2 %.
         assert_eq!(g.observe(at(20, 0.4, 0.15)), Some(rates(9, 99)));
         assert_eq!(

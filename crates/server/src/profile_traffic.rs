@@ -67,9 +67,12 @@ fn windows(buckets: &[(i64, u64)]) -> Vec<Window> {
     out
 }
 
-/// Requests per second: the busiest bucket in [start, end), and the mean over [from, start).
+/// Requests per second: the busiest bucket of the window, and the mean over [from, that).
+/// A window's boost begins when a high bucket closes, so the bucket just before its first
+/// labelled samples is part of it.
 fn rates(requests: &[(i64, u64)], from: i64, start: i64, end: i64) -> (f64, f64) {
     let secs = BUCKET_NS as f64 / 1e9;
+    let start = start - BUCKET_NS;
     let peak = requests
         .iter()
         .filter(|(b, _)| (start..end).contains(b))
@@ -357,9 +360,10 @@ mod tests {
     #[test]
     fn peak_is_the_busiest_bucket_and_baseline_the_mean_before() {
         let s = 1_000_000_000;
-        // 50 requests in each of 6 buckets before (5/s over the minute), 400 and 200 during.
-        let mut req: Vec<(i64, u64)> = (0..6).map(|i| (i * 10 * s, 50)).collect();
-        req.extend([(60 * s, 400), (70 * s, 200)]);
+        // 50 requests in each of 5 buckets before (5/s), then 400 in the bucket whose close
+        // opened the window, and 200 and 100 in the window's labelled buckets.
+        let mut req: Vec<(i64, u64)> = (0..5).map(|i| (i * 10 * s, 50)).collect();
+        req.extend([(50 * s, 400), (60 * s, 200), (70 * s, 100)]);
         let (peak, base) = rates(&req, 0, 60 * s, 80 * s);
         assert_eq!(peak, 40.0);
         assert_eq!(base, 5.0);
