@@ -66,6 +66,9 @@ pub struct BudgetGovernor {
     bpf_usage: Option<f64>,
     /// How many times the rates were lowered since start.
     lowered: u64,
+    /// Intervals measured so far; the first is not judged: it holds oxeye's start, when every
+    /// process on the host is symbolized at first sight.
+    intervals: u64,
 }
 
 impl BudgetGovernor {
@@ -80,6 +83,7 @@ impl BudgetGovernor {
             usage: None,
             bpf_usage: None,
             lowered: 0,
+            intervals: 0,
         }
     }
 
@@ -100,6 +104,10 @@ impl BudgetGovernor {
         let usage = used as f64 / capacity;
         self.usage = Some(usage);
         self.bpf_usage = Some(now.bpf_ns.saturating_sub(last.bpf_ns) as f64 / capacity);
+        self.intervals += 1;
+        if self.intervals == 1 {
+            return None;
+        }
         if usage > self.share {
             self.calm = 0;
             if self.level + 1 < self.ladder.len() {
@@ -236,6 +244,10 @@ mod tests {
             None,
             "the first reading is a start"
         );
+        // oxeye's start (every process symbolized at first sight) is not judged: 5 %.
+        assert_eq!(g.observe(at(10, 1.0, 0.0)), None);
+        // From here on, times and CPU as if the start had not been.
+        let at = |secs: u64, own: f64, bpf: f64| at(secs + 10, own + 1.0, bpf);
         assert_eq!(g.observe(at(10, 0.1, 0.05)), None, "0.75 %: within");
         assert_eq!(g.status()["bpf_share"], 0.0025);
         // 0.3 CPU-s of oxeye plus 0.1 of BPF in 10 s on 2 CPUs: 2 %.
@@ -269,7 +281,7 @@ mod tests {
     fn at_the_floor_it_stays_there_and_says_so() {
         let mut g = BudgetGovernor::new(0.001, 1, rates(19, 99));
         g.observe(at(0, 0.0, 0.0));
-        for i in 1..20u64 {
+        for i in 1..21u64 {
             g.observe(at(i * 10, i as f64, 0.0));
         }
         assert_eq!(g.rates(), rates(4, 6));
