@@ -186,7 +186,7 @@ fn a_traffic_burst_boosts_the_services_process_and_labels_its_samples() {
             "100%",
         ])
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stderr(std::fs::File::create(dir.path().join("stderr")).expect("a stderr file"))
         .spawn()
         .expect("start oxeye up");
     let stdout = up.stdout.take().expect("stdout");
@@ -217,7 +217,8 @@ fn a_traffic_burst_boosts_the_services_process_and_labels_its_samples() {
     }
     assert!(
         !api.is_empty() && !otlp.is_empty(),
-        "oxeye up did not start"
+        "oxeye up did not start: {}",
+        std::fs::read_to_string(dir.path().join("stderr")).unwrap_or_default()
     );
     assert!(
         profiler.contains("99 Hz under high traffic"),
