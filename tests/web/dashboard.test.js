@@ -217,7 +217,10 @@ describe('dashboard', { skip, timeout: 240_000 }, () => {
       '--otlp-grpc-addr', `127.0.0.1:${grpcPort}`,
       '--otlp-http-addr', `127.0.0.1:${otlpHttpPort}`,
       // The job's first run comes one interval after start, after the history below is sent.
-      '--insight-interval', '5s'], { stdio: ['ignore', 'pipe', 'pipe'] });
+      '--insight-interval', '5s',
+      // High traffic at 20 requests/s, so the boost test needs no baseline warm-up (minutes);
+      // the other tests send a handful of spans.
+      '--profile-boost-threshold', '20', '--profile-boost-for', '20s'], { stdio: ['ignore', 'pipe', 'pipe'] });
     server.stdout.on('data', (d) => { serverLog += d; });
     server.stderr.on('data', (d) => { serverLog += d; });
     server.on('exit', (code, signal) => { serverExit = { code, signal }; });
@@ -500,6 +503,18 @@ int main(void) { time_t t = time(0); while (time(0) - t < 4) ${HOT}(2000000); re
     await page.locator('.bottlenecks').scrollIntoViewIfNeeded();
     await shot('bottlenecks');
 
+    // Selecting the function lists the traces whose spans ran it: the burner's span, matched by
+    // its thread, links to its trace.
+    const ran = page.locator('.frame-traces-list tbody tr', { hasText: 'burn cpu' });
+    await ran.waitFor({ timeout: 30_000 });
+    assert.match(await ran.innerText(), /thread/);
+    assert.match(await page.innerText('.frame-traces-head'), new RegExp(HOT));
+    await page.locator('.frame-traces').scrollIntoViewIfNeeded();
+    await shot('frame-traces');
+    await ran.locator('a').click();
+    await page.waitForSelector(`.wf-span[data-span-id="${busy}"]`);
+    assert.match(page.url(), new RegExp(`#/trace/${burnTrace}`));
+
     await page.goto(`${base}/#/trace/${burnTrace}`);
     await page.waitForSelector('.wf-span');
     await page.click(`.wf-span[data-span-id="${busy}"]`);
@@ -683,6 +698,61 @@ int main(void) { char b[64]; usleep(800000); int fd = open("/etc/shadow", O_RDON
     await shot('metrics-forecast');
     noProblems();
   }, { independent: true });
+  it('boosts a service under high traffic and diffs the window against normal traffic', { skip: profSkip }, async () => {
+    assert.ok(isRoot, 'OXEYE_REQUIRE_EBPF=1 but the test is not running as root');
+    const HOT = 'oxeye_web_busy_function';
+    const src = path.join(dataDir, 'busy.c');
+    const bin = path.join(dataDir, 'busy');
+    fs.writeFileSync(src, `#include <time.h>
+volatile double sink;
+__attribute__((noinline)) void ${HOT}(long n) { double x = 0; for (long i = 0; i < n; i++) x += i * 0.5; sink += x; }
+int main(void) { time_t t = time(0); while (time(0) - t < 90) ${HOT}(2000000); return 0; }
+`);
+    const cc = spawn('clang', ['-O2', '-g', '-fno-omit-frame-pointer', '-o', bin, src], { stdio: 'inherit' });
+    assert.equal(await new Promise((r) => cc.on('exit', r)), 0, 'compiling the busy service failed');
+    const svc = `e2e-busy-${RUN}`;
+    const busy = spawn(bin, [], { stdio: 'ignore', env: { ...process.env, OTEL_SERVICE_NAME: svc } });
+    try {
+      const requests = (n) => ({
+        resourceSpans: [{
+          resource: { attributes: [str('service.name', svc), int('process.pid', busy.pid)] },
+          scopeSpans: [{
+            scope: { name: 'e2e.busy' },
+            spans: Array.from({ length: n }, () => ({
+              traceId: hex(16), spanId: hex(8), name: 'GET /busy', kind: 2,
+              startTimeUnixNano: nanos(Date.now() - 1), endTimeUnixNano: nanos(Date.now()),
+              attributes: [int('thread.id', busy.pid)],
+            })),
+          }],
+        }],
+      });
+      // A few seconds of normal traffic, then 60 requests a second until the process is boosted.
+      for (let i = 0; i < 5; i++) { await post(`${otlpBase}/v1/traces`, requests(1)); await sleep(1000); }
+      const deadline = Date.now() + 60_000;
+      for (;;) {
+        await post(`${otlpBase}/v1/traces`, requests(60));
+        await sleep(1000);
+        const status = await (await fetch(`${base}/api/v1/profiles/status`)).json();
+        if ((status.boosted || []).some((b) => b.pid === busy.pid && b.service === svc)) break;
+        assert.ok(Date.now() < deadline, `the burst never boosted the busy service: ${JSON.stringify(status)}`);
+      }
+      await sleep(5000); // boosted samples reach the store
+      await page.goto(`${base}/#/profiles?service=${svc}`);
+      const row = `.high-traffic-windows tr[data-service="${svc}"]`;
+      await waitWithReload(row, 30_000);
+      assert.match(await page.innerText(row), /\/s/);
+      await page.locator(`${row} .open-window-diff`).click();
+      await page.waitForFunction((s) => (document.querySelector('.flame-legend')?.textContent || '').includes(`High traffic of ${s}`), svc);
+      await page.waitForSelector('.page-profiles .flame-canvas');
+      await page.fill('input[name=search]', HOT);
+      await page.waitForFunction(() => /matched/.test(document.querySelector('.flame-search-result')?.textContent || ''));
+      await page.locator('.high-traffic').scrollIntoViewIfNeeded();
+      await shot('high-traffic');
+    } finally {
+      busy.kill('SIGKILL');
+    }
+    noProblems();
+  });
 
   step('shows the API error message for an unknown trace', async () => {
     await page.goto(`${base}/#/trace/${'0'.repeat(32)}`);

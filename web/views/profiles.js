@@ -24,7 +24,13 @@ export default function mount(root, { params }, ctx) {
   const topEl = h('div', { class: 'panel-body' });
   const bottleneckEl = h('div', { class: 'panel-body' });
   const bottleneckSlot = requestSlot(ctx.signal);
+  const trafficEl = h('div', { class: 'panel-body' });
+  const trafficSlot = requestSlot(ctx.signal);
+  const framesEl = h('div', { class: 'panel-body' }, h('div', { class: 'kv-empty' }, 'click a frame of the flame graph'));
+  const framesSlot = requestSlot(ctx.signal);
   let graph = null;
+  /** A high-traffic window whose diff against normal traffic is shown instead of the usual graph. */
+  let windowDiff = null;
 
   const form = h('form', { class: 'filters', onsubmit: (ev) => { ev.preventDefault(); submit(); } },
     field('Service', inService),
@@ -47,7 +53,15 @@ export default function mount(root, { params }, ctx) {
         inSearch, searchResult,
         h('button', { type: 'button', class: 'btn', onclick: () => graph?.reset() }, 'Reset zoom')),
       h('div', { class: 'panel-body' }, legend, graphEl)),
+    h('section', { class: 'panel frame-traces' },
+      h('div', { class: 'panel-head' }, h('h2', null, 'Traces that ran this'),
+        h('span', { class: 'panel-sub' }, 'spans whose thread (thread.id) or process (process.pid) was sampled in the selected function while they ran')),
+      framesEl),
     h('section', { class: 'panel' }, h('div', { class: 'panel-head' }, h('h2', null, 'Top functions')), topEl),
+    h('section', { class: 'panel high-traffic' },
+      h('div', { class: 'panel-head' }, h('h2', null, 'High traffic'),
+        h('span', { class: 'panel-sub' }, 'windows in which a service\'s request rate rose above its baseline and its processes were sampled at the boosted rate')),
+      trafficEl),
     h('section', { class: 'panel bottlenecks' },
       h('div', { class: 'panel-head' }, h('h2', null, 'Bottlenecks'),
         h('span', { class: 'panel-sub' }, 'largest self share, and growth against the period of the same length just before')),
@@ -71,10 +85,11 @@ export default function mount(root, { params }, ctx) {
       : '';
   }
 
-  /** Highlights a function of a bottleneck list in the flame graph. */
+  /** Highlights a function of a bottleneck list in the flame graph and lists the traces that ran it. */
   function highlight(fn) {
     inSearch.value = fn;
     runSearch();
+    if (inKind.value !== 'off_cpu') loadFrameTraces(fn);
   }
 
   const share = (x) => `${(100 * x).toFixed(1)}%`;
@@ -126,16 +141,88 @@ export default function mount(root, { params }, ctx) {
     }
   }
 
-  async function load() {
+  const rate = (x) => `${x.toFixed(x < 10 ? 1 : 0)}/s`;
+  const clock = (ms) => new Date(ms).toLocaleTimeString();
+
+  async function loadTraffic(q) {
+    try {
+      const res = await get('profiles/high_traffic', { service: q.service, ...timeWindow() }, { signal: trafficSlot.next() });
+      if (!res.windows.length) {
+        replace(trafficEl, h('div', { class: 'kv-empty' }, 'no high-traffic window in this range'));
+        return;
+      }
+      replace(trafficEl, h('table', { class: 'table high-traffic-windows' },
+        h('thead', null, h('tr', null, ['Service', 'From', 'To', 'Peak', 'Baseline', 'Samples', 'Grew most', ''].map((t, i) => h('th', i >= 3 && i <= 5 ? { class: 'num' } : null, t)))),
+        h('tbody', null, res.windows.map((w) => h('tr', { 'data-service': w.service },
+          h('td', null, w.service),
+          h('td', null, clock(w.start_ms)),
+          h('td', null, clock(w.end_ms)),
+          h('td', { class: 'num' }, rate(w.peak_rate)),
+          h('td', { class: 'num' }, rate(w.baseline_rate)),
+          h('td', { class: 'num' }, w.samples.toLocaleString()),
+          h('td', { class: 'mono' }, w.diff.grew[0] ? `${w.diff.grew[0].function} (+${(100 * w.diff.grew[0].change).toFixed(1)} pts)` : '—'),
+          h('td', null, h('button', { type: 'button', class: 'btn btn-small open-window-diff', onclick: () => showWindow(w) }, 'Diff vs normal')))))));
+    } catch (e) {
+      if (isAbort(e)) return;
+      replace(trafficEl, errorNotice(e));
+    }
+  }
+
+  /** Shows a window's high-traffic samples against the normal traffic before it. */
+  function showWindow(w) {
+    windowDiff = w;
+    load({ keepPanels: true });
+    graphEl.scrollIntoView({ block: 'nearest' });
+  }
+
+  async function loadFrameTraces(fn) {
     const q = current();
-    loadBottlenecks(q);
+    const range = windowDiff ? { start: windowDiff.start_ms, end: windowDiff.end_ms } : timeWindow();
+    replace(framesEl, loading(`looking for traces that ran ${fn}…`));
+    try {
+      const res = await get('profiles/traces', { function: fn, service: windowDiff ? windowDiff.service : q.service, ...range }, { signal: framesSlot.next() });
+      const head = h('div', { class: 'frame-traces-head muted' },
+        h('span', { class: 'mono' }, fn), ` · ${res.samples.toLocaleString()} samples in ${res.processes} process${res.processes === 1 ? '' : 'es'}`);
+      if (!res.traces.length) {
+        replace(framesEl, head, h('div', { class: 'kv-empty' }, 'no stored span of these processes ran while they were sampled here (spans need process.pid, and thread.id for an exact match)'));
+        return;
+      }
+      replace(framesEl, head, h('table', { class: 'table frame-traces-list' },
+        h('thead', null, h('tr', null, ['Trace', 'Span', 'Service', 'Samples here', 'Match'].map((t, i) => h('th', i === 3 ? { class: 'num' } : null, t)))),
+        h('tbody', null, res.traces.map((t) => h('tr', null,
+          h('td', { class: 'mono' }, h('a', { href: `#/trace/${t.trace_id}` }, t.trace_id.slice(0, 16))),
+          h('td', null, t.span_name),
+          h('td', null, t.service),
+          h('td', { class: 'num' }, t.samples.toLocaleString()),
+          h('td', { title: t.match === 'thread' ? 'the span\'s thread was sampled here' : 'the span has no thread.id: any thread of its process' }, t.match))))));
+    } catch (e) {
+      if (isAbort(e)) return;
+      replace(framesEl, errorNotice(e));
+    }
+  }
+
+  async function load({ keepPanels = false } = {}) {
+    const q = current();
+    if (!keepPanels) {
+      windowDiff = null;
+      loadBottlenecks(q);
+      loadTraffic(q);
+    }
     try {
       const { compare, ...filters } = q;
-      const res = await get(compare ? 'profiles/diff' : 'profiles/flamegraph', { ...filters, ...timeWindow() }, { signal: slot.next() });
-      replace(legend, compare
-        ? [h('span', { class: 'flame-legend-grew' }, 'red'), ': larger share of samples than in the period before (',
-          `${(res.base_samples || 0).toLocaleString()} samples`, '); ', h('span', { class: 'flame-legend-shrank' }, 'blue'), ': smaller']
-        : []);
+      const w = windowDiff;
+      const params = w
+        ? { service: w.service, kind: '', label: 'high_traffic', base_label: 'normal', start: w.start_ms, end: w.end_ms, base_start: w.normal.start_ms, base_end: w.normal.end_ms }
+        : { ...filters, ...timeWindow() };
+      const res = await get(w || compare ? 'profiles/diff' : 'profiles/flamegraph', params, { signal: slot.next() });
+      replace(legend, w
+        ? [`High traffic of ${w.service}, ${clock(w.start_ms)}–${clock(w.end_ms)}, against its normal traffic of the 10 minutes before (`,
+          `${(res.base_samples || 0).toLocaleString()} samples`, '): ', h('span', { class: 'flame-legend-grew' }, 'red'), ' grew, ',
+          h('span', { class: 'flame-legend-shrank' }, 'blue'), ' shrank']
+        : compare
+          ? [h('span', { class: 'flame-legend-grew' }, 'red'), ': larger share of samples than in the period before (',
+            `${(res.base_samples || 0).toLocaleString()} samples`, '); ', h('span', { class: 'flame-legend-shrank' }, 'blue'), ': smaller']
+          : []);
       graph?.destroy();
       graph = null;
       if (!res.samples) {
@@ -151,8 +238,12 @@ export default function mount(root, { params }, ctx) {
         : null;
       replace(summary, `${res.samples.toLocaleString()} samples · ${fmtNs(res.total)} ${res.kind === 'off_cpu' ? 'blocked' : 'on CPU'} · ${rangeLabel()} `, truncated);
       graph = flameGraph(graphEl, res.root, {
-        diff: compare ? { total: res.total, baseTotal: res.base_total } : undefined,
-        onFrame: (node) => { if (node.name !== 'all') searchResult.textContent = `${node.name}: ${pct(node.value, res.root.value)} of samples`; },
+        diff: w || compare ? { total: res.total, baseTotal: res.base_total } : undefined,
+        onFrame: (node) => {
+          if (node.name === 'all' || node.name === '[truncated]') return;
+          searchResult.textContent = `${node.name}: ${pct(node.value, res.root.value)} of samples`;
+          if (res.kind !== 'off_cpu') loadFrameTraces(node.name);
+        },
       });
       runSearch();
       replace(topEl, topTable(res.root, 30));

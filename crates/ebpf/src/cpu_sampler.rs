@@ -125,6 +125,8 @@ pub struct CpuSampler {
     base_events: Vec<AttachedEvent>,
     boost_events: Vec<AttachedEvent>,
     boosted: HashSet<u32>,
+    /// The rates the events run at now: (base, boosted).
+    frequencies: (u32, u32),
     reader: RecordReader<RawSample>,
     stacks: StackMaps,
     skel: LoadedSkel<CpuSamplerSkel<'static>>,
@@ -156,6 +158,7 @@ impl CpuSampler {
             base_events: Vec::new(),
             boost_events: Vec::new(),
             boosted: HashSet::new(),
+            frequencies: (config.frequency_hz, config.boost_frequency_hz),
             reader,
             stacks: StackMaps::new(),
             skel,
@@ -246,6 +249,53 @@ impl CpuSampler {
     /// The processes sampled at the boosted rate.
     pub fn boosted(&self) -> impl Iterator<Item = u32> + '_ {
         self.boosted.iter().copied()
+    }
+
+    /// The rates the events run at now: (base, boosted), samples per second per CPU.
+    pub fn frequencies(&self) -> (u32, u32) {
+        self.frequencies
+    }
+
+    /// Changes the base and boosted rates on every CPU; each event takes its new period at its
+    /// next sample. Samples carry their own period, so sums stay comparable across a change.
+    pub fn set_frequencies(&mut self, base_hz: u32, boost_hz: u32) -> Result<()> {
+        for (name, hz) in [("base rate", base_hz), ("boosted rate", boost_hz)] {
+            if !(1..=10_000).contains(&hz) {
+                return Err(EbpfError::Config(format!(
+                    "the {name} must be between 1 and 10000 Hz, found {hz}"
+                )));
+            }
+        }
+        for (events, hz, old) in [
+            (&self.base_events, base_hz, self.frequencies.0),
+            (&self.boost_events, boost_hz, self.frequencies.1),
+        ] {
+            if hz == old {
+                continue;
+            }
+            for event in events {
+                event
+                    .set_period(1_000_000_000 / u64::from(hz))
+                    .map_err(|source| EbpfError::Io {
+                        what: "changing a perf event's period",
+                        source,
+                    })?;
+            }
+        }
+        self.frequencies = (base_hz, boost_hz);
+        Ok(())
+    }
+
+    /// What the two programs have cost so far (times stay 0 unless run-time statistics are
+    /// on: see [`crate::RunTimeStats`]).
+    pub fn program_stats(&self) -> Result<Vec<crate::ProgramStats>> {
+        Ok(vec![
+            crate::program_stats::read("sample_base_rate", &self.skel.progs.sample_base_rate)?,
+            crate::program_stats::read(
+                "sample_boosted_rate",
+                &self.skel.progs.sample_boosted_rate,
+            )?,
+        ])
     }
 
     /// Waits up to `timeout` until at least one sample is ready.

@@ -11,6 +11,7 @@ mod error;
 mod loader;
 mod off_cpu;
 mod perf_event;
+mod program_stats;
 mod ring;
 mod security;
 mod stacks;
@@ -36,6 +37,7 @@ pub use error::{EbpfError, Result};
 pub use loader::check_prerequisites;
 pub use off_cpu::{OffCpuConfig, OffCpuEvent, OffCpuProfiler, ThreadState};
 pub use perf_event::online_cpus;
+pub use program_stats::RunTimeStats;
 pub use security::{
     ConnectionEvent, EventProcess, ExecEvent, ExitEvent, FileOpenEvent, MAX_ARGV_BYTES,
     MAX_PREFIX_BYTES, ModuleLoadEvent, PrivilegeChangeEvent, PrivilegeSyscall,

@@ -221,6 +221,14 @@ impl OffCpuProfiler {
     }
 
     /// Every event since the last drain, stacks resolved. Call it about once a second.
+    /// What the program has cost so far (see [`crate::RunTimeStats`]).
+    pub fn program_stats(&self) -> Result<Vec<crate::ProgramStats>> {
+        Ok(vec![crate::program_stats::read(
+            "on_sched_switch",
+            &self.skel.progs.on_sched_switch,
+        )?])
+    }
+
     pub fn drain(&mut self) -> Result<Vec<OffCpuEvent>> {
         // Before reading the ring buffer: a thread that wakes after this scan was in it, and one
         // that woke before has its event in the ring buffer already (the BPF side deletes the

@@ -16,6 +16,8 @@ const ATTR_DISABLED: u64 = 1 << 0;
 /// `_IO('$', 0)` and `_IO('$', 1)`.
 const PERF_EVENT_IOC_ENABLE: libc::c_ulong = 0x2400;
 const PERF_EVENT_IOC_DISABLE: libc::c_ulong = 0x2401;
+/// `_IOW('$', 4, __u64)`: a new sample period, taking effect at the event's next overflow.
+const PERF_EVENT_IOC_PERIOD: libc::c_ulong = 0x4008_2404;
 
 /// `struct perf_event_attr` up to `config1` (PERF_ATTR_SIZE_VER0): the kernel accepts the short
 /// form and zero-fills the rest, and nothing past it is needed here.
@@ -105,6 +107,22 @@ impl AttachedEvent {
 
     pub(crate) fn disable(&self) -> io::Result<()> {
         self.ioctl(PERF_EVENT_IOC_DISABLE)
+    }
+
+    pub(crate) fn set_period(&self, period_ns: u64) -> io::Result<()> {
+        // SAFETY: a perf event fd kept open by the link we hold; the kernel reads the u64
+        // behind the pointer during the call only.
+        let rc = unsafe {
+            libc::ioctl(
+                self.fd,
+                PERF_EVENT_IOC_PERIOD as _,
+                &period_ns as *const u64,
+            )
+        };
+        if rc < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
     }
 
     fn ioctl(&self, request: libc::c_ulong) -> io::Result<()> {

@@ -31,6 +31,12 @@ pub struct Settings {
     pub security: crate::security::SecuritySettings,
     /// How often the insights job scores new points; zero turns it off.
     pub insight_interval: Duration,
+    pub profile_boost_hz: u32,
+    pub profile_boost_for: Duration,
+    /// Requests per second that count as high traffic whatever the baseline says.
+    pub profile_boost_threshold: Option<f64>,
+    /// Share of the host's CPU (0.01: 1 %).
+    pub profile_budget: f64,
 }
 
 impl Default for Settings {
@@ -52,6 +58,10 @@ impl Default for Settings {
             off_cpu: crate::profiler::OffCpuMode::Traced,
             security: crate::security::SecuritySettings::default(),
             insight_interval: Duration::from_secs(30),
+            profile_boost_hz: 99,
+            profile_boost_for: Duration::from_secs(300),
+            profile_boost_threshold: None,
+            profile_budget: 0.01,
         }
     }
 }

@@ -1,11 +1,13 @@
 //! `oxeye`: the command line. Thin glue over the library crates.
 
+mod budget;
 mod config;
 mod doctor;
 mod insights;
 mod profiler;
 mod query;
 mod security;
+mod traffic;
 mod up;
 
 use std::path::PathBuf;
@@ -101,6 +103,21 @@ pub struct UpArgs {
     /// [default: 30s].
     #[arg(long, env = "OXEYE_INSIGHT_INTERVAL")]
     pub insight_interval: Option<String>,
+    /// CPU samples per second per CPU for the processes of a service under high traffic
+    /// [default: 99].
+    #[arg(long, env = "OXEYE_PROFILE_BOOST_HZ")]
+    pub profile_boost_hz: Option<u32>,
+    /// How long the boosted rate lasts after a service's traffic was last high [default: 5m].
+    #[arg(long, env = "OXEYE_PROFILE_BOOST_FOR")]
+    pub profile_boost_for: Option<String>,
+    /// Requests per second (a service's SERVER/CONSUMER and root spans) at which its traffic
+    /// counts as high whatever its learned baseline says [default: none, the baseline decides].
+    #[arg(long, env = "OXEYE_PROFILE_BOOST_THRESHOLD")]
+    pub profile_boost_threshold: Option<f64>,
+    /// The most of the host's CPU oxeye may use (itself plus its BPF programs); beyond it the
+    /// sampling rates are lowered, quiet processes first [default: 1%].
+    #[arg(long, env = "OXEYE_PROFILE_BUDGET")]
+    pub profile_budget: Option<String>,
 }
 
 #[derive(Args)]

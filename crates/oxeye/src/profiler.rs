@@ -5,16 +5,27 @@
 //! Off-CPU profiling takes two stacks at every context switch of a followed process, which costs
 //! far more than sampling on a busy host, so by default it follows only the processes that sent
 //! spans recently ([`OffCpuMode::Traced`]): those are the ones whose spans can be explained by it.
+//!
+//! Under high traffic ([`crate::traffic`]) a service's processes are sampled at the boosted rate
+//! and their samples labelled `high_traffic`; the overhead budget ([`crate::budget`]) lowers the
+//! rates, quiet processes first, when oxeye costs more than its share of the host's CPU.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
-use ebpf::{CpuSample, CpuSampler, CpuSamplerConfig, OffCpuConfig, OffCpuEvent, OffCpuProfiler};
+use ebpf::{
+    CpuSample, CpuSampler, CpuSamplerConfig, OffCpuConfig, OffCpuEvent, OffCpuProfiler,
+    RunTimeStats,
+};
 use model::{Batch, ProfileBatch, ProfileKind, ProfileSample, ProfileStack};
 use pipeline::{Origin, Pipeline};
 use profile::{Frame, RawStack, Stack, Symbolizer};
+use serde_json::json;
+
+use crate::budget::{BudgetGovernor, CpuReading, Rates};
+use crate::traffic::{BoostPlan, TrafficMonitor};
 
 /// How often samples are drained from the kernel and sent on.
 const DRAIN_EVERY: Duration = Duration::from_secs(1);
@@ -22,6 +33,11 @@ const DRAIN_EVERY: Duration = Duration::from_secs(1);
 const TRACED_FOR: Duration = Duration::from_secs(600);
 /// The kernel's `targets` map holds this many processes; beyond it the most recent win.
 const MAX_FOLLOWED: usize = 1024;
+/// How often oxeye's CPU use is measured against the overhead budget: long enough that a store
+/// flush or a burst of new processes to symbolize is averaged out rather than acted upon.
+const BUDGET_EVERY: Duration = Duration::from_secs(30);
+/// The label of samples taken at the boosted rate (only high traffic boosts).
+pub const HIGH_TRAFFIC: &str = "high_traffic";
 
 /// Which processes the off-CPU profiler follows.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -105,8 +121,14 @@ impl TracedProcesses {
 #[derive(Clone)]
 pub struct ProfilerConfig {
     pub frequency_hz: u32,
+    /// The rate of processes of a service under high traffic.
+    pub boost_hz: u32,
+    /// The share of the host's CPU oxeye may use (0.01: 1 %).
+    pub budget_share: f64,
     pub off_cpu: OffCpuMode,
     pub traced: TracedProcesses,
+    pub traffic: TrafficMonitor,
+    pub status: server::ProfilerStatus,
 }
 
 pub struct ProfilerHandle {
@@ -134,10 +156,24 @@ pub fn start(
     ebpf::check_prerequisites().map_err(|e| e.to_string())?;
     let sampler = CpuSampler::start(CpuSamplerConfig {
         frequency_hz: config.frequency_hz,
+        boost_frequency_hz: config.boost_hz,
         ..CpuSamplerConfig::default()
     })
     .map_err(|e| e.to_string())?;
-    let mut summary = format!("{} Hz per CPU, every process", config.frequency_hz);
+    let mut summary = format!(
+        "{} Hz per CPU, every process; {} Hz under high traffic; at most {}% of the host's CPU",
+        config.frequency_hz,
+        config.boost_hz,
+        config.budget_share * 100.0
+    );
+    // Without run-time statistics the budget counts oxeye's own CPU only.
+    let run_time_stats = match RunTimeStats::enable() {
+        Ok(s) => Some(s),
+        Err(e) => {
+            tracing::warn!(error = %e, "the overhead budget cannot count BPF time");
+            None
+        }
+    };
     let off_cpu = match config.off_cpu {
         OffCpuMode::Off => {
             summary.push_str("; off-CPU off");
@@ -170,6 +206,20 @@ pub fn start(
         }
     };
     let traced = config.traced;
+    let cpus = ebpf::online_cpus().map(|c| c.len() as u32).unwrap_or(1);
+    let controls = Controls {
+        governor: BudgetGovernor::new(
+            config.budget_share,
+            cpus,
+            Rates {
+                base_hz: config.frequency_hz,
+                boost_hz: config.boost_hz,
+            },
+        ),
+        traffic: config.traffic,
+        status: config.status,
+        run_time_stats,
+    };
     let stop = Arc::new(AtomicBool::new(false));
     let runtime = tokio::runtime::Handle::current();
     let thread = std::thread::Builder::new()
@@ -178,7 +228,9 @@ pub fn start(
             let stop = stop.clone();
             move || {
                 let _guard = runtime.enter();
-                run(sampler, off_cpu, traced, pipeline, host_name, &stop);
+                run(
+                    sampler, off_cpu, traced, controls, pipeline, host_name, &stop,
+                );
             }
         })
         .map_err(|e| format!("cannot start the profiler thread: {e}"))?;
@@ -226,10 +278,69 @@ impl OffCpu {
     }
 }
 
+/// High-traffic boosting and the overhead budget.
+struct Controls {
+    governor: BudgetGovernor,
+    traffic: TrafficMonitor,
+    status: server::ProfilerStatus,
+    /// Held while the agent runs, so the kernel times the BPF programs.
+    run_time_stats: Option<RunTimeStats>,
+}
+
+/// Samples the processes of `plan` at the boosted rate, and no others.
+fn apply_boost(sampler: &mut CpuSampler, plan: &BoostPlan) {
+    let current: HashSet<u32> = sampler.boosted().collect();
+    for &pid in current.iter().filter(|p| !plan.boosted.contains_key(p)) {
+        if let Err(e) = sampler.unboost(pid) {
+            tracing::warn!(pid, error = %e, "profiler: cannot end a boost");
+        }
+    }
+    for (&pid, service) in &plan.boosted {
+        if current.contains(&pid) {
+            continue;
+        }
+        match sampler.boost(pid) {
+            Ok(()) => tracing::debug!(pid, service, "profiler: boosted"),
+            Err(e) => tracing::warn!(pid, error = %e, "profiler: cannot boost a process"),
+        }
+    }
+}
+
+/// oxeye's own user + system CPU time, from `/proc/self/stat`.
+fn own_cpu_ns() -> u64 {
+    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
+        return 0;
+    };
+    // After the command name (in parentheses, which may hold spaces): state is field 3, utime 14
+    // and stime 15.
+    let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) else {
+        return 0;
+    };
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
+    (ticks(11) + ticks(12)) * (1_000_000_000 / hz)
+}
+
+fn bpf_ns(sampler: &CpuSampler, off_cpu: Option<&OffCpu>) -> u64 {
+    let mut stats = sampler.program_stats().unwrap_or_default();
+    if let Some(o) = off_cpu {
+        stats.extend(o.profiler.program_stats().unwrap_or_default());
+    }
+    stats.iter().map(|s| s.run_time_ns).sum()
+}
+
 fn run(
     mut sampler: CpuSampler,
     mut off_cpu: Option<OffCpu>,
     traced: TracedProcesses,
+    mut controls: Controls,
     pipeline: Pipeline,
     host_name: String,
     stop: &AtomicBool,
@@ -238,12 +349,49 @@ fn run(
         symbolizer: Symbolizer::new(),
         sent_stacks: HashSet::new(),
         host_name,
+        span_services: HashMap::new(),
     };
     let mut refused = 0u64;
     let mut last_cleanup = Instant::now();
     let mut off_cpu_events = 0u64;
+    let origin = Instant::now();
+    let mut last_budget: Option<Instant> = None;
     while !stop.load(Ordering::Relaxed) {
         std::thread::sleep(DRAIN_EVERY);
+        let now = Instant::now();
+        let plan = controls.traffic.tick(now, SystemTime::now());
+        apply_boost(&mut sampler, &plan);
+        if last_budget.is_none_or(|t| now.duration_since(t) >= BUDGET_EVERY) {
+            last_budget = Some(now);
+            let reading = CpuReading {
+                at_ns: now.duration_since(origin).as_nanos() as u64,
+                own_cpu_ns: own_cpu_ns(),
+                bpf_ns: bpf_ns(&sampler, off_cpu.as_ref()),
+            };
+            if let Some(r) = controls.governor.observe(reading)
+                && let Err(e) = sampler.set_frequencies(r.base_hz, r.boost_hz)
+            {
+                tracing::warn!(error = %e, "profiler: cannot change the sampling rate");
+            }
+        }
+        let (base_hz, boost_hz) = sampler.frequencies();
+        let mut boosted: Vec<_> = plan
+            .boosted
+            .iter()
+            .map(|(pid, svc)| json!({ "pid": pid, "service": svc }))
+            .collect();
+        boosted.sort_by_key(|v| v["pid"].as_u64());
+        controls.status.set(json!({
+            "running": true,
+            "base_hz": base_hz,
+            "boost_hz": boost_hz,
+            "budget": controls.governor.status(),
+            "bpf_time_counted": controls.run_time_stats.is_some(),
+            "boosted": boosted,
+            "traffic": controls.traffic.status(),
+            "samples_refused": refused,
+        }));
+        agent.span_services = plan.services;
         let samples = sampler.drain().unwrap_or_else(|e| {
             tracing::warn!(error = %e, "profiler: cannot read samples");
             Vec::new()
@@ -302,6 +450,9 @@ struct Agent {
     /// Stacks already written by this run; the store keeps them, samples refer to them by id.
     sent_stacks: HashSet<u64>,
     host_name: String,
+    /// The service named by the spans each local process sent, for processes whose
+    /// environment does not say (`OTEL_SERVICE_NAME` unreadable or unset).
+    span_services: HashMap<u32, String>,
 }
 
 /// One record from either profiler, as the agent stores it.
@@ -314,6 +465,7 @@ struct Record<'a> {
     time_unix_nano: u64,
     kind: ProfileKind,
     value_nanos: u64,
+    label: &'static str,
 }
 
 impl Agent {
@@ -331,6 +483,8 @@ impl Agent {
                     time_unix_nano: ebpf::unix_nanos_from_monotonic(s.ktime_ns),
                     kind: ProfileKind::Cpu,
                     value_nanos: s.period_ns,
+                    // Only high traffic boosts a process.
+                    label: if s.boosted { HIGH_TRAFFIC } else { "" },
                 },
             );
         }
@@ -354,6 +508,7 @@ impl Agent {
                     ),
                     kind: ProfileKind::OffCpu,
                     value_nanos: b.blocked_ns,
+                    label: "",
                 },
             );
         }
@@ -371,6 +526,7 @@ impl Agent {
         let service = process
             .service_name
             .clone()
+            .or_else(|| self.span_services.get(&r.pid).cloned())
             .unwrap_or_else(|| r.comm.to_string());
         let id = stack.id().0;
         if self.sent_stacks.insert(id) {
@@ -387,7 +543,7 @@ impl Agent {
             kind: r.kind,
             stack_id: id,
             value_nanos: r.value_nanos,
-            label: String::new(),
+            label: r.label.to_string(),
         });
     }
 }

@@ -22,6 +22,7 @@ use crate::UpArgs;
 use crate::config::{self, Settings};
 use crate::profiler::{ProfilerConfig, TracedProcesses};
 use crate::security::ServiceNames;
+use crate::traffic::{TrafficConfig, TrafficMonitor};
 
 /// Defaults, then the config file, then environment and flags.
 pub fn resolve(a: &UpArgs) -> anyhow::Result<Settings> {
@@ -126,6 +127,40 @@ pub fn resolve(a: &UpArgs) -> anyhow::Result<Settings> {
             config::parse_duration(v).map(|x| s.insight_interval = x),
         );
     }
+    if let Some(v) = a.profile_boost_hz {
+        flag(
+            "profile-boost-hz",
+            if (1..=1000).contains(&v) {
+                s.profile_boost_hz = v;
+                Ok(())
+            } else {
+                Err(format!("expected 1 to 1000 samples per second, found {v}"))
+            },
+        );
+    }
+    if let Some(v) = &a.profile_boost_for {
+        flag(
+            "profile-boost-for",
+            config::parse_duration(v).map(|x| s.profile_boost_for = x),
+        );
+    }
+    if let Some(v) = a.profile_boost_threshold {
+        flag(
+            "profile-boost-threshold",
+            if v.is_finite() && v > 0.0 {
+                s.profile_boost_threshold = Some(v);
+                Ok(())
+            } else {
+                Err(format!("expected requests per second above 0, found {v}"))
+            },
+        );
+    }
+    if let Some(v) = &a.profile_budget {
+        flag(
+            "profile-budget",
+            crate::budget::parse_share(v).map(|x| s.profile_budget = x),
+        );
+    }
     if !problems.is_empty() {
         bail!(problems.join("\n"));
     }
@@ -158,9 +193,9 @@ async fn bind(addr: SocketAddr, what: &str, knob: &str) -> anyhow::Result<TcpLis
 }
 
 /// The store as the pipeline's durable sink. It also tells the profiler which local processes
-/// send spans, and the security sensor which service each names (after enrichment, so senders
-/// on loopback have their `process.pid`).
-struct StoreSink(Store, TracedProcesses, ServiceNames);
+/// send spans, the security sensor which service each names, and counts each service's requests
+/// for high-traffic boosting (after enrichment, so senders on loopback have their `process.pid`).
+struct StoreSink(Store, TracedProcesses, ServiceNames, TrafficMonitor);
 
 impl DurableSink for StoreSink {
     fn write(
@@ -169,6 +204,7 @@ impl DurableSink for StoreSink {
     ) -> Pin<Box<dyn Future<Output = Result<(), SinkError>> + Send + '_>> {
         self.1.note(&batch);
         self.2.note(&batch);
+        self.3.note(&batch, Instant::now());
         Box::pin(async move {
             self.0
                 .write(&batch)
@@ -288,8 +324,22 @@ async fn serve(s: Settings) -> anyhow::Result<()> {
         .unwrap_or_default();
     let traced = TracedProcesses::new(&host);
     let service_names = ServiceNames::new(&host);
+    let traffic = TrafficMonitor::new(
+        &host,
+        TrafficConfig {
+            threshold: s.profile_boost_threshold,
+            boost_for: s.profile_boost_for,
+            ..TrafficConfig::default()
+        },
+    );
+    let profiler_status = server::ProfilerStatus::default();
     let pipeline = Pipeline::new(
-        StoreSink(store.clone(), traced.clone(), service_names.clone()),
+        StoreSink(
+            store.clone(),
+            traced.clone(),
+            service_names.clone(),
+            traffic.clone(),
+        ),
         enricher,
         s.queue_bytes,
     );
@@ -332,6 +382,7 @@ async fn serve(s: Settings) -> anyhow::Result<()> {
         data_dir: data_dir.clone(),
         started,
         security: security.as_ref().map(|h| h.control()),
+        profiler: profiler_status.clone(),
     };
     let sd = stopped();
     tasks.spawn(async move {
@@ -364,8 +415,12 @@ async fn serve(s: Settings) -> anyhow::Result<()> {
     } else {
         let config = ProfilerConfig {
             frequency_hz: s.profile_hz,
+            boost_hz: s.profile_boost_hz,
+            budget_share: s.profile_budget,
             off_cpu: s.off_cpu,
             traced,
+            traffic,
+            status: profiler_status,
         };
         match crate::profiler::start(config, pipeline.clone(), host) {
             Ok((h, summary)) => (Some(h), summary),

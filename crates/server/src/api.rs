@@ -327,6 +327,12 @@ pub fn router(state: ServerState) -> Router {
         .route("/profiles/folded", get(crate::profiles::folded))
         .route("/profiles/pprof", get(crate::profiles::pprof))
         .route("/profiles/diff", get(crate::profiles::diff))
+        .route("/profiles/status", get(crate::profile_traffic::status))
+        .route(
+            "/profiles/high_traffic",
+            get(crate::profile_traffic::high_traffic),
+        )
+        .route("/profiles/traces", get(crate::profile_traffic::traces))
         .route("/bottlenecks", get(crate::profiles::bottlenecks))
         .route(
             "/traces/{id}/spans/{span}/profile",

@@ -85,6 +85,7 @@ async fn state(dir: &Path) -> ServerState {
         data_dir: dir.to_path_buf(),
         started: Instant::now(),
         security: None,
+        profiler: crate::ProfilerStatus::default(),
     }
 }
 

@@ -39,6 +39,8 @@ fn state(store: Store, dir: &std::path::Path) -> ServerState {
         api_token: Arc::from("t"),
         data_dir: dir.to_path_buf(),
         started: Instant::now(),
+        security: None,
+        profiler: crate::ProfilerStatus::default(),
     }
 }
 

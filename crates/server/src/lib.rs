@@ -5,6 +5,8 @@ mod api;
 mod api_tests;
 mod assets;
 mod insights;
+mod profile_traffic;
+mod profiler_status;
 mod profiles;
 mod security;
 mod security_tests;
@@ -18,6 +20,7 @@ use pipeline::Pipeline;
 use store::Store;
 use tokio::net::TcpListener;
 
+pub use profiler_status::ProfilerStatus;
 pub use security::SecurityControl;
 
 #[derive(Clone)]
@@ -30,6 +33,8 @@ pub struct ServerState {
     pub started: Instant,
     /// The running security sensor's baselines; `None` when it is off.
     pub security: Option<Arc<dyn SecurityControl>>,
+    /// The profiling agent's own report, for `/api/v1/profiles/status`.
+    pub profiler: ProfilerStatus,
 }
 
 pub fn router(state: ServerState) -> Router {

@@ -40,7 +40,15 @@ fn filter(p: &[(String, String)]) -> Result<ProfileFilter, ApiError> {
         pid: num(p, "pid", "a process id")?,
         tid: num(p, "tid", "a thread id")?,
         kind,
-        label: param(p, "label").map(String::from),
+        label: label(p, "label"),
+    })
+}
+
+/// A label parameter: `high_traffic`, or `normal` for samples taken with no label.
+fn label(p: &[(String, String)], key: &str) -> Option<String> {
+    param(p, key).map(|l| match l {
+        "normal" => String::new(),
+        other => other.to_string(),
     })
 }
 
@@ -57,7 +65,7 @@ struct Node {
 /// Merges stacks into a tree: each node's value is the time of every stack through it. With
 /// `base`, each node also carries the time through it in that profile; frames seen only there
 /// get a node of value 0 (the tree keeps the current profile's shape).
-fn flame_tree(stacks: &[WeightedStack], base: Option<&[WeightedStack]>) -> Value {
+pub(crate) fn flame_tree(stacks: &[WeightedStack], base: Option<&[WeightedStack]>) -> Value {
     let mut nodes = vec![Node {
         name: "all".into(),
         value: 0,
@@ -172,7 +180,13 @@ pub async fn diff(State(s): State<ServerState>, Query(p): Params) -> Result<Json
         _ => return Err(bad("parameters base_start and base_end go together")),
     };
     let now = s.store.profile_stacks(&f, r).await?;
-    let then = s.store.profile_stacks(&f, base).await?;
+    // `base_label` compares with other samples of the same processes (high traffic against
+    // normal traffic); without it both sides use `label`.
+    let base_filter = ProfileFilter {
+        label: label(&p, "base_label").or_else(|| f.label.clone()),
+        ..f.clone()
+    };
+    let then = s.store.profile_stacks(&base_filter, base).await?;
     let ms = |ns: i64| ns.div_euclid(1_000_000);
     Ok(Json(json!({
         "kind": f.kind.as_deref().unwrap_or("cpu"),
@@ -295,7 +309,7 @@ fn bottleneck_json(b: &Bottleneck) -> Value {
     })
 }
 
-fn bottlenecks_json(b: &Bottlenecks) -> Value {
+pub(crate) fn bottlenecks_json(b: &Bottlenecks) -> Value {
     json!({
         "total": share_json(&b.total),
         "total_before": share_json(&b.total_before),
@@ -304,7 +318,7 @@ fn bottlenecks_json(b: &Bottlenecks) -> Value {
     })
 }
 
-fn weights(stacks: &[WeightedStack]) -> impl Iterator<Item = StackWeight<'_>> {
+pub(crate) fn weights(stacks: &[WeightedStack]) -> impl Iterator<Item = StackWeight<'_>> {
     stacks.iter().map(|st| StackWeight {
         frames: &st.frames,
         samples: st.samples,

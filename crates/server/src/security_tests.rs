@@ -212,6 +212,7 @@ async fn state(dir: &Path, control: Option<Arc<dyn SecurityControl>>) -> ServerS
         data_dir: dir.to_path_buf(),
         started: Instant::now(),
         security: control,
+        profiler: crate::ProfilerStatus::default(),
     }
 }
 

@@ -1,3 +1,4 @@
 mod bench;
+mod boost;
 mod cli;
 mod tidy;
