@@ -1,4 +1,5 @@
-//! OTLP/HTTP on axum: `POST /v1/{traces,metrics,logs}`, protobuf or JSON, optionally gzip.
+//! OTLP/HTTP on axum: `POST /v1/{traces,metrics,logs}` and `/v1development/profiles`, protobuf
+//! or JSON, optionally gzip.
 //!
 //! Errors carry a `google.rpc.Status` in the request's encoding (as the OTLP spec asks), so the
 //! message naming the problem is readable in either form.
@@ -236,12 +237,13 @@ pub fn router(ctx: ReceiverContext) -> Router {
         .route("/v1/traces", route(Signal::Traces))
         .route("/v1/metrics", route(Signal::Metrics))
         .route("/v1/logs", route(Signal::Logs))
+        .route("/v1development/profiles", route(Signal::Profiles))
         .layer(DefaultBodyLimit::disable())
         .fallback(|| async {
             (
                 StatusCode::NOT_FOUND,
                 [(header::CONTENT_TYPE, "application/json")],
-                r#"{"code":5,"message":"not found: OTLP/HTTP paths are /v1/traces, /v1/metrics and /v1/logs"}"#,
+                r#"{"code":5,"message":"not found: OTLP/HTTP paths are /v1/traces, /v1/metrics, /v1/logs and /v1development/profiles"}"#,
             )
         })
         .with_state(ctx)
