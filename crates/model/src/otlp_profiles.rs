@@ -738,3 +738,375 @@ pub fn profiles_to_otlp(batch: &ProfileBatch) -> (ExportProfilesServiceRequest, 
         missing,
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample(
+        t: u64,
+        pid: u32,
+        tid: u32,
+        kind: ProfileKind,
+        stack_id: u64,
+        v: u64,
+    ) -> ProfileSample {
+        ProfileSample {
+            time_unix_nano: t,
+            service_name: "shop".into(),
+            host_name: "h1".into(),
+            pid,
+            tid,
+            comm: "worker".into(),
+            kind,
+            stack_id,
+            value_nanos: v,
+            label: if v > 100 {
+                "high_traffic".into()
+            } else {
+                String::new()
+            },
+        }
+    }
+
+    fn stack(id: u64, frames: &[&str], truncated: bool) -> ProfileStack {
+        ProfileStack {
+            stack_id: id,
+            first_seen_unix_nano: 1,
+            service_name: "shop".into(),
+            frames: frames.iter().map(|f| f.to_string()).collect(),
+            modules: frames
+                .iter()
+                .map(|f| {
+                    if f.ends_with("_[k]") {
+                        "[kernel]".to_string()
+                    } else if f.ends_with("_[j]") {
+                        "[jit]".to_string()
+                    } else {
+                        "/bin/shop".to_string()
+                    }
+                })
+                .collect(),
+            truncated,
+        }
+    }
+
+    /// Rows as a comparable multiset: (time, pid, tid, kind, frames, truncated, value, label).
+    fn rows(
+        b: &ProfileBatch,
+    ) -> Vec<(u64, u32, u32, &'static str, Vec<String>, bool, u64, String)> {
+        let stacks: HashMap<u64, &ProfileStack> =
+            b.stacks.iter().map(|s| (s.stack_id, s)).collect();
+        let mut v: Vec<_> = b
+            .samples
+            .iter()
+            .map(|s| {
+                let st = stacks[&s.stack_id];
+                (
+                    s.time_unix_nano,
+                    s.pid,
+                    s.tid,
+                    s.kind.as_str(),
+                    st.frames.clone(),
+                    st.truncated,
+                    s.value_nanos,
+                    s.label.clone(),
+                )
+            })
+            .collect();
+        v.sort();
+        v
+    }
+
+    fn original() -> ProfileBatch {
+        ProfileBatch {
+            samples: vec![
+                sample(10, 7, 8, ProfileKind::Cpu, 1, 52),
+                sample(11, 7, 8, ProfileKind::Cpu, 1, 52),
+                sample(12, 7, 9, ProfileKind::Cpu, 2, 52),
+                sample(13, 7, 9, ProfileKind::OffCpu, 3, 5000),
+                sample(14, 70, 71, ProfileKind::Cpu, 1, 10),
+            ],
+            stacks: vec![
+                stack(1, &["main", "work", "hot"], false),
+                stack(2, &["js_fn_[j]", "leaf", "do_syscall_64_[k]"], true),
+                stack(3, &["main", "wait", "schedule_[k]"], false),
+            ],
+        }
+    }
+
+    #[test]
+    fn export_then_import_keeps_every_row() {
+        let before = original();
+        let (req, missing) = profiles_to_otlp(&before);
+        assert_eq!(missing, 0);
+        assert_eq!(req.resource_profiles.len(), 2, "one per process");
+        let dict = req.dictionary.as_ref().unwrap();
+        assert_eq!(dict.string_table[0], "");
+        assert_eq!(dict.stack_table[0], Stack::default());
+        // Through the wire format and back.
+        let bytes = prost::Message::encode_to_vec(&req);
+        let decoded = <ExportProfilesServiceRequest as prost::Message>::decode(&bytes[..]).unwrap();
+        let Batch::Profiles(after) = profiles_from_otlp(decoded).unwrap() else {
+            panic!("profiles expected")
+        };
+        assert_eq!(rows(&before), rows(&after));
+        let kernel = after
+            .stacks
+            .iter()
+            .find(|s| s.frames.last().is_some_and(|f| f == "do_syscall_64_[k]"))
+            .unwrap();
+        assert_eq!(kernel.modules.last().unwrap(), "[kernel]");
+        assert!(
+            after
+                .samples
+                .iter()
+                .all(|s| s.host_name == "h1" && s.service_name == "shop")
+        );
+        assert!(after.samples.iter().all(|s| s.comm == "worker"));
+    }
+
+    #[test]
+    fn json_round_trip_uses_the_official_field_names() {
+        let (req, _) = profiles_to_otlp(&original());
+        let json = serde_json::to_string(&req).unwrap();
+        assert!(json.contains("\"resourceProfiles\""), "{json}");
+        assert!(json.contains("\"stackTable\""), "{json}");
+        let back: ExportProfilesServiceRequest = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, req);
+    }
+
+    fn minimal(
+        sample: Sample,
+        dict: ProfilesDictionary,
+        st: Option<ValueType>,
+    ) -> ExportProfilesServiceRequest {
+        ExportProfilesServiceRequest {
+            resource_profiles: vec![ResourceProfiles {
+                resource: Some(OtlpResource {
+                    attributes: vec![
+                        key_value("service.name", string_value("api")),
+                        key_value("process.pid", int_value(42)),
+                    ],
+                    ..OtlpResource::default()
+                }),
+                scope_profiles: vec![ScopeProfiles {
+                    scope: None,
+                    profiles: vec![Profile {
+                        sample_type: st,
+                        samples: vec![sample],
+                        time_unix_nano: 1_000,
+                        period_type: Some(ValueType {
+                            type_strindex: 1,
+                            unit_strindex: 2,
+                        }),
+                        period: 50_000_000,
+                        ..Profile::default()
+                    }],
+                    schema_url: String::new(),
+                }],
+                schema_url: String::new(),
+            }],
+            dictionary: Some(dict),
+        }
+    }
+
+    /// The OTel eBPF profiler's shape: counts of `samples`, each one period of `cpu` time, a
+    /// location with inlined lines and one with no symbol.
+    fn ebpf_profiler_dict() -> ProfilesDictionary {
+        ProfilesDictionary {
+            string_table: [
+                "",
+                "cpu",
+                "nanoseconds",
+                "samples",
+                "count",
+                "inner",
+                "outer",
+                "/usr/lib/libc.so.6",
+            ]
+            .map(String::from)
+            .to_vec(),
+            function_table: vec![
+                Function::default(),
+                Function {
+                    name_strindex: 5,
+                    ..Function::default()
+                },
+                Function {
+                    name_strindex: 6,
+                    ..Function::default()
+                },
+            ],
+            mapping_table: vec![
+                Mapping::default(),
+                Mapping {
+                    filename_strindex: 7,
+                    ..Mapping::default()
+                },
+            ],
+            location_table: vec![
+                Location::default(),
+                Location {
+                    lines: vec![
+                        Line {
+                            function_index: 1,
+                            ..Line::default()
+                        },
+                        Line {
+                            function_index: 2,
+                            ..Line::default()
+                        },
+                    ],
+                    ..Location::default()
+                },
+                Location {
+                    mapping_index: 1,
+                    address: 0x1a2b,
+                    ..Location::default()
+                },
+            ],
+            stack_table: vec![
+                Stack::default(),
+                Stack {
+                    location_indices: vec![2, 1],
+                },
+            ],
+            ..ProfilesDictionary::default()
+        }
+    }
+
+    fn samples_type() -> Option<ValueType> {
+        Some(ValueType {
+            type_strindex: 3,
+            unit_strindex: 4,
+        })
+    }
+
+    #[test]
+    fn counts_weigh_one_period_and_lines_are_leaf_first() {
+        let s = Sample {
+            stack_index: 1,
+            timestamps_unix_nano: vec![5, 6, 7],
+            ..Sample::default()
+        };
+        let Batch::Profiles(b) =
+            profiles_from_otlp(minimal(s, ebpf_profiler_dict(), samples_type())).unwrap()
+        else {
+            panic!()
+        };
+        assert_eq!(b.samples.len(), 3);
+        assert!(
+            b.samples
+                .iter()
+                .all(|s| s.value_nanos == 50_000_000 && s.pid == 42)
+        );
+        assert_eq!(b.samples[0].service_name, "api");
+        assert_eq!(b.stacks.len(), 1);
+        assert_eq!(b.stacks[0].frames, ["outer", "inner", "libc.so.6+0x1a2b"]);
+        assert!(!b.stacks[0].truncated);
+    }
+
+    fn error_of(s: Sample, dict: ProfilesDictionary, st: Option<ValueType>) -> String {
+        profiles_from_otlp(minimal(s, dict, st)).unwrap_err().0
+    }
+
+    #[test]
+    fn bad_indices_and_shapes_are_named() {
+        let e = error_of(
+            Sample {
+                stack_index: 9,
+                values: vec![1],
+                ..Sample::default()
+            },
+            ebpf_profiler_dict(),
+            samples_type(),
+        );
+        assert_eq!(
+            e,
+            "resourceProfiles[0].scopeProfiles[0].profiles[0].samples[0].stackIndex: index 9 is out of range (dictionary.stackTable has 2 entries)"
+        );
+        let mut d = ebpf_profiler_dict();
+        d.stack_table[1].location_indices.push(30);
+        let e = error_of(
+            Sample {
+                stack_index: 1,
+                values: vec![1],
+                ..Sample::default()
+            },
+            d,
+            samples_type(),
+        );
+        assert!(
+            e.starts_with("dictionary.stackTable[1].locationIndices[2]: index 30 is out of range"),
+            "{e}"
+        );
+        let mut d = ebpf_profiler_dict();
+        d.function_table[2].name_strindex = 99;
+        let e = error_of(
+            Sample {
+                stack_index: 1,
+                values: vec![1],
+                ..Sample::default()
+            },
+            d,
+            samples_type(),
+        );
+        assert!(
+            e.starts_with("dictionary.functionTable[2].nameStrindex: index 99"),
+            "{e}"
+        );
+        let e = error_of(
+            Sample {
+                stack_index: 1,
+                values: vec![1, 2],
+                timestamps_unix_nano: vec![1],
+                ..Sample::default()
+            },
+            ebpf_profiler_dict(),
+            samples_type(),
+        );
+        assert!(e.contains("2 values but 1 timestampsUnixNano"), "{e}");
+        let e = error_of(
+            Sample {
+                stack_index: 1,
+                values: vec![-3],
+                ..Sample::default()
+            },
+            ebpf_profiler_dict(),
+            samples_type(),
+        );
+        assert!(e.ends_with("values[0]: -3 is negative"), "{e}");
+        let e = error_of(
+            Sample {
+                stack_index: 1,
+                ..Sample::default()
+            },
+            ebpf_profiler_dict(),
+            samples_type(),
+        );
+        assert!(e.contains("needs values or timestampsUnixNano"), "{e}");
+        let e = error_of(
+            Sample {
+                stack_index: 1,
+                values: vec![1],
+                ..Sample::default()
+            },
+            ebpf_profiler_dict(),
+            None,
+        );
+        assert!(e.ends_with("sampleType: missing (oxeye stores cpu and off_cpu time profiles and must know which)"), "{e}");
+        let mut d = ebpf_profiler_dict();
+        d.string_table[3] = "alloc_space".into();
+        let e = error_of(
+            Sample {
+                stack_index: 1,
+                values: vec![1],
+                ..Sample::default()
+            },
+            d,
+            samples_type(),
+        );
+        assert!(e.contains("type \"alloc_space\""), "{e}");
+    }
+}
