@@ -791,10 +791,10 @@ mod tests {
         }
     }
 
+    type Row = (u64, u32, u32, &'static str, Vec<String>, bool, u64, String);
+
     /// Rows as a comparable multiset: (time, pid, tid, kind, frames, truncated, value, label).
-    fn rows(
-        b: &ProfileBatch,
-    ) -> Vec<(u64, u32, u32, &'static str, Vec<String>, bool, u64, String)> {
+    fn rows(b: &ProfileBatch) -> Vec<Row> {
         let stacks: HashMap<u64, &ProfileStack> =
             b.stacks.iter().map(|s| (s.stack_id, s)).collect();
         let mut v: Vec<_> = b

@@ -28,6 +28,8 @@ pub struct Settings {
     /// 0: profiling off.
     pub profile_hz: u32,
     pub off_cpu: crate::profiler::OffCpuMode,
+    /// `exporters: otlp…` entries: where this host's profiles are sent.
+    pub otlp_exporters: Vec<crate::otlp_export::OtlpExporterConfig>,
 }
 
 impl Default for Settings {
@@ -47,6 +49,7 @@ impl Default for Settings {
             enrich_process: true,
             profile_hz: 19,
             off_cpu: crate::profiler::OffCpuMode::Traced,
+            otlp_exporters: Vec::new(),
         }
     }
 }
@@ -337,11 +340,22 @@ pub fn apply_file(text: &str, s: &mut Settings) -> Result<(), Vec<String>> {
                 }
             }
             "exporters" => {
-                for (name, e) in
-                    mapping(val, "exporters", &["store", "store/"], &mut p).unwrap_or_default()
+                for (name, e) in mapping(
+                    val,
+                    "exporters",
+                    &["store", "store/", "otlp", "otlp/"],
+                    &mut p,
+                )
+                .unwrap_or_default()
                 {
                     exporters.push(name.clone());
                     let path = format!("exporters.{name}");
+                    if name == "otlp" || name.starts_with("otlp/") {
+                        if let Some(cfg) = otlp_exporter(&name, e, &path, &mut p) {
+                            s.otlp_exporters.push(cfg);
+                        }
+                        continue;
+                    }
                     for (k, v) in mapping(
                         e,
                         &path,
@@ -393,7 +407,16 @@ pub fn apply_file(text: &str, s: &mut Settings) -> Result<(), Vec<String>> {
         for (name, def) in mapping(
             pl,
             "pipelines",
-            &["traces", "metrics", "logs", "traces/", "metrics/", "logs/"],
+            &[
+                "traces",
+                "metrics",
+                "logs",
+                "profiles",
+                "traces/",
+                "metrics/",
+                "logs/",
+                "profiles/",
+            ],
             &mut p,
         )
         .unwrap_or_default()
@@ -430,6 +453,77 @@ pub fn apply_file(text: &str, s: &mut Settings) -> Result<(), Vec<String>> {
         }
     }
     if p.0.is_empty() { Ok(()) } else { Err(p.0) }
+}
+
+/// `exporters.otlp: { endpoint, headers, bearer_token, compression, interval }`.
+fn otlp_exporter(
+    name: &str,
+    e: &Value,
+    path: &str,
+    p: &mut Problems,
+) -> Option<crate::otlp_export::OtlpExporterConfig> {
+    let mut cfg = crate::otlp_export::OtlpExporterConfig {
+        name: name.to_string(),
+        endpoint: String::new(),
+        headers: Vec::new(),
+        gzip: true,
+        interval: Duration::from_secs(10),
+    };
+    let before = p.0.len();
+    let known = &[
+        "endpoint",
+        "headers",
+        "bearer_token",
+        "compression",
+        "interval",
+    ];
+    for (k, v) in mapping(e, path, known, p).unwrap_or_default() {
+        let kp = join(path, &k);
+        match k.as_str() {
+            "endpoint" => {
+                if let Some(ep) = with(v, &kp, p, |s| {
+                    crate::otlp_export::endpoint_uri(s).map(|_| s.to_string())
+                }) {
+                    cfg.endpoint = ep;
+                }
+            }
+            "headers" => match v {
+                Value::Mapping(m) => {
+                    for (hk, hv) in m {
+                        match (hk.as_str(), hv.as_str()) {
+                            (Some(hk), Some(hv)) => cfg.headers.push((hk.into(), hv.into())),
+                            _ => p.add(&kp, "expected header names mapped to strings"),
+                        }
+                    }
+                }
+                other => p.add(&kp, format!("expected a mapping, found {}", kind(other))),
+            },
+            "bearer_token" => {
+                if let Some(t) = string(v, &kp, p) {
+                    cfg.headers
+                        .push(("authorization".into(), format!("Bearer {t}")));
+                }
+            }
+            "compression" => match string(v, &kp, p).as_deref() {
+                Some("gzip") => cfg.gzip = true,
+                Some("none") => cfg.gzip = false,
+                Some(other) => p.add(&kp, format!("expected gzip or none, found {other:?}")),
+                None => {}
+            },
+            _ => {
+                if let Some(d) = with(v, &kp, p, parse_duration) {
+                    cfg.interval = d.max(Duration::from_millis(100));
+                }
+            }
+        }
+    }
+    if cfg.endpoint.is_empty() && p.0.len() == before {
+        p.add(
+            &join(path, "endpoint"),
+            "missing: where to send profiles (host:port of an OTLP/gRPC receiver)",
+        );
+    }
+    (p.0.len() == before).then_some(cfg)
 }
 
 #[cfg(test)]

@@ -2,6 +2,7 @@
 
 mod config;
 mod doctor;
+mod otlp_export;
 mod profiler;
 mod query;
 mod up;

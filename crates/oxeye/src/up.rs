@@ -283,6 +283,7 @@ async fn serve(s: Settings) -> anyhow::Result<()> {
         max_body_bytes: s.max_body_bytes,
     };
     let (stop_tx, stop_rx) = watch::channel(false);
+    let stop_rx_for_export = stop_rx.clone();
     let stopped = move || {
         let mut rx = stop_rx.clone();
         async move {
@@ -324,6 +325,20 @@ async fn serve(s: Settings) -> anyhow::Result<()> {
                 .map_err(|e| anyhow!("otlp http: {e}"))
         });
     }
+    let mut export_lines = Vec::new();
+    for cfg in s.otlp_exporters.iter().cloned() {
+        export_lines.push(format!(
+            "\n  export      profiles → {} ({})",
+            cfg.endpoint, cfg.name
+        ));
+        let (st, h, d, rx) = (
+            store.clone(),
+            host.clone(),
+            data_dir.clone(),
+            stop_rx_for_export.clone(),
+        );
+        tasks.spawn(crate::otlp_export::run(cfg, st, h, d, rx));
+    }
     let (profiler, profiler_line) = if s.profile_hz == 0 {
         (None, "off (--profile-hz 0)".to_string())
     } else {
@@ -347,7 +362,7 @@ async fn serve(s: Settings) -> anyhow::Result<()> {
         (None, None) => "forever".into(),
     };
     println!(
-        "oxeye is up ({} ms)\n  dashboard   http://{http_addr}/\n  OTLP gRPC   {grpc_line}\n  OTLP HTTP   {http_line}\n  data        {}  (retention {retention})\n  API token   {token}  (in {}, mode 0600)\n  receivers   {}\n  profiler    {profiler_line}",
+        "oxeye is up ({} ms)\n  dashboard   http://{http_addr}/\n  OTLP gRPC   {grpc_line}\n  OTLP HTTP   {http_line}\n  data        {}  (retention {retention})\n  API token   {token}  (in {}, mode 0600)\n  receivers   {}\n  profiler    {profiler_line}{}",
         started.elapsed().as_millis(),
         data_dir.display(),
         token_path.display(),
@@ -356,6 +371,7 @@ async fn serve(s: Settings) -> anyhow::Result<()> {
         } else {
             "no token (loopback only)"
         },
+        export_lines.concat(),
     );
     let _ = std::io::stdout().flush();
 
@@ -364,7 +380,7 @@ async fn serve(s: Settings) -> anyhow::Result<()> {
         _ = tokio::signal::ctrl_c() => Ok(()),
         _ = term.recv() => Ok(()),
         Some(r) = tasks.join_next() => match r {
-            Ok(Ok(())) => Err(anyhow!("a listener stopped unexpectedly")),
+            Ok(Ok(())) => Err(anyhow!("a listener or exporter stopped unexpectedly")),
             Ok(Err(e)) => Err(e),
             Err(e) => Err(anyhow!("a listener panicked: {e}")),
         },
