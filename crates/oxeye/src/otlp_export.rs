@@ -39,7 +39,7 @@ const MAX_WINDOW: Duration = Duration::from_secs(60);
 /// At most this many samples go into one request; the window shrinks to fit.
 const MAX_SAMPLES: usize = 50_000;
 
-fn now_ns() -> i64 {
+pub fn now_ns() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_nanos() as i64)
@@ -89,6 +89,7 @@ pub async fn run(
     store: Store,
     host: String,
     data_dir: PathBuf,
+    started_ns: i64,
     mut stop: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
     let uri = endpoint_uri(&cfg.endpoint).map_err(|e| anyhow::anyhow!(e))?;
@@ -109,8 +110,8 @@ pub async fn run(
         headers.push((key, value));
     }
     let path = cursor_path(&data_dir, &cfg.name);
-    // A first start sends from now on, not the whole history.
-    let mut cursor = read_cursor(&path).unwrap_or_else(now_ns);
+    // A first start sends what arrived since this process started, not the whole history.
+    let mut cursor = read_cursor(&path).unwrap_or(started_ns);
     let filter = ProfileFilter {
         host: Some(host),
         ..ProfileFilter::default()

@@ -217,6 +217,7 @@ pub fn run(a: UpArgs) -> anyhow::Result<()> {
 
 async fn serve(s: Settings) -> anyhow::Result<()> {
     let started = Instant::now();
+    let started_ns = crate::otlp_export::now_ns();
     let data_dir = check_data_dir(&s.data_dir)?;
     let http = bind(
         s.http_addr,
@@ -337,7 +338,7 @@ async fn serve(s: Settings) -> anyhow::Result<()> {
             data_dir.clone(),
             stop_rx_for_export.clone(),
         );
-        tasks.spawn(crate::otlp_export::run(cfg, st, h, d, rx));
+        tasks.spawn(crate::otlp_export::run(cfg, st, h, d, started_ns, rx));
     }
     let (profiler, profiler_line) = if s.profile_hz == 0 {
         (None, "off (--profile-hz 0)".to_string())

@@ -1,2 +1,3 @@
 mod cli;
+mod otlp_profiles;
 mod tidy;
