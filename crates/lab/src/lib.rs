@@ -3,8 +3,10 @@
 
 mod ingest;
 mod proc;
+mod profiler;
 
 pub use ingest::{IngestArgs, bench_ingest};
+pub use profiler::{FoldFn, ProfilerArgs, ProfilerFigures, RawSample, bench_profiler};
 
 #[derive(Debug, thiserror::Error)]
 pub enum LabError {

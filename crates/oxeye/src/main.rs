@@ -1,5 +1,6 @@
 //! `oxeye`: the command line. Thin glue over the library crates.
 
+mod bench;
 mod config;
 mod doctor;
 mod otlp_export;
@@ -137,6 +138,9 @@ enum LabCommand {
 enum BenchCommand {
     /// OTLP/gRPC span ingest into a fresh oxeye started for the run.
     Ingest(lab::IngestArgs),
+    /// The profiler's overhead (19 Hz, 99 Hz, perf), processing speed (vs perf script |
+    /// inferno-collapse-perf) and its own CPU and memory.
+    Profiler(lab::ProfilerArgs),
 }
 
 fn run_nab(data: &std::path::Path, out: &std::path::Path) -> anyhow::Result<()> {
@@ -179,6 +183,18 @@ fn main() {
         } => std::env::current_exe()
             .map_err(anyhow::Error::from)
             .and_then(|exe| lab::bench_ingest(&exe, a).map_err(anyhow::Error::from)),
+        Command::Lab {
+            command:
+                LabCommand::Bench {
+                    which: BenchCommand::Profiler(a),
+                },
+        } => std::env::current_exe()
+            .map_err(anyhow::Error::from)
+            .and_then(|exe| {
+                lab::bench_profiler(&exe, a, &bench::fold)
+                    .map(|_| ())
+                    .map_err(anyhow::Error::from)
+            }),
     };
     if let Err(e) = result {
         eprintln!("oxeye: error: {e:#}");

@@ -265,3 +265,71 @@ fn profiles_travel_over_otlp_to_a_second_server_unchanged() {
         .sum();
     assert_eq!(rows, 60);
 }
+
+/// `oxeye lab bench profiler` on a tiny run writes every figure it promises (the numbers of a
+/// debug build on a busy machine mean nothing; their presence and shape do).
+#[test]
+fn the_profiler_benchmark_writes_its_figures() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("bench.json");
+    let run = Command::new(env!("CARGO_BIN_EXE_oxeye"))
+        .args([
+            "lab",
+            "bench",
+            "profiler",
+            "--work",
+            "2000",
+            "--repeats",
+            "1",
+            "--samples",
+            "2000",
+            "--agent-seconds",
+            "1",
+            "--out",
+        ])
+        .arg(&out)
+        .env("OXEYE_LOG", "warn")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    assert!(
+        run.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    assert_eq!(
+        stdout
+            .lines()
+            .filter(|l| l.starts_with("profiler: slowdown oxeye 19 Hz"))
+            .count(),
+        1,
+        "{stdout}"
+    );
+    let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&out).unwrap()).unwrap();
+    let o = &v["overhead"];
+    assert!(o["alone_units_per_s"].as_f64().unwrap() > 0.0, "{v}");
+    for k in ["oxeye_19hz", "oxeye_99hz", "perf_99hz"] {
+        // Present, and measured when the tool could run (root with BTF for oxeye; perf installed).
+        assert!(o.get(k).is_some(), "{k} missing: {v}");
+        if !o[k].is_null() {
+            assert!(o[k]["slowdown_pct"].is_f64(), "{v}");
+        }
+    }
+    assert!(
+        o["perf_99hz"].is_object(),
+        "perf is installed with the test dependencies: {v}"
+    );
+    let p = &v["processing"];
+    assert!(p["samples"].as_u64().unwrap() > 0, "{v}");
+    assert!(p["oxeye_samples_per_s"].as_f64().unwrap() > 0.0, "{v}");
+    // Both tools name the workload's hot loop as the hottest leaf.
+    assert_eq!(p["oxeye_hottest_leaf"], "bench_leaf", "{v}");
+    if !p["perf_hottest_leaf"].is_null() {
+        assert_eq!(p["perf_hottest_leaf"], "bench_leaf", "{v}");
+    }
+    let a = &v["agent"];
+    assert!(
+        a["profiler"].is_string() && a["busy_cpu_pct"].is_f64(),
+        "{v}"
+    );
+}
