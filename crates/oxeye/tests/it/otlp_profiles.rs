@@ -15,6 +15,8 @@ struct Server {
     http: String,
     grpc: String,
     otlp_http: String,
+    profiler: String,
+    data: std::path::PathBuf,
     _dir: tempfile::TempDir,
 }
 
@@ -26,6 +28,10 @@ impl Drop for Server {
 }
 
 fn start(config: Option<&str>) -> Server {
+    start_with(config, 0)
+}
+
+fn start_with(config: Option<&str>, hz: u32) -> Server {
     let dir = tempfile::tempdir().unwrap();
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_oxeye"));
     cmd.args(["up", "--data-dir"])
@@ -38,7 +44,7 @@ fn start(config: Option<&str>) -> Server {
             "--otlp-http-addr",
             "127.0.0.1:0",
             "--profile-hz",
-            "0",
+            &hz.to_string(),
         ])
         .stdout(Stdio::piped())
         .stderr(Stdio::null());
@@ -48,8 +54,10 @@ fn start(config: Option<&str>) -> Server {
         cmd.arg("--config").arg(path);
     }
     let mut child = cmd.spawn().unwrap();
+    let data = dir.path().join("data");
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
     let (mut http, mut grpc, mut otlp_http) = (String::new(), String::new(), String::new());
+    let mut profiler_line = String::new();
     for line in lines.by_ref() {
         let line = line.unwrap();
         let value = line
@@ -71,7 +79,8 @@ fn start(config: Option<&str>) -> Server {
                 .unwrap()
                 .trim_start_matches("http://")
                 .to_string();
-        } else if line.trim_start().starts_with("profiler") {
+        } else if let Some(rest) = line.trim_start().strip_prefix("profiler") {
+            profiler_line = rest.trim().to_string();
             break;
         }
     }
@@ -83,6 +92,8 @@ fn start(config: Option<&str>) -> Server {
         http,
         grpc,
         otlp_http,
+        profiler: profiler_line,
+        data,
         _dir: dir,
     }
 }
@@ -332,4 +343,70 @@ fn the_profiler_benchmark_writes_its_figures() {
         a["profiler"].is_string() && a["busy_cpu_pct"].is_f64(),
         "{v}"
     );
+}
+
+/// Folded lines summed by text: two stored stacks may print the same names (they differ in
+/// module or line), and the receiving side may key them differently.
+fn merged(lines: Vec<String>) -> std::collections::BTreeMap<String, u64> {
+    let mut out = std::collections::BTreeMap::new();
+    for l in lines {
+        let (stack, n) = l.rsplit_once(' ').unwrap();
+        *out.entry(stack.to_string()).or_default() += n.parse::<u64>().unwrap();
+    }
+    out
+}
+
+/// What the eBPF profiler took on this host arrives at the second server with the same stacks.
+#[test]
+fn the_hosts_own_profiles_are_exported_unchanged() {
+    let b = start(None);
+    let a = start_with(
+        Some(&format!(
+            "exporters:\n  otlp:\n    endpoint: {}\n    interval: 200ms\n",
+            b.grpc
+        )),
+        99,
+    );
+    if a.profiler.starts_with("off") {
+        assert!(
+            std::env::var("OXEYE_REQUIRE_EBPF").as_deref() != Ok("1"),
+            "OXEYE_REQUIRE_EBPF=1 but the profiler is {}",
+            a.profiler
+        );
+        eprintln!("skipped: the profiler is {}", a.profiler);
+        return;
+    }
+    let t0_ms = now_ns() / 1_000_000;
+    // Something to sample: this test's own thread, busy for a moment.
+    let until = Instant::now() + Duration::from_secs(2);
+    let mut x = 1u64;
+    while Instant::now() < until {
+        x = std::hint::black_box(x.wrapping_mul(6364136223846793005).wrapping_add(1));
+    }
+    let cursor = a.data.join("export").join("otlp.cursor");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let end_ms = loop {
+        let c: u64 = std::fs::read_to_string(&cursor)
+            .ok()
+            .and_then(|c| c.trim().parse().ok())
+            .unwrap_or(0);
+        // The exporter has sent everything before its cursor.
+        if c / 1_000_000 > t0_ms + 2_000 {
+            break c / 1_000_000 - 1;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the exporter did not get past the busy time"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let range = format!("start={t0_ms}&end={end_ms}");
+    for kind in ["cpu", "off_cpu"] {
+        let want = merged(folded(&a, kind, &range));
+        let got = merged(folded(&b, kind, &range));
+        if kind == "cpu" {
+            assert!(!want.is_empty(), "no samples in 2 s of busy CPU");
+        }
+        assert_eq!(want, got, "{kind}");
+    }
 }
