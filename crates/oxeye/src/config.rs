@@ -582,4 +582,41 @@ pipelines:
         );
         assert!(parse_duration("soon").is_err());
     }
+
+    #[test]
+    fn otlp_exporters_are_read_and_their_problems_named() {
+        let yaml = "exporters:\n  otlp:\n    endpoint: collector:4317\n    headers: { x-tenant: a }\n    bearer_token: t\n    compression: none\n    interval: 5s\n  otlp/backup:\n    endpoint: http://b:4317\npipelines:\n  profiles: { exporters: [otlp, otlp/backup] }\n";
+        let mut s = Settings::default();
+        apply_file(yaml, &mut s).unwrap();
+        assert_eq!(s.otlp_exporters.len(), 2);
+        let e = &s.otlp_exporters[0];
+        assert_eq!(
+            (e.name.as_str(), e.endpoint.as_str(), e.gzip),
+            ("otlp", "collector:4317", false)
+        );
+        assert_eq!(e.interval, Duration::from_secs(5));
+        assert_eq!(
+            e.headers,
+            [
+                ("x-tenant".to_string(), "a".to_string()),
+                ("authorization".to_string(), "Bearer t".to_string())
+            ]
+        );
+        assert!(s.otlp_exporters[1].gzip, "gzip by default");
+
+        let bad = "exporters:\n  otlp:\n    compression: brotli\n  otlp/x:\n    endpoint: https://c:4317\n  otlp/y: {}\n";
+        let errs = apply_file(bad, &mut Settings::default()).unwrap_err();
+        assert!(errs.iter().any(|e| e == "exporters.otlp.compression: expected gzip or none, found \"brotli\""), "{errs:?}");
+        assert!(
+            errs.iter().any(|e| e.starts_with(
+                "exporters.otlp/x.endpoint: \"https://c:4317\": https is not supported"
+            )),
+            "{errs:?}"
+        );
+        assert!(
+            errs.iter()
+                .any(|e| e.starts_with("exporters.otlp/y.endpoint: missing")),
+            "{errs:?}"
+        );
+    }
 }
