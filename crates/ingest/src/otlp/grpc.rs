@@ -36,7 +36,7 @@ use tokio::net::TcpListener;
 use tonic::codec::CompressionEncoding;
 use tonic::{Request, Response, Status};
 
-use crate::{DECODED_SIZE_FACTOR, ReceiverContext};
+use crate::{ReceiverContext, reservation};
 
 #[derive(Clone)]
 struct Otlp(ReceiverContext);
@@ -66,10 +66,11 @@ impl Otlp {
         if batch.is_empty() {
             return Ok(());
         }
+        let bytes = reservation(&batch, wire_bytes);
         let ack = self
             .0
             .pipeline
-            .submit(batch, wire_bytes * DECODED_SIZE_FACTOR, Origin { peer })
+            .submit(batch, bytes, Origin { peer })
             .map_err(|busy| Status::resource_exhausted(busy.to_string()))?;
         ack.wait()
             .await

@@ -18,7 +18,7 @@ use prost::Message;
 use tokio::net::TcpListener;
 
 use super::{Encoding, Signal, decode};
-use crate::{DECODED_SIZE_FACTOR, ReceiverContext};
+use crate::{ReceiverContext, reservation};
 
 /// `google.rpc.Status`, the OTLP error body.
 #[derive(Clone, PartialEq, Message)]
@@ -188,13 +188,10 @@ async fn handle(
     let batch = decode(signal, encoding, &body)
         .map_err(|e| Failure::new(StatusCode::BAD_REQUEST, encoding, e.to_string()))?;
     if !batch.is_empty() {
+        let bytes = reservation(&batch, body.len());
         let ack = ctx
             .pipeline
-            .submit(
-                batch,
-                body.len() * DECODED_SIZE_FACTOR,
-                Origin { peer: Some(peer) },
-            )
+            .submit(batch, bytes, Origin { peer: Some(peer) })
             .map_err(|busy| Failure {
                 status: StatusCode::TOO_MANY_REQUESTS,
                 encoding,
