@@ -36,6 +36,14 @@ rust_env() {
 
 base_packages() { apt_ensure build-essential pkg-config mold clang libelf-dev zlib1g-dev; }
 
+# The peers the profiler benchmark compares with: perf, and inferno's collapse-perf (a cargo
+# binary, not a dependency of oxeye; built once, a few minutes).
+bench_peers() {
+  apt_ensure linux-perf
+  command -v inferno-collapse-perf >/dev/null 2>&1 \
+    || CARGO_TARGET_DIR="${TMPDIR:-/tmp}/oxeye-inferno-build" cargo install --locked --quiet inferno --no-default-features --features cli,multithreaded
+}
+
 cmd_up() {
   base_packages
   rust_env
@@ -53,6 +61,7 @@ cmd_test() {
   command -v npm >/dev/null 2>&1 || apt_ensure nodejs npm
   python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || apt_ensure python3-venv
   rust_env
+  bench_peers
   local failed=()
 
   log "cargo fmt --check"

@@ -33,3 +33,16 @@ impl ReceiverContext {
 
 /// How much memory a decoded request takes relative to its protobuf size (model + Arrow copies).
 pub const DECODED_SIZE_FACTOR: usize = 6;
+
+/// Memory one decoded profile row takes (a sample with its strings, then its Arrow copy): OTLP
+/// profiles expand, 8 bytes of timestamp on the wire becoming one row.
+const PROFILE_ROW_BYTES: usize = 256;
+
+/// The bytes to reserve in the pipeline for a decoded batch that came as `wire_bytes`.
+pub(crate) fn reservation(batch: &model::Batch, wire_bytes: usize) -> usize {
+    let by_wire = wire_bytes.saturating_mul(DECODED_SIZE_FACTOR);
+    match batch {
+        model::Batch::Profiles(p) => by_wire.max(p.samples.len().saturating_mul(PROFILE_ROW_BYTES)),
+        _ => by_wire,
+    }
+}

@@ -3,9 +3,11 @@
 
 mod ingest;
 mod proc;
+mod profiler;
 mod sensor;
 
 pub use ingest::{IngestArgs, bench_ingest};
+pub use profiler::{FoldFn, ProfilerArgs, ProfilerFigures, RawSample, bench_profiler};
 pub use sensor::{SensorArgs, SensorFigures, Storm, bench_sensor, storm_child};
 
 #[derive(Debug, thiserror::Error)]

@@ -50,6 +50,8 @@ pub fn free_port() -> Result<u16, LabError> {
 pub struct Server {
     pub child: Child,
     pub grpc: String,
+    /// What `oxeye up` printed on its `profiler` line (`19 Hz per CPU, …` or `off: why`).
+    pub profiler_line: String,
 }
 
 impl Server {
@@ -85,6 +87,18 @@ impl Server {
                 break;
             }
         }
+        // The rest of the banner, up to the profiler's line.
+        let mut profiler_line = String::new();
+        loop {
+            line.clear();
+            if out.read_line(&mut line)? == 0 {
+                break;
+            }
+            if let Some(rest) = line.trim_start().strip_prefix("profiler") {
+                profiler_line = rest.trim().to_string();
+                break;
+            }
+        }
         // Keep draining stdout so the server never blocks on a full pipe.
         std::thread::spawn(move || {
             let mut sink = Vec::new();
@@ -93,6 +107,7 @@ impl Server {
         Ok(Server {
             child,
             grpc: format!("127.0.0.1:{grpc}"),
+            profiler_line,
         })
     }
 

@@ -10,6 +10,7 @@ mod attrs;
 mod batch;
 mod ids;
 pub mod otlp;
+pub mod otlp_profiles;
 pub mod security;
 
 pub use attrs::{Attrs, any_value_to_string};

@@ -37,6 +37,8 @@ pub struct Settings {
     pub profile_boost_threshold: Option<f64>,
     /// Share of the host's CPU (0.01: 1 %).
     pub profile_budget: f64,
+    /// `exporters: otlp…` entries: where this host's profiles are sent.
+    pub otlp_exporters: Vec<crate::otlp_export::OtlpExporterConfig>,
 }
 
 impl Default for Settings {
@@ -62,6 +64,7 @@ impl Default for Settings {
             profile_boost_for: Duration::from_secs(300),
             profile_boost_threshold: None,
             profile_budget: 0.01,
+            otlp_exporters: Vec::new(),
         }
     }
 }
@@ -354,11 +357,22 @@ pub fn apply_file(text: &str, s: &mut Settings) -> Result<(), Vec<String>> {
                 }
             }
             "exporters" => {
-                for (name, e) in
-                    mapping(val, "exporters", &["store", "store/"], &mut p).unwrap_or_default()
+                for (name, e) in mapping(
+                    val,
+                    "exporters",
+                    &["store", "store/", "otlp", "otlp/"],
+                    &mut p,
+                )
+                .unwrap_or_default()
                 {
                     exporters.push(name.clone());
                     let path = format!("exporters.{name}");
+                    if name == "otlp" || name.starts_with("otlp/") {
+                        if let Some(cfg) = otlp_exporter(&name, e, &path, &mut p) {
+                            s.otlp_exporters.push(cfg);
+                        }
+                        continue;
+                    }
                     for (k, v) in mapping(
                         e,
                         &path,
@@ -418,7 +432,16 @@ pub fn apply_file(text: &str, s: &mut Settings) -> Result<(), Vec<String>> {
         for (name, def) in mapping(
             pl,
             "pipelines",
-            &["traces", "metrics", "logs", "traces/", "metrics/", "logs/"],
+            &[
+                "traces",
+                "metrics",
+                "logs",
+                "profiles",
+                "traces/",
+                "metrics/",
+                "logs/",
+                "profiles/",
+            ],
             &mut p,
         )
         .unwrap_or_default()
@@ -455,6 +478,77 @@ pub fn apply_file(text: &str, s: &mut Settings) -> Result<(), Vec<String>> {
         }
     }
     if p.0.is_empty() { Ok(()) } else { Err(p.0) }
+}
+
+/// `exporters.otlp: { endpoint, headers, bearer_token, compression, interval }`.
+fn otlp_exporter(
+    name: &str,
+    e: &Value,
+    path: &str,
+    p: &mut Problems,
+) -> Option<crate::otlp_export::OtlpExporterConfig> {
+    let mut cfg = crate::otlp_export::OtlpExporterConfig {
+        name: name.to_string(),
+        endpoint: String::new(),
+        headers: Vec::new(),
+        gzip: true,
+        interval: Duration::from_secs(10),
+    };
+    let before = p.0.len();
+    let known = &[
+        "endpoint",
+        "headers",
+        "bearer_token",
+        "compression",
+        "interval",
+    ];
+    for (k, v) in mapping(e, path, known, p).unwrap_or_default() {
+        let kp = join(path, &k);
+        match k.as_str() {
+            "endpoint" => {
+                if let Some(ep) = with(v, &kp, p, |s| {
+                    crate::otlp_export::endpoint_uri(s).map(|_| s.to_string())
+                }) {
+                    cfg.endpoint = ep;
+                }
+            }
+            "headers" => match v {
+                Value::Mapping(m) => {
+                    for (hk, hv) in m {
+                        match (hk.as_str(), hv.as_str()) {
+                            (Some(hk), Some(hv)) => cfg.headers.push((hk.into(), hv.into())),
+                            _ => p.add(&kp, "expected header names mapped to strings"),
+                        }
+                    }
+                }
+                other => p.add(&kp, format!("expected a mapping, found {}", kind(other))),
+            },
+            "bearer_token" => {
+                if let Some(t) = string(v, &kp, p) {
+                    cfg.headers
+                        .push(("authorization".into(), format!("Bearer {t}")));
+                }
+            }
+            "compression" => match string(v, &kp, p).as_deref() {
+                Some("gzip") => cfg.gzip = true,
+                Some("none") => cfg.gzip = false,
+                Some(other) => p.add(&kp, format!("expected gzip or none, found {other:?}")),
+                None => {}
+            },
+            _ => {
+                if let Some(d) = with(v, &kp, p, parse_duration) {
+                    cfg.interval = d.max(Duration::from_millis(100));
+                }
+            }
+        }
+    }
+    if cfg.endpoint.is_empty() && p.0.len() == before {
+        p.add(
+            &join(path, "endpoint"),
+            "missing: where to send profiles (host:port of an OTLP/gRPC receiver)",
+        );
+    }
+    (p.0.len() == before).then_some(cfg)
 }
 
 #[cfg(test)]
@@ -512,5 +606,42 @@ pipelines:
             Duration::from_secs(7 * 86400)
         );
         assert!(parse_duration("soon").is_err());
+    }
+
+    #[test]
+    fn otlp_exporters_are_read_and_their_problems_named() {
+        let yaml = "exporters:\n  otlp:\n    endpoint: collector:4317\n    headers: { x-tenant: a }\n    bearer_token: t\n    compression: none\n    interval: 5s\n  otlp/backup:\n    endpoint: http://b:4317\npipelines:\n  profiles: { exporters: [otlp, otlp/backup] }\n";
+        let mut s = Settings::default();
+        apply_file(yaml, &mut s).unwrap();
+        assert_eq!(s.otlp_exporters.len(), 2);
+        let e = &s.otlp_exporters[0];
+        assert_eq!(
+            (e.name.as_str(), e.endpoint.as_str(), e.gzip),
+            ("otlp", "collector:4317", false)
+        );
+        assert_eq!(e.interval, Duration::from_secs(5));
+        assert_eq!(
+            e.headers,
+            [
+                ("x-tenant".to_string(), "a".to_string()),
+                ("authorization".to_string(), "Bearer t".to_string())
+            ]
+        );
+        assert!(s.otlp_exporters[1].gzip, "gzip by default");
+
+        let bad = "exporters:\n  otlp:\n    compression: brotli\n  otlp/x:\n    endpoint: https://c:4317\n  otlp/y: {}\n";
+        let errs = apply_file(bad, &mut Settings::default()).unwrap_err();
+        assert!(errs.iter().any(|e| e == "exporters.otlp.compression: expected gzip or none, found \"brotli\""), "{errs:?}");
+        assert!(
+            errs.iter().any(|e| e.starts_with(
+                "exporters.otlp/x.endpoint: \"https://c:4317\": https is not supported"
+            )),
+            "{errs:?}"
+        );
+        assert!(
+            errs.iter()
+                .any(|e| e.starts_with("exporters.otlp/y.endpoint: missing")),
+            "{errs:?}"
+        );
     }
 }

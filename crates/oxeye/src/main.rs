@@ -1,9 +1,11 @@
 //! `oxeye`: the command line. Thin glue over the library crates.
 
+mod bench;
 mod budget;
 mod config;
 mod doctor;
 mod insights;
+mod otlp_export;
 mod profiler;
 mod query;
 mod security;
@@ -174,6 +176,9 @@ enum BenchCommand {
     /// What the security sensor costs syscall storms, against auditd watching the same syscalls
     /// (root).
     Sensor(lab::SensorArgs),
+    /// The profiler's overhead (19 Hz, 99 Hz, perf), processing speed (vs perf script |
+    /// inferno-collapse-perf) and its own CPU and memory.
+    Profiler(lab::ProfilerArgs),
 }
 
 fn run_nab(data: &std::path::Path, out: &std::path::Path) -> anyhow::Result<()> {
@@ -225,6 +230,18 @@ fn main() {
             .map_err(anyhow::Error::from)
             .and_then(|exe| {
                 lab::bench_sensor(&exe, a)
+                    .map(|_| ())
+                    .map_err(anyhow::Error::from)
+            }),
+        Command::Lab {
+            command:
+                LabCommand::Bench {
+                    which: BenchCommand::Profiler(a),
+                },
+        } => std::env::current_exe()
+            .map_err(anyhow::Error::from)
+            .and_then(|exe| {
+                lab::bench_profiler(&exe, a, &bench::fold)
                     .map(|_| ())
                     .map_err(anyhow::Error::from)
             }),

@@ -268,6 +268,7 @@ pub fn run(a: UpArgs) -> anyhow::Result<()> {
 
 async fn serve(s: Settings) -> anyhow::Result<()> {
     let started = Instant::now();
+    let started_ns = crate::otlp_export::now_ns();
     let data_dir = check_data_dir(&s.data_dir)?;
     let http = bind(
         s.http_addr,
@@ -350,6 +351,7 @@ async fn serve(s: Settings) -> anyhow::Result<()> {
     };
     let (stop_tx, stop_rx) = watch::channel(false);
     let stop_rx_insights = stop_rx.clone();
+    let stop_rx_for_export = stop_rx.clone();
     let stopped = move || {
         let mut rx = stop_rx.clone();
         async move {
@@ -410,6 +412,20 @@ async fn serve(s: Settings) -> anyhow::Result<()> {
                 .map_err(|e| anyhow!("otlp http: {e}"))
         });
     }
+    let mut export_lines = Vec::new();
+    for cfg in s.otlp_exporters.iter().cloned() {
+        export_lines.push(format!(
+            "\n  export      profiles → {} ({})",
+            cfg.endpoint, cfg.name
+        ));
+        let (st, h, d, rx) = (
+            store.clone(),
+            host.clone(),
+            data_dir.clone(),
+            stop_rx_for_export.clone(),
+        );
+        tasks.spawn(crate::otlp_export::run(cfg, st, h, d, started_ns, rx));
+    }
     let (profiler, profiler_line) = if s.profile_hz == 0 {
         (None, "off (--profile-hz 0)".to_string())
     } else {
@@ -456,7 +472,7 @@ async fn serve(s: Settings) -> anyhow::Result<()> {
         (None, None) => "forever".into(),
     };
     println!(
-        "oxeye is up ({} ms)\n  dashboard   http://{http_addr}/\n  OTLP gRPC   {grpc_line}\n  OTLP HTTP   {http_line}\n  data        {}  (retention {retention})\n  API token   {token}  (in {}, mode 0600)\n  receivers   {}\n  profiler    {profiler_line}\n  security    {security_line}\n  insights    {insights_line}",
+        "oxeye is up ({} ms)\n  dashboard   http://{http_addr}/\n  OTLP gRPC   {grpc_line}\n  OTLP HTTP   {http_line}\n  data        {}  (retention {retention})\n  API token   {token}  (in {}, mode 0600)\n  receivers   {}\n  profiler    {profiler_line}{}\n  security    {security_line}\n  insights    {insights_line}",
         started.elapsed().as_millis(),
         data_dir.display(),
         token_path.display(),
@@ -465,6 +481,7 @@ async fn serve(s: Settings) -> anyhow::Result<()> {
         } else {
             "no token (loopback only)"
         },
+        export_lines.concat(),
     );
     let _ = std::io::stdout().flush();
 
@@ -473,7 +490,7 @@ async fn serve(s: Settings) -> anyhow::Result<()> {
         _ = tokio::signal::ctrl_c() => Ok(()),
         _ = term.recv() => Ok(()),
         Some(r) = tasks.join_next() => match r {
-            Ok(Ok(())) => Err(anyhow!("a listener stopped unexpectedly")),
+            Ok(Ok(())) => Err(anyhow!("a listener or exporter stopped unexpectedly")),
             Ok(Err(e)) => Err(e),
             Err(e) => Err(anyhow!("a listener panicked: {e}")),
         },

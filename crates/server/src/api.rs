@@ -18,6 +18,10 @@ pub(crate) type Params = Query<Vec<(String, String)>>;
 pub struct ApiError(pub(crate) StatusCode, pub(crate) String);
 
 impl ApiError {
+    pub(crate) fn internal(msg: impl Into<String>) -> Self {
+        ApiError(StatusCode::INTERNAL_SERVER_ERROR, msg.into())
+    }
+
     pub(crate) fn not_found(msg: impl Into<String>) -> Self {
         ApiError(StatusCode::NOT_FOUND, msg.into())
     }
@@ -326,6 +330,7 @@ pub fn router(state: ServerState) -> Router {
         .route("/profiles/flamegraph", get(crate::profiles::flamegraph))
         .route("/profiles/folded", get(crate::profiles::folded))
         .route("/profiles/pprof", get(crate::profiles::pprof))
+        .route("/profiles/otlp", get(crate::profiles::otlp))
         .route("/profiles/diff", get(crate::profiles::diff))
         .route("/profiles/status", get(crate::profile_traffic::status))
         .route(

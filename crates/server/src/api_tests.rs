@@ -261,3 +261,59 @@ async fn diff_compares_each_frame_with_the_period_before() {
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert!(String::from_utf8_lossy(&body).contains("base_start and base_end go together"));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn otlp_export_decodes_with_the_official_types_and_reimports_to_the_same_folded_stacks() {
+    use opentelemetry_proto::tonic::collector::profiles::v1development::ExportProfilesServiceRequest;
+    use prost::Message;
+
+    let dir = tempfile::tempdir().unwrap();
+    let s = state(dir.path()).await;
+    let (status, body) = get(&s, &format!("/api/v1/profiles/otlp?{}", range())).await;
+    assert_eq!(status, StatusCode::OK, "{}", String::from_utf8_lossy(&body));
+    let req = ExportProfilesServiceRequest::decode(&body[..]).unwrap();
+    let kinds: Vec<usize> = req.resource_profiles[0].scope_profiles[0]
+        .profiles
+        .iter()
+        .map(|p| p.samples.iter().map(|s| s.timestamps_unix_nano.len()).sum())
+        .collect();
+    assert_eq!(kinds, [110, 3], "cpu rows, then off-CPU rows");
+
+    // Into a second store, through the receivers' conversion.
+    let other = tempfile::tempdir().unwrap();
+    let store = Store::open(other.path(), StoreConfig::default()).unwrap();
+    let batch = model::otlp_profiles::profiles_from_otlp(req).unwrap();
+    store.write(&batch).await.unwrap();
+    let t = ServerState { store, ..s.clone() };
+    for kind in ["cpu", "off_cpu"] {
+        let uri = format!("/api/v1/profiles/folded?kind={kind}&{}", range());
+        let (a, b) = (get(&s, &uri).await, get(&t, &uri).await);
+        assert_eq!(a.0, StatusCode::OK);
+        let mut a: Vec<_> = String::from_utf8(a.1)
+            .unwrap()
+            .lines()
+            .map(String::from)
+            .collect();
+        let mut b: Vec<_> = String::from_utf8(b.1)
+            .unwrap()
+            .lines()
+            .map(String::from)
+            .collect();
+        a.sort();
+        b.sort();
+        assert!(!a.is_empty());
+        assert_eq!(a, b, "{kind}");
+    }
+
+    let (status, body) = get(&s, "/api/v1/profiles/otlp?format=xml").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(String::from_utf8_lossy(&body).contains("expected protobuf or json"));
+    let (status, body) = get(
+        &s,
+        &format!("/api/v1/profiles/otlp?format=json&{}", range()),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    let v: Value = serde_json::from_slice(&body).unwrap();
+    assert!(v["dictionary"]["stackTable"].is_array(), "{v}");
+}

@@ -435,6 +435,58 @@ pub async fn span_profile(
     })))
 }
 
+/// Rows per OTLP export request unless `limit` says otherwise, and the most it may say.
+const OTLP_DEFAULT_ROWS: usize = 100_000;
+const OTLP_MAX_ROWS: usize = 1_000_000;
+
+/// The samples of a range as one OTLP `ExportProfilesServiceRequest` (protobuf, or OTLP JSON
+/// with `format=json`), one row per timestamp, every kind unless `kind` names one. When the
+/// range holds more than `limit` rows the oldest are sent and `x-oxeye-limit-reached: true`
+/// says so.
+pub async fn otlp(State(s): State<ServerState>, Query(p): Params) -> Result<Response, ApiError> {
+    let (f, r) = (filter(&p)?, range(&p)?);
+    let limit = num::<usize>(&p, "limit", "a number of samples")?.unwrap_or(OTLP_DEFAULT_ROWS);
+    if limit == 0 || limit > OTLP_MAX_ROWS {
+        return Err(bad(format!(
+            "parameter limit: expected 1 to {OTLP_MAX_ROWS}, found {limit}"
+        )));
+    }
+    let json = match param(&p, "format") {
+        None | Some("protobuf") => false,
+        Some("json") => true,
+        Some(other) => {
+            return Err(bad(format!(
+                "parameter format: expected protobuf or json, found {other:?}"
+            )));
+        }
+    };
+    let batch = s.store.profile_batch(&f, r, limit).await?;
+    let reached = batch.samples.len() >= limit;
+    let (req, _missing) = model::otlp_profiles::profiles_to_otlp(&batch);
+    let (ctype, body) = if json {
+        (
+            "application/json",
+            serde_json::to_vec(&req).map_err(|e| ApiError::internal(e.to_string()))?,
+        )
+    } else {
+        (
+            "application/x-protobuf",
+            prost::Message::encode_to_vec(&req),
+        )
+    };
+    Ok((
+        [
+            (header::CONTENT_TYPE, ctype),
+            (
+                header::HeaderName::from_static("x-oxeye-limit-reached"),
+                if reached { "true" } else { "false" },
+            ),
+        ],
+        body,
+    )
+        .into_response())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

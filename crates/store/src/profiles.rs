@@ -50,6 +50,13 @@ impl ProfileFilter {
             range.sql("Timestamp"),
             format!("Kind = {}", lit(self.kind.as_deref().unwrap_or("cpu"))),
         ];
+        c.extend(self.narrowing());
+        c.join(" AND ")
+    }
+
+    /// Every condition but time and kind.
+    fn narrowing(&self) -> Vec<String> {
+        let mut c = Vec::new();
         if let Some(v) = &self.service {
             c.push(format!("ServiceName = {}", lit(v)));
         }
@@ -65,11 +72,87 @@ impl ProfileFilter {
         if let Some(v) = &self.label {
             c.push(format!("Label = {}", lit(v)));
         }
-        c.join(" AND ")
+        c
     }
 }
 
 impl Store {
+    /// Samples in `range` one row each (every kind unless `filter.kind` names one), oldest first,
+    /// at most `limit`, with the stacks they point at: what an OTLP profiles export carries.
+    pub async fn profile_batch(
+        &self,
+        filter: &ProfileFilter,
+        range: TimeRange,
+        limit: usize,
+    ) -> Result<model::ProfileBatch, StoreError> {
+        let mut conds = vec![range.sql("Timestamp")];
+        conds.extend(filter.narrowing());
+        if let Some(k) = &filter.kind {
+            conds.push(format!("Kind = {}", lit(k)));
+        }
+        let rows = self
+            .objects(&format!(
+                "SELECT CAST(Timestamp AS BIGINT) AS ts, ServiceName, HostName, Pid, Tid, Comm, Kind, \
+                 CAST(StackId AS VARCHAR) AS id, ValueNs, Label FROM profile_samples WHERE {} \
+                 ORDER BY Timestamp LIMIT {limit}",
+                conds.join(" AND ")
+            ))
+            .await?;
+        let mut batch = model::ProfileBatch::default();
+        let mut ids = std::collections::BTreeSet::new();
+        for o in &rows {
+            let id: u64 = s(o, "id").parse().unwrap_or(0);
+            ids.insert(id);
+            batch.samples.push(model::ProfileSample {
+                time_unix_nano: u64::try_from(i(o, "ts")).unwrap_or(0),
+                service_name: s(o, "ServiceName"),
+                host_name: s(o, "HostName"),
+                pid: u(o, "Pid") as u32,
+                tid: u(o, "Tid") as u32,
+                comm: s(o, "Comm"),
+                kind: if s(o, "Kind") == "off_cpu" {
+                    model::ProfileKind::OffCpu
+                } else {
+                    model::ProfileKind::Cpu
+                },
+                stack_id: id,
+                value_nanos: u(o, "ValueNs"),
+                label: s(o, "Label"),
+            });
+        }
+        let ids: Vec<String> = ids.iter().map(u64::to_string).collect();
+        let mut seen = std::collections::HashSet::new();
+        let list = |o: &serde_json::Map<String, Value>, k: &str| match o.get(k) {
+            Some(Value::Array(a)) => a
+                .iter()
+                .map(|f| f.as_str().unwrap_or_default().to_string())
+                .collect(),
+            _ => Vec::new(),
+        };
+        for chunk in ids.chunks(1000) {
+            let sql = format!(
+                "SELECT CAST(StackId AS VARCHAR) AS id, CAST(Timestamp AS BIGINT) AS ts, \
+                 ServiceName, Frames, Modules, Truncated FROM profile_stacks WHERE StackId IN ({})",
+                chunk.join(",")
+            );
+            for o in self.objects(&sql).await? {
+                let id: u64 = s(&o, "id").parse().unwrap_or(0);
+                // A stack row is written once per process run that saw it; any copy will do.
+                if seen.insert(id) {
+                    batch.stacks.push(model::ProfileStack {
+                        stack_id: id,
+                        first_seen_unix_nano: u64::try_from(i(&o, "ts")).unwrap_or(0),
+                        service_name: s(&o, "ServiceName"),
+                        frames: list(&o, "Frames"),
+                        modules: list(&o, "Modules"),
+                        truncated: matches!(o.get("Truncated"), Some(Value::Bool(true))),
+                    });
+                }
+            }
+        }
+        Ok(batch)
+    }
+
     /// The stacks sampled in `range` that match `filter`, heaviest first.
     pub async fn profile_stacks(
         &self,

@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use http::HeaderValue;
 use model::Batch;
 use model::otlp::{InvalidData, logs_from_otlp, metrics_from_otlp, spans_from_otlp};
+use model::otlp_profiles::profiles_from_otlp;
 use opentelemetry_proto::tonic::collector::logs::v1::logs_service_server::{
     LogsService, LogsServiceServer,
 };
@@ -16,6 +17,12 @@ use opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_server::
 };
 use opentelemetry_proto::tonic::collector::metrics::v1::{
     ExportMetricsServiceRequest, ExportMetricsServiceResponse,
+};
+use opentelemetry_proto::tonic::collector::profiles::v1development::profiles_service_server::{
+    ProfilesService, ProfilesServiceServer,
+};
+use opentelemetry_proto::tonic::collector::profiles::v1development::{
+    ExportProfilesServiceRequest, ExportProfilesServiceResponse,
 };
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
     TraceService, TraceServiceServer,
@@ -29,7 +36,7 @@ use tokio::net::TcpListener;
 use tonic::codec::CompressionEncoding;
 use tonic::{Request, Response, Status};
 
-use crate::{DECODED_SIZE_FACTOR, ReceiverContext};
+use crate::{ReceiverContext, reservation};
 
 #[derive(Clone)]
 struct Otlp(ReceiverContext);
@@ -59,10 +66,11 @@ impl Otlp {
         if batch.is_empty() {
             return Ok(());
         }
+        let bytes = reservation(&batch, wire_bytes);
         let ack = self
             .0
             .pipeline
-            .submit(batch, wire_bytes * DECODED_SIZE_FACTOR, Origin { peer })
+            .submit(batch, bytes, Origin { peer })
             .map_err(|busy| Status::resource_exhausted(busy.to_string()))?;
         ack.wait()
             .await
@@ -121,6 +129,23 @@ impl LogsService for Otlp {
     }
 }
 
+#[tonic::async_trait]
+impl ProfilesService for Otlp {
+    async fn export(
+        &self,
+        req: Request<ExportProfilesServiceRequest>,
+    ) -> Result<Response<ExportProfilesServiceResponse>, Status> {
+        self.check_auth(&req)?;
+        let peer = req.remote_addr();
+        let req = req.into_inner();
+        let n = req.encoded_len();
+        self.accept(profiles_from_otlp(req), n, peer).await?;
+        Ok(Response::new(ExportProfilesServiceResponse {
+            partial_success: None,
+        }))
+    }
+}
+
 /// tonic reports undecodable messages as INTERNAL; to a client that is its own bad input,
 /// so say INVALID_ARGUMENT (what the OTLP spec asks for).
 fn bad_input_is_invalid_argument<B>(mut resp: http::Response<B>) -> http::Response<B> {
@@ -164,7 +189,13 @@ pub async fn serve(
                 .max_decoding_message_size(max),
         )
         .add_service(
-            LogsServiceServer::new(svc)
+            LogsServiceServer::new(svc.clone())
+                .accept_compressed(CompressionEncoding::Gzip)
+                .send_compressed(CompressionEncoding::Gzip)
+                .max_decoding_message_size(max),
+        )
+        .add_service(
+            ProfilesServiceServer::new(svc)
                 .accept_compressed(CompressionEncoding::Gzip)
                 .send_compressed(CompressionEncoding::Gzip)
                 .max_decoding_message_size(max),

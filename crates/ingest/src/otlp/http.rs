@@ -1,4 +1,5 @@
-//! OTLP/HTTP on axum: `POST /v1/{traces,metrics,logs}`, protobuf or JSON, optionally gzip.
+//! OTLP/HTTP on axum: `POST /v1/{traces,metrics,logs}` and `/v1development/profiles`, protobuf
+//! or JSON, optionally gzip.
 //!
 //! Errors carry a `google.rpc.Status` in the request's encoding (as the OTLP spec asks), so the
 //! message naming the problem is readable in either form.
@@ -17,7 +18,7 @@ use prost::Message;
 use tokio::net::TcpListener;
 
 use super::{Encoding, Signal, decode};
-use crate::{DECODED_SIZE_FACTOR, ReceiverContext};
+use crate::{ReceiverContext, reservation};
 
 /// `google.rpc.Status`, the OTLP error body.
 #[derive(Clone, PartialEq, Message)]
@@ -187,13 +188,10 @@ async fn handle(
     let batch = decode(signal, encoding, &body)
         .map_err(|e| Failure::new(StatusCode::BAD_REQUEST, encoding, e.to_string()))?;
     if !batch.is_empty() {
+        let bytes = reservation(&batch, body.len());
         let ack = ctx
             .pipeline
-            .submit(
-                batch,
-                body.len() * DECODED_SIZE_FACTOR,
-                Origin { peer: Some(peer) },
-            )
+            .submit(batch, bytes, Origin { peer: Some(peer) })
             .map_err(|busy| Failure {
                 status: StatusCode::TOO_MANY_REQUESTS,
                 encoding,
@@ -236,12 +234,13 @@ pub fn router(ctx: ReceiverContext) -> Router {
         .route("/v1/traces", route(Signal::Traces))
         .route("/v1/metrics", route(Signal::Metrics))
         .route("/v1/logs", route(Signal::Logs))
+        .route("/v1development/profiles", route(Signal::Profiles))
         .layer(DefaultBodyLimit::disable())
         .fallback(|| async {
             (
                 StatusCode::NOT_FOUND,
                 [(header::CONTENT_TYPE, "application/json")],
-                r#"{"code":5,"message":"not found: OTLP/HTTP paths are /v1/traces, /v1/metrics and /v1/logs"}"#,
+                r#"{"code":5,"message":"not found: OTLP/HTTP paths are /v1/traces, /v1/metrics, /v1/logs and /v1development/profiles"}"#,
             )
         })
         .with_state(ctx)

@@ -1,12 +1,14 @@
-//! OTLP/gRPC and OTLP/HTTP (protobuf and JSON) for traces, metrics and logs.
+//! OTLP/gRPC and OTLP/HTTP (protobuf and JSON) for traces, metrics, logs and profiles.
 
 pub mod grpc;
 pub mod http;
 
 use model::Batch;
 use model::otlp::{logs_from_otlp, metrics_from_otlp, spans_from_otlp};
+use model::otlp_profiles::profiles_from_otlp;
 use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
+use opentelemetry_proto::tonic::collector::profiles::v1development::ExportProfilesServiceRequest;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use prost::Message;
 
@@ -15,6 +17,7 @@ pub enum Signal {
     Traces,
     Metrics,
     Logs,
+    Profiles,
 }
 
 impl Signal {
@@ -23,6 +26,7 @@ impl Signal {
             Signal::Traces => "ExportTraceServiceRequest",
             Signal::Metrics => "ExportMetricsServiceRequest",
             Signal::Logs => "ExportLogsServiceRequest",
+            Signal::Profiles => "ExportProfilesServiceRequest",
         }
     }
 }
@@ -78,6 +82,12 @@ pub fn decode(signal: Signal, encoding: Encoding, body: &[u8]) -> Result<Batch, 
             logs_from_otlp(ExportLogsServiceRequest::decode(body).map_err(pb)?)
         }
         (Signal::Logs, Encoding::Json) => logs_from_otlp(serde_json::from_slice(body).map_err(js)?),
+        (Signal::Profiles, Encoding::Protobuf) => {
+            profiles_from_otlp(ExportProfilesServiceRequest::decode(body).map_err(pb)?)
+        }
+        (Signal::Profiles, Encoding::Json) => {
+            profiles_from_otlp(serde_json::from_slice(body).map_err(js)?)
+        }
     }
     .map_err(invalid)
 }

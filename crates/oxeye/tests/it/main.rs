@@ -1,4 +1,5 @@
 mod bench;
 mod boost;
 mod cli;
+mod otlp_profiles;
 mod tidy;
