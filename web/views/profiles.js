@@ -201,10 +201,10 @@ export default function mount(root, { params }, ctx) {
     }
   }
 
-  async function load({ keepPanels = false } = {}) {
+  async function load({ keepPanels = false, keepWindow = false } = {}) {
     const q = current();
     if (!keepPanels) {
-      windowDiff = null;
+      if (!keepWindow) windowDiff = null;
       loadBottlenecks(q);
       loadTraffic(q);
     }
@@ -254,5 +254,6 @@ export default function mount(root, { params }, ctx) {
   }
 
   load();
-  return { refresh: load, destroy: () => graph?.destroy() };
+  // Auto-refresh reloads what is shown, a high-traffic window's diff included.
+  return { refresh: () => load({ keepWindow: true }), destroy: () => graph?.destroy() };
 }
