@@ -450,31 +450,7 @@ impl SecuritySensor {
     /// What each program has cost so far. Run counts and times stay 0 unless
     /// `kernel.bpf_stats_enabled` is 1 (the kernel times programs only then).
     pub fn program_stats(&self) -> Result<Vec<ProgramStats>> {
-        use std::os::fd::{AsFd, AsRawFd};
-        let stats = |name: &'static str, prog: &libbpf_rs::ProgramMut| -> Result<ProgramStats> {
-            let mut info = libbpf_rs::libbpf_sys::bpf_prog_info::default();
-            let mut len = std::mem::size_of_val(&info) as u32;
-            // SAFETY: a loaded program's fd, and an info buffer of the size passed.
-            let rc = unsafe {
-                libbpf_rs::libbpf_sys::bpf_obj_get_info_by_fd(
-                    prog.as_fd().as_raw_fd(),
-                    (&mut info as *mut libbpf_rs::libbpf_sys::bpf_prog_info).cast(),
-                    &mut len,
-                )
-            };
-            if rc != 0 {
-                return Err(EbpfError::Io {
-                    what: "reading a program's run statistics",
-                    source: std::io::Error::from_raw_os_error(rc.saturating_neg()),
-                });
-            }
-            Ok(ProgramStats {
-                program: name,
-                id: info.id,
-                run_count: info.run_cnt,
-                run_time_ns: info.run_time_ns,
-            })
-        };
+        let stats = crate::program_stats::read;
         Ok(vec![
             stats("on_exec", &self.skel.progs.on_exec)?,
             stats("on_exit", &self.skel.progs.on_exit)?,

@@ -471,7 +471,9 @@ async fn serve(s: Settings) -> anyhow::Result<()> {
         (None, Some(b)) => format!("{} MiB", b >> 20),
         (None, None) => "forever".into(),
     };
-    println!(
+    // A closed stdout (`oxeye up | head`) must not stop the server: the banner is best effort.
+    let _ = writeln!(
+        std::io::stdout().lock(),
         "oxeye is up ({} ms)\n  dashboard   http://{http_addr}/\n  OTLP gRPC   {grpc_line}\n  OTLP HTTP   {http_line}\n  data        {}  (retention {retention})\n  API token   {token}  (in {}, mode 0600)\n  receivers   {}\n  profiler    {profiler_line}{}\n  security    {security_line}\n  insights    {insights_line}",
         started.elapsed().as_millis(),
         data_dir.display(),

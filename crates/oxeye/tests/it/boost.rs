@@ -192,7 +192,8 @@ fn a_traffic_burst_boosts_the_services_process_and_labels_its_samples() {
     let stdout = up.stdout.take().expect("stdout");
     let up = Killed(up);
     let (mut api, mut otlp, mut profiler) = (String::new(), String::new(), String::new());
-    for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+    let mut lines = BufReader::new(stdout).lines().map_while(Result::ok);
+    for line in lines.by_ref() {
         let addr = |l: &str| {
             l.split_whitespace()
                 .nth(1)
@@ -215,6 +216,9 @@ fn a_traffic_burst_boosts_the_services_process_and_labels_its_samples() {
             break;
         }
     }
+    // Keep reading what oxeye prints after the banner line we stop at: a closed pipe would make
+    // its next line fail.
+    std::thread::spawn(move || lines.for_each(drop));
     assert!(
         !api.is_empty() && !otlp.is_empty(),
         "oxeye up did not start: {}",
