@@ -1,16 +1,11 @@
 //! The profile endpoints against a real store holding known samples.
 #![cfg(test)]
 
-use std::future::Future;
 use std::path::Path;
-use std::pin::Pin;
-use std::sync::Arc;
-use std::time::Instant;
 
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use model::{Batch, ProfileBatch, ProfileKind, ProfileSample, ProfileStack};
-use pipeline::{DurableSink, Enricher, Pipeline, SinkError};
 use serde_json::Value;
 use store::{Store, StoreConfig};
 use tower::ServiceExt;
@@ -20,14 +15,6 @@ use crate::{ServerState, router};
 const HOUR_MS: i64 = 3_600_000;
 /// The current period of the tests: [END - 1h, END); the one before: [END - 2h, END - 1h).
 const END_MS: i64 = 1_790_000_000_000;
-
-struct NoSink;
-
-impl DurableSink for NoSink {
-    fn write(&self, _: Batch) -> Pin<Box<dyn Future<Output = Result<(), SinkError>> + Send + '_>> {
-        Box::pin(async { Ok(()) })
-    }
-}
 
 fn stack(id: u64, frames: &str) -> ProfileStack {
     ProfileStack {
@@ -78,15 +65,7 @@ async fn state(dir: &Path) -> ServerState {
         ],
     };
     store.write(&Batch::Profiles(batch)).await.unwrap();
-    ServerState {
-        store,
-        pipeline: Pipeline::new(NoSink, Enricher::disabled(), 1 << 20),
-        api_token: Arc::from("t"),
-        data_dir: dir.to_path_buf(),
-        started: Instant::now(),
-        security: None,
-        profiler: crate::ProfilerStatus::default(),
-    }
+    crate::test_state::test_state(store, dir, None)
 }
 
 async fn get(state: &ServerState, uri: &str) -> (StatusCode, Vec<u8>) {

@@ -1,10 +1,7 @@
 //! The anomaly, evidence, forecast and saturation endpoints against a real store.
 #![cfg(test)]
 
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::time::Instant;
 
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
@@ -13,7 +10,6 @@ use model::{
     Batch, Group, Metric, MetricPoint, PointValue, ProfileBatch, ProfileKind, ProfileSample,
     ProfileStack, Resource, Scope, Span, SpanId, SpanKind, TraceId,
 };
-use pipeline::{DurableSink, Enricher, Pipeline, SinkError};
 use serde_json::Value;
 use store::{Store, StoreConfig};
 use tower::ServiceExt;
@@ -24,24 +20,8 @@ const MINUTE: i64 = 60_000;
 /// The anomaly starts here; every test's data sits around it.
 const A: i64 = 1_790_000_040_000;
 
-struct NoSink;
-
-impl DurableSink for NoSink {
-    fn write(&self, _: Batch) -> Pin<Box<dyn Future<Output = Result<(), SinkError>> + Send + '_>> {
-        Box::pin(async { Ok(()) })
-    }
-}
-
 fn state(store: Store, dir: &std::path::Path) -> ServerState {
-    ServerState {
-        store,
-        pipeline: Pipeline::new(NoSink, Enricher::disabled(), 1 << 20),
-        api_token: Arc::from("t"),
-        data_dir: dir.to_path_buf(),
-        started: Instant::now(),
-        security: None,
-        profiler: crate::ProfilerStatus::default(),
-    }
+    crate::test_state::test_state(store, dir, None)
 }
 
 async fn get(state: &ServerState, uri: &str) -> (StatusCode, Value) {

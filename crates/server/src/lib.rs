@@ -10,6 +10,8 @@ mod profiler_status;
 mod profiles;
 mod security;
 mod security_tests;
+#[cfg(test)]
+mod test_state;
 
 use std::path::PathBuf;
 use std::sync::Arc;

@@ -1,11 +1,8 @@
 //! The security endpoints against a real store holding known events, alerts, spans and samples.
 #![cfg(test)]
 
-use std::future::Future;
 use std::path::Path;
-use std::pin::Pin;
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
 
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
@@ -17,7 +14,6 @@ use model::{
     Batch, Group, ProfileBatch, ProfileKind, ProfileSample, ProfileStack, Resource, Scope, Span,
     SpanId, SpanKind, StatusCode as SpanStatus, TraceId,
 };
-use pipeline::{DurableSink, Enricher, Pipeline, SinkError};
 use serde_json::{Value, json};
 use store::{Store, StoreConfig};
 use tower::ServiceExt;
@@ -26,14 +22,6 @@ use crate::{SecurityControl, ServerState, router};
 
 const T: u64 = 1_790_000_000_000_000_000;
 const SEC: u64 = 1_000_000_000;
-
-struct NoSink;
-
-impl DurableSink for NoSink {
-    fn write(&self, _: Batch) -> Pin<Box<dyn Future<Output = Result<(), SinkError>> + Send + '_>> {
-        Box::pin(async { Ok(()) })
-    }
-}
 
 /// Records what the API asked of the sensor; knows one executable.
 #[derive(Default)]
@@ -205,15 +193,7 @@ async fn state(dir: &Path, control: Option<Arc<dyn SecurityControl>>) -> ServerS
         }))
         .await
         .unwrap();
-    ServerState {
-        store,
-        pipeline: Pipeline::new(NoSink, Enricher::disabled(), 1 << 20),
-        api_token: Arc::from("t"),
-        data_dir: dir.to_path_buf(),
-        started: Instant::now(),
-        security: control,
-        profiler: crate::ProfilerStatus::default(),
-    }
+    crate::test_state::test_state(store, dir, control)
 }
 
 async fn call(state: &ServerState, req: Request<Body>) -> (StatusCode, Value) {
