@@ -34,6 +34,11 @@ pub struct IngestArgs {
     /// Data directory for the server under test [default: a fresh temporary one].
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
+    /// Keep the eBPF profiler and security sensor running in the server under test (they are
+    /// off by default so the figures are the OTLP path's alone; as root they would also sample
+    /// and watch the generator).
+    #[arg(long)]
+    pub with_agents: bool,
 }
 
 #[derive(Debug, Serialize)]
@@ -50,6 +55,7 @@ pub struct IngestFigures {
     pub export_latency_ms: Latency,
     pub batch: usize,
     pub concurrency: usize,
+    pub with_agents: bool,
     pub target_spans_per_cpu_second: f64,
     pub target_rss_mib: f64,
     pub meets_targets: bool,
@@ -177,7 +183,8 @@ fn request(seed: u64, n: usize) -> ExportTraceServiceRequest {
 pub fn bench_ingest(exe: &Path, a: IngestArgs) -> Result<(), LabError> {
     let tmp = std::env::temp_dir().join(format!("oxeye-bench-{}", std::process::id()));
     let data_dir = a.data_dir.clone().unwrap_or_else(|| tmp.clone());
-    let server = Server::start(exe, &data_dir, &[])?;
+    let agents_off: &[&str] = &["--profile-hz", "0", "--off-cpu", "off", "--security", "off"];
+    let server = Server::start(exe, &data_dir, if a.with_agents { &[] } else { agents_off })?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -210,6 +217,7 @@ pub fn bench_ingest(exe: &Path, a: IngestArgs) -> Result<(), LabError> {
         },
         batch: a.batch,
         concurrency: a.concurrency,
+        with_agents: a.with_agents,
         target_spans_per_cpu_second: 300_000.0,
         target_rss_mib: 500.0,
         meets_targets: per_cpu >= 300_000.0 && (peak as f64 / 1048576.0) < 500.0,

@@ -52,6 +52,8 @@ pub struct Group<T> {
 #[derive(Clone, Debug, PartialEq)]
 pub enum Batch {
     Spans(Vec<Group<Span>>),
+    /// Spans still in their OTLP/protobuf request, validated (see [`crate::otlp_wire`]).
+    RawSpans(crate::otlp_wire::RawSpans),
     Metrics(Vec<Group<Metric>>),
     Logs(Vec<Group<LogRecord>>),
     Profiles(ProfileBatch),
@@ -64,7 +66,7 @@ pub enum Batch {
 impl Batch {
     pub fn kind(&self) -> &'static str {
         match self {
-            Batch::Spans(_) => "spans",
+            Batch::Spans(_) | Batch::RawSpans(_) => "spans",
             Batch::Metrics(_) => "metrics",
             Batch::Logs(_) => "logs",
             Batch::Profiles(_) => "profiles",
@@ -77,6 +79,7 @@ impl Batch {
     pub fn len(&self) -> usize {
         match self {
             Batch::Spans(g) => g.iter().map(|g| g.items.len()).sum(),
+            Batch::RawSpans(r) => r.len(),
             Batch::Metrics(g) => g
                 .iter()
                 .flat_map(|g| &g.items)
@@ -93,10 +96,38 @@ impl Batch {
         self.len() == 0
     }
 
+    /// For every group of spans: its resource and how many of its spans are requests (roots,
+    /// and server or consumer spans). Empty for other kinds of batch.
+    pub fn span_groups(&self) -> Vec<(&Resource, usize)> {
+        match self {
+            Batch::Spans(g) => g
+                .iter()
+                .map(|g| {
+                    let requests = g
+                        .items
+                        .iter()
+                        .filter(|s| {
+                            s.parent_span_id.is_none()
+                                || matches!(s.kind, SpanKind::Server | SpanKind::Consumer)
+                        })
+                        .count();
+                    (&*g.resource, requests)
+                })
+                .collect(),
+            Batch::RawSpans(r) => r
+                .groups
+                .iter()
+                .map(|g| (&*g.resource, g.requests))
+                .collect(),
+            _ => Vec::new(),
+        }
+    }
+
     /// Every resource in the batch, for processors that enrich them.
     pub fn resources_mut(&mut self) -> Vec<&mut Arc<Resource>> {
         match self {
             Batch::Spans(g) => g.iter_mut().map(|g| &mut g.resource).collect(),
+            Batch::RawSpans(r) => r.groups.iter_mut().map(|g| &mut g.resource).collect(),
             Batch::Metrics(g) => g.iter_mut().map(|g| &mut g.resource).collect(),
             Batch::Logs(g) => g.iter_mut().map(|g| &mut g.resource).collect(),
             // Profiles are taken on this host: each sample names its process, no resource.

@@ -11,6 +11,7 @@ mod batch;
 mod ids;
 pub mod otlp;
 pub mod otlp_profiles;
+pub mod otlp_wire;
 pub mod security;
 
 pub use attrs::{Attrs, any_value_to_string};

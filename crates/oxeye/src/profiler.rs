@@ -80,18 +80,12 @@ impl TracedProcesses {
     /// Notes the local processes a batch's spans came from. Resources naming another host are
     /// someone else's processes.
     pub fn note(&self, batch: &Batch) {
-        let Batch::Spans(groups) = batch else {
-            return;
-        };
         let now = Instant::now();
-        let pids: Vec<u32> = groups
-            .iter()
-            .filter(|g| {
-                g.resource
-                    .get("host.name")
-                    .is_none_or(|h| h == &*self.host_name)
-            })
-            .filter_map(|g| g.resource.get("process.pid")?.parse().ok())
+        let pids: Vec<u32> = batch
+            .span_groups()
+            .into_iter()
+            .filter(|(r, _)| r.get("host.name").is_none_or(|h| h == &*self.host_name))
+            .filter_map(|(r, _)| r.get("process.pid")?.parse().ok())
             .collect();
         if pids.is_empty() {
             return;

@@ -173,7 +173,9 @@ impl ServiceNames {
     /// Notes `process.pid` → `service.name` of each resource of this host in `batch`.
     pub fn note(&self, batch: &Batch) {
         let resources: Vec<&model::Resource> = match batch {
-            Batch::Spans(g) => g.iter().map(|g| &*g.resource).collect(),
+            Batch::Spans(_) | Batch::RawSpans(_) => {
+                batch.span_groups().into_iter().map(|(r, _)| r).collect()
+            }
             Batch::Metrics(g) => g.iter().map(|g| &*g.resource).collect(),
             Batch::Logs(g) => g.iter().map(|g| &*g.resource).collect(),
             _ => return,

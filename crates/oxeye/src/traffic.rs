@@ -19,7 +19,7 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use model::{Batch, SpanKind};
+use model::Batch;
 use serde_json::{Value, json};
 
 /// A process is boosted for its service while it sent spans this recently.
@@ -183,32 +183,25 @@ impl TrafficMonitor {
     /// Counts the requests among a batch's spans, per service, and notes which local process
     /// sent them. Resources naming another host are someone else's processes and traffic.
     pub fn note(&self, batch: &Batch, now: Instant) {
-        let Batch::Spans(groups) = batch else {
+        let groups = batch.span_groups();
+        if groups.is_empty() {
             return;
-        };
+        }
         let Ok(mut inner) = self.inner.lock() else {
             return;
         };
-        for g in groups {
-            if g.resource
+        for (resource, requests) in groups {
+            if resource
                 .get("host.name")
                 .is_some_and(|h| h != &*self.host_name)
             {
                 continue;
             }
-            let Some(service) = g.resource.get("service.name") else {
+            let Some(service) = resource.get("service.name") else {
                 continue;
             };
-            let requests = g
-                .items
-                .iter()
-                .filter(|s| {
-                    s.parent_span_id.is_none()
-                        || matches!(s.kind, SpanKind::Server | SpanKind::Consumer)
-                })
-                .count() as u64;
-            let pid = g
-                .resource
+            let requests = requests as u64;
+            let pid = resource
                 .get("process.pid")
                 .and_then(|p| p.parse::<u32>().ok());
             let entry = inner
@@ -376,6 +369,8 @@ mod tests {
     use model::{Group, Resource, Scope, Span, SpanId, StatusCode, TraceId};
 
     /// `n` spans of `kind` (roots when `root`) from `service` in process `pid` on `host`.
+    use model::SpanKind;
+
     fn spans(service: &str, pid: u32, host: &str, n: usize, kind: SpanKind, root: bool) -> Batch {
         let span = Span {
             trace_id: TraceId([1; 16]),

@@ -10,6 +10,7 @@ use datafusion::arrow::array::{
 use datafusion::arrow::buffer::OffsetBuffer;
 use datafusion::arrow::datatypes::{DataType, Field, Fields};
 use datafusion::arrow::error::ArrowError;
+use model::otlp_wire::{RawSpans, SpanView, parse_span};
 use model::{
     Attrs, Batch, Group, LogRecord, Metric, MetricPoint, PointValue, ProfileBatch, Resource, Scope,
     Span,
@@ -39,10 +40,10 @@ impl MapCol {
             size.value_bytes,
         ))
     }
-    fn append(&mut self, attrs: &Attrs) {
+    fn append<K: AsRef<str>, V: AsRef<str>>(&mut self, attrs: &[(K, V)]) {
         for (k, v) in attrs {
-            self.0.keys().append_value(k);
-            self.0.values().append_value(v);
+            self.0.keys().append_value(k.as_ref());
+            self.0.values().append_value(v.as_ref());
         }
         // Appending to a fresh builder cannot fail: the entry is never null.
         let _ = self.0.append(true);
@@ -79,6 +80,7 @@ impl ListOfStruct {
 pub fn encode(batch: &Batch) -> Result<Vec<(Table, RecordBatch)>, ArrowError> {
     match batch {
         Batch::Spans(g) => Ok(vec![(Table::Traces, spans(g)?)]),
+        Batch::RawSpans(r) => Ok(vec![(Table::Traces, raw_spans(r)?)]),
         Batch::Logs(g) => Ok(vec![(Table::Logs, logs(g)?)]),
         Batch::Metrics(g) => metrics(g),
         Batch::Profiles(p) => profiles(p),
@@ -136,134 +138,232 @@ pub(crate) fn sorted_order<'a, A: Copy>(mut rows: Vec<(&'a str, &'a str, i64, A)
 fn spans(groups: &[Group<Span>]) -> Result<RecordBatch, ArrowError> {
     let n: usize = groups.iter().map(|g| g.items.len()).sum();
     let mut rows = Vec::with_capacity(n);
-    let (mut res_size, mut span_size, mut ev_size, mut ln_size) = Default::default();
-    let (mut name_bytes, mut svc_bytes, mut scope_bytes, mut events, mut links) = (0, 0, 0, 0, 0);
+    let mut size = SpanSizes::default();
     for (gi, g) in groups.iter().enumerate() {
         let svc = g.resource.service_name();
-        AttrsSize::add(
-            &mut res_size,
-            AttrsSize::of(&g.resource.attributes).times(g.items.len()),
-        );
-        svc_bytes += svc.len() * g.items.len();
-        scope_bytes += (g.scope.name.len() + g.scope.version.len()) * g.items.len();
+        size.add_group(&g.resource, &g.scope, g.items.len());
         for (i, s) in g.items.iter().enumerate() {
             rows.push((svc, "", ts(s.start_unix_nano), (gi, i)));
-            name_bytes += s.name.len();
-            AttrsSize::add(&mut span_size, AttrsSize::of(&s.attributes));
-            events += s.events.len();
-            links += s.links.len();
+            size.name_bytes += s.name.len();
+            AttrsSize::add(&mut size.span, AttrsSize::of(&s.attributes));
+            size.events += s.events.len();
+            size.links += s.links.len();
             for e in &s.events {
-                AttrsSize::add(&mut ev_size, AttrsSize::of(&e.attributes));
+                AttrsSize::add(&mut size.event, AttrsSize::of(&e.attributes));
             }
             for l in &s.links {
-                AttrsSize::add(&mut ln_size, AttrsSize::of(&l.attributes));
+                AttrsSize::add(&mut size.link, AttrsSize::of(&l.attributes));
             }
         }
     }
-    let order = sorted_order(rows);
-    let mut time = Vec::with_capacity(n);
-    let mut trace_id = strings(n, n * 32);
-    let mut span_id = strings(n, n * 16);
-    let mut parent = strings(n, n * 16);
-    let mut state = strings(n, 0);
-    let mut name = strings(n, name_bytes);
-    let mut kind = strings(n, n * 16);
-    let mut service = strings(n, svc_bytes);
-    let mut res_attrs = MapCol::with_capacity(n, res_size);
-    let mut scope_name = strings(n, scope_bytes);
-    let mut scope_version = strings(n, scope_bytes);
-    let mut span_attrs = MapCol::with_capacity(n, span_size);
-    let mut duration = UInt64Builder::with_capacity(n);
-    let mut status = strings(n, n * 17);
-    let mut status_msg = strings(n, 0);
-    let (mut ev_list, mut ev_ts, mut ev_name, mut ev_attrs) = (
-        ListOfStruct::new(),
-        Vec::with_capacity(events),
-        strings(events, events * 16),
-        MapCol::with_capacity(events, ev_size),
-    );
-    let (mut ln_list, mut ln_trace, mut ln_span, mut ln_state, mut ln_attrs) = (
-        ListOfStruct::new(),
-        strings(links, links * 32),
-        strings(links, links * 16),
-        strings(links, 0),
-        MapCol::with_capacity(links, ln_size),
-    );
-    let (mut hex32, mut hex16) = ([0u8; 32], [0u8; 16]);
-    for (gi, i) in order {
+    let mut cols = SpanColumns::with_capacity(n, &size);
+    let mut view = SpanView::default();
+    for (gi, i) in sorted_order(rows) {
         let g = &groups[gi];
-        let s = &g.items[i];
-        time.push(ts(s.start_unix_nano));
-        trace_id.append_value(s.trace_id.hex(&mut hex32));
-        span_id.append_value(s.span_id.hex(&mut hex16));
-        match &s.parent_span_id {
-            Some(p) => parent.append_value(p.hex(&mut hex16)),
-            None => parent.append_value(""),
-        }
-        state.append_value(&s.trace_state);
-        name.append_value(&s.name);
-        kind.append_value(s.kind.as_str());
-        service.append_value(g.resource.service_name());
-        res_attrs.append(&g.resource.attributes);
-        scope_name.append_value(&g.scope.name);
-        scope_version.append_value(&g.scope.version);
-        span_attrs.append(&s.attributes);
-        duration.append_value(s.duration_nanos());
-        status.append_value(s.status_code.as_str());
-        status_msg.append_value(&s.status_message);
-        for e in &s.events {
-            ev_ts.push(ts(e.time_unix_nano));
-            ev_name.append_value(&e.name);
-            ev_attrs.append(&e.attributes);
-        }
-        ev_list.end_row(ev_ts.len());
-        for l in &s.links {
-            ln_trace.append_value(l.trace_id.hex(&mut hex32));
-            ln_span.append_value(l.span_id.hex(&mut hex16));
-            ln_state.append_value(&l.trace_state);
-            ln_attrs.append(&l.attributes);
-        }
-        ln_list.end_row(ln_trace.len());
+        view.fill_from(&g.items[i]);
+        cols.append(&g.resource, &g.scope, &view);
     }
-    let events = ev_list.finish(
-        event_fields(),
-        vec![
-            Arc::new(TimestampNanosecondArray::from(ev_ts)),
-            Arc::new(ev_name.finish()),
-            ev_attrs.finish(),
-        ],
-    )?;
-    let links = ln_list.finish(
-        link_fields(),
-        vec![
-            Arc::new(ln_trace.finish()),
-            Arc::new(ln_span.finish()),
-            Arc::new(ln_state.finish()),
-            ln_attrs.finish(),
-        ],
-    )?;
-    RecordBatch::try_new(
-        Table::Traces.schema(),
-        vec![
-            Arc::new(TimestampNanosecondArray::from(time)),
-            Arc::new(trace_id.finish()),
-            Arc::new(span_id.finish()),
-            Arc::new(parent.finish()),
-            Arc::new(state.finish()),
-            Arc::new(name.finish()),
-            Arc::new(kind.finish()),
-            Arc::new(service.finish()),
-            res_attrs.finish(),
-            Arc::new(scope_name.finish()),
-            Arc::new(scope_version.finish()),
-            span_attrs.finish(),
-            Arc::new(duration.finish()),
-            Arc::new(status.finish()),
-            Arc::new(status_msg.finish()),
-            events,
-            links,
-        ],
-    )
+    cols.finish()
+}
+
+/// Spans read straight from their OTLP request into columns (validated when received).
+fn raw_spans(raw: &RawSpans) -> Result<RecordBatch, ArrowError> {
+    let n = raw.len();
+    let mut size = SpanSizes::default();
+    for g in &raw.groups {
+        size.add_group(&g.resource, &g.scope, g.spans);
+    }
+    // Names, attributes, events and links together are at most the request's size.
+    let wire = raw.bytes.len();
+    size.name_bytes = wire / 8;
+    size.span = AttrsSize {
+        entries: n * 4,
+        key_bytes: wire / 4,
+        value_bytes: wire / 4,
+    };
+    let rows = raw
+        .spans
+        .iter()
+        .enumerate()
+        .map(|(i, s)| {
+            let svc = raw.groups[s.group as usize].resource.service_name();
+            (svc, "", ts(s.start_unix_nano), i)
+        })
+        .collect();
+    let mut cols = SpanColumns::with_capacity(n, &size);
+    let mut view = SpanView::default();
+    for i in sorted_order(rows) {
+        let s = &raw.spans[i];
+        let g = &raw.groups[s.group as usize];
+        parse_span(raw.span_bytes(s), &mut view, &|f| f.to_string())
+            .map_err(|e| ArrowError::ParseError(format!("span {i}: {e}")))?;
+        cols.append(&g.resource, &g.scope, &view);
+    }
+    cols.finish()
+}
+
+/// Room the columns of a span batch need.
+#[derive(Default)]
+struct SpanSizes {
+    resource: AttrsSize,
+    span: AttrsSize,
+    event: AttrsSize,
+    link: AttrsSize,
+    name_bytes: usize,
+    service_bytes: usize,
+    scope_bytes: usize,
+    events: usize,
+    links: usize,
+}
+
+impl SpanSizes {
+    fn add_group(&mut self, resource: &Resource, scope: &Scope, spans: usize) {
+        AttrsSize::add(
+            &mut self.resource,
+            AttrsSize::of(&resource.attributes).times(spans),
+        );
+        self.service_bytes += resource.service_name().len() * spans;
+        self.scope_bytes += (scope.name.len() + scope.version.len()) * spans;
+    }
+}
+
+/// The builders of `otel_traces`, filled one span at a time.
+struct SpanColumns {
+    time: Vec<i64>,
+    trace_id: StringBuilder,
+    span_id: StringBuilder,
+    parent: StringBuilder,
+    state: StringBuilder,
+    name: StringBuilder,
+    kind: StringBuilder,
+    service: StringBuilder,
+    res_attrs: MapCol,
+    scope_name: StringBuilder,
+    scope_version: StringBuilder,
+    span_attrs: MapCol,
+    duration: UInt64Builder,
+    status: StringBuilder,
+    status_msg: StringBuilder,
+    ev_list: ListOfStruct,
+    ev_ts: Vec<i64>,
+    ev_name: StringBuilder,
+    ev_attrs: MapCol,
+    ln_list: ListOfStruct,
+    ln_trace: StringBuilder,
+    ln_span: StringBuilder,
+    ln_state: StringBuilder,
+    ln_attrs: MapCol,
+}
+
+impl SpanColumns {
+    fn with_capacity(n: usize, size: &SpanSizes) -> Self {
+        let (events, links) = (size.events, size.links);
+        SpanColumns {
+            time: Vec::with_capacity(n),
+            trace_id: strings(n, n * 32),
+            span_id: strings(n, n * 16),
+            parent: strings(n, n * 16),
+            state: strings(n, 0),
+            name: strings(n, size.name_bytes),
+            kind: strings(n, n * 16),
+            service: strings(n, size.service_bytes),
+            res_attrs: MapCol::with_capacity(n, size.resource),
+            scope_name: strings(n, size.scope_bytes),
+            scope_version: strings(n, size.scope_bytes),
+            span_attrs: MapCol::with_capacity(n, size.span),
+            duration: UInt64Builder::with_capacity(n),
+            status: strings(n, n * 17),
+            status_msg: strings(n, 0),
+            ev_list: ListOfStruct::new(),
+            ev_ts: Vec::with_capacity(events),
+            ev_name: strings(events, events * 16),
+            ev_attrs: MapCol::with_capacity(events, size.event),
+            ln_list: ListOfStruct::new(),
+            ln_trace: strings(links, links * 32),
+            ln_span: strings(links, links * 16),
+            ln_state: strings(links, 0),
+            ln_attrs: MapCol::with_capacity(links, size.link),
+        }
+    }
+
+    fn append(&mut self, resource: &Resource, scope: &Scope, s: &SpanView<'_>) {
+        let (mut hex32, mut hex16) = ([0u8; 32], [0u8; 16]);
+        self.time.push(ts(s.start_unix_nano));
+        self.trace_id.append_value(s.trace_id.hex(&mut hex32));
+        self.span_id.append_value(s.span_id.hex(&mut hex16));
+        match &s.parent_span_id {
+            Some(p) => self.parent.append_value(p.hex(&mut hex16)),
+            None => self.parent.append_value(""),
+        }
+        self.state.append_value(s.trace_state);
+        self.name.append_value(s.name);
+        self.kind.append_value(s.kind.as_str());
+        self.service.append_value(resource.service_name());
+        self.res_attrs.append(&resource.attributes);
+        self.scope_name.append_value(&scope.name);
+        self.scope_version.append_value(&scope.version);
+        self.span_attrs.append(&s.attributes);
+        self.duration.append_value(s.duration_nanos());
+        self.status.append_value(s.status_code.as_str());
+        self.status_msg.append_value(s.status_message);
+        for e in &s.events {
+            self.ev_ts.push(ts(e.time_unix_nano));
+            self.ev_name.append_value(e.name);
+            self.ev_attrs
+                .append(&s.event_attributes[e.attributes.clone()]);
+        }
+        self.ev_list.end_row(self.ev_ts.len());
+        for l in &s.links {
+            self.ln_trace.append_value(l.trace_id.hex(&mut hex32));
+            self.ln_span.append_value(l.span_id.hex(&mut hex16));
+            self.ln_state.append_value(l.trace_state);
+            self.ln_attrs
+                .append(&s.link_attributes[l.attributes.clone()]);
+        }
+        self.ln_list.end_row(self.ln_trace.len());
+    }
+
+    fn finish(mut self) -> Result<RecordBatch, ArrowError> {
+        let events = self.ev_list.finish(
+            event_fields(),
+            vec![
+                Arc::new(TimestampNanosecondArray::from(self.ev_ts)),
+                Arc::new(self.ev_name.finish()),
+                self.ev_attrs.finish(),
+            ],
+        )?;
+        let links = self.ln_list.finish(
+            link_fields(),
+            vec![
+                Arc::new(self.ln_trace.finish()),
+                Arc::new(self.ln_span.finish()),
+                Arc::new(self.ln_state.finish()),
+                self.ln_attrs.finish(),
+            ],
+        )?;
+        RecordBatch::try_new(
+            Table::Traces.schema(),
+            vec![
+                Arc::new(TimestampNanosecondArray::from(self.time)),
+                Arc::new(self.trace_id.finish()),
+                Arc::new(self.span_id.finish()),
+                Arc::new(self.parent.finish()),
+                Arc::new(self.state.finish()),
+                Arc::new(self.name.finish()),
+                Arc::new(self.kind.finish()),
+                Arc::new(self.service.finish()),
+                self.res_attrs.finish(),
+                Arc::new(self.scope_name.finish()),
+                Arc::new(self.scope_version.finish()),
+                self.span_attrs.finish(),
+                Arc::new(self.duration.finish()),
+                Arc::new(self.status.finish()),
+                Arc::new(self.status_msg.finish()),
+                events,
+                links,
+            ],
+        )
+    }
 }
 
 fn logs(groups: &[Group<LogRecord>]) -> Result<RecordBatch, ArrowError> {

@@ -4,8 +4,9 @@ use std::net::SocketAddr;
 
 use http::HeaderValue;
 use model::Batch;
-use model::otlp::{InvalidData, logs_from_otlp, metrics_from_otlp, spans_from_otlp};
+use model::otlp::{InvalidData, logs_from_otlp, metrics_from_otlp};
 use model::otlp_profiles::profiles_from_otlp;
+use model::otlp_wire::{WireError, scan_traces};
 use opentelemetry_proto::tonic::collector::logs::v1::logs_service_server::{
     LogsService, LogsServiceServer,
 };
@@ -23,9 +24,6 @@ use opentelemetry_proto::tonic::collector::profiles::v1development::profiles_ser
 };
 use opentelemetry_proto::tonic::collector::profiles::v1development::{
     ExportProfilesServiceRequest, ExportProfilesServiceResponse,
-};
-use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
-    TraceService, TraceServiceServer,
 };
 use opentelemetry_proto::tonic::collector::trace::v1::{
     ExportTraceServiceRequest, ExportTraceServiceResponse,
@@ -75,23 +73,6 @@ impl Otlp {
         ack.wait()
             .await
             .map_err(|e| Status::unavailable(format!("not stored, retry later: {e}")))
-    }
-}
-
-#[tonic::async_trait]
-impl TraceService for Otlp {
-    async fn export(
-        &self,
-        req: Request<ExportTraceServiceRequest>,
-    ) -> Result<Response<ExportTraceServiceResponse>, Status> {
-        self.check_auth(&req)?;
-        let peer = req.remote_addr();
-        let req = req.into_inner();
-        let n = req.encoded_len();
-        self.accept(spans_from_otlp(req), n, peer).await?;
-        Ok(Response::new(ExportTraceServiceResponse {
-            partial_success: None,
-        }))
     }
 }
 
@@ -146,6 +127,118 @@ impl ProfilesService for Otlp {
     }
 }
 
+/// OTLP `TraceService`, with each request kept as the bytes it came in: spans are validated
+/// here and read straight from those bytes into the store's columns (see `model::otlp_wire`),
+/// which costs a fraction of decoding them into messages and then into model spans.
+#[derive(Clone)]
+struct RawTraceServer {
+    svc: Otlp,
+    max: usize,
+}
+
+const TRACE_EXPORT: &str = "/opentelemetry.proto.collector.trace.v1.TraceService/Export";
+
+impl tonic::server::NamedService for RawTraceServer {
+    const NAME: &'static str = "opentelemetry.proto.collector.trace.v1.TraceService";
+}
+
+impl tower::Service<http::Request<tonic::body::Body>> for RawTraceServer {
+    type Response = http::Response<tonic::body::Body>;
+    type Error = std::convert::Infallible;
+    type Future = tonic::codegen::BoxFuture<Self::Response, Self::Error>;
+
+    fn poll_ready(
+        &mut self,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: http::Request<tonic::body::Body>) -> Self::Future {
+        let this = self.clone();
+        Box::pin(async move {
+            if req.uri().path() != TRACE_EXPORT {
+                return Ok(Status::unimplemented(format!(
+                    "no method {} (this service has Export)",
+                    req.uri().path()
+                ))
+                .into_http());
+            }
+            let mut grpc = tonic::server::Grpc::new(RawCodec)
+                .accept_compressed(CompressionEncoding::Gzip)
+                .send_compressed(CompressionEncoding::Gzip)
+                .max_decoding_message_size(this.max);
+            Ok(grpc.unary(ExportRaw(this.svc), req).await)
+        })
+    }
+}
+
+struct ExportRaw(Otlp);
+
+impl tonic::server::UnaryService<bytes::Bytes> for ExportRaw {
+    type Response = ExportTraceServiceResponse;
+    type Future = tonic::codegen::BoxFuture<Response<Self::Response>, Status>;
+
+    fn call(&mut self, req: Request<bytes::Bytes>) -> Self::Future {
+        let svc = self.0.clone();
+        Box::pin(async move {
+            svc.check_auth(&req)?;
+            let peer = req.remote_addr();
+            let body = req.into_inner();
+            let n = body.len();
+            let batch = match scan_traces(body) {
+                Ok(raw) => Ok(Batch::RawSpans(raw)),
+                Err(WireError::Invalid(e)) => Err(e),
+                Err(WireError::Protobuf(m)) => {
+                    return Err(Status::invalid_argument(format!(
+                        "failed to decode ExportTraceServiceRequest: {m}"
+                    )));
+                }
+            };
+            svc.accept(batch, n, peer).await?;
+            Ok(Response::new(ExportTraceServiceResponse {
+                partial_success: None,
+            }))
+        })
+    }
+}
+
+/// Hands the request message over as bytes; answers are ordinary protobuf.
+struct RawCodec;
+
+struct RawDecoder;
+
+impl tonic::codec::Decoder for RawDecoder {
+    type Item = bytes::Bytes;
+    type Error = Status;
+
+    fn decode(
+        &mut self,
+        src: &mut tonic::codec::DecodeBuf<'_>,
+    ) -> Result<Option<bytes::Bytes>, Status> {
+        use bytes::Buf;
+        Ok(Some(src.copy_to_bytes(src.remaining())))
+    }
+}
+
+impl tonic::codec::Codec for RawCodec {
+    type Encode = ExportTraceServiceResponse;
+    type Decode = bytes::Bytes;
+    type Encoder = tonic_prost::ProstEncoder<ExportTraceServiceResponse>;
+    type Decoder = RawDecoder;
+
+    fn encoder(&mut self) -> Self::Encoder {
+        tonic::codec::Codec::encoder(&mut tonic_prost::ProstCodec::<
+            ExportTraceServiceResponse,
+            ExportTraceServiceRequest,
+        >::default())
+    }
+
+    fn decoder(&mut self) -> Self::Decoder {
+        RawDecoder
+    }
+}
+
 /// tonic reports undecodable messages as INTERNAL; to a client that is its own bad input,
 /// so say INVALID_ARGUMENT (what the OTLP spec asks for).
 fn bad_input_is_invalid_argument<B>(mut resp: http::Response<B>) -> http::Response<B> {
@@ -176,12 +269,10 @@ pub async fn serve(
         .layer(tower::util::MapResponseLayer::new(
             bad_input_is_invalid_argument,
         ))
-        .add_service(
-            TraceServiceServer::new(svc.clone())
-                .accept_compressed(CompressionEncoding::Gzip)
-                .send_compressed(CompressionEncoding::Gzip)
-                .max_decoding_message_size(max),
-        )
+        .add_service(RawTraceServer {
+            svc: svc.clone(),
+            max,
+        })
         .add_service(
             MetricsServiceServer::new(svc.clone())
                 .accept_compressed(CompressionEncoding::Gzip)

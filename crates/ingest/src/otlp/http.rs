@@ -17,7 +17,7 @@ use pipeline::Origin;
 use prost::Message;
 use tokio::net::TcpListener;
 
-use super::{Encoding, Signal, decode};
+use super::{Encoding, Signal, decode_bytes};
 use crate::{ReceiverContext, reservation};
 
 /// `google.rpc.Status`, the OTLP error body.
@@ -155,8 +155,8 @@ async fn handle(
         .unwrap_or("identity")
         .trim()
         .to_ascii_lowercase();
-    let body: Vec<u8> = match content_encoding.as_str() {
-        "" | "identity" => raw.to_vec(),
+    let body: bytes::Bytes = match content_encoding.as_str() {
+        "" | "identity" => raw,
         "gzip" => {
             let mut out = Vec::new();
             let limit = ctx.max_decoded_bytes() as u64;
@@ -175,7 +175,7 @@ async fn handle(
                     "more than {limit} bytes after gzip decompression"
                 )));
             }
-            out
+            out.into()
         }
         other => {
             return Err(Failure::new(
@@ -185,10 +185,11 @@ async fn handle(
             ));
         }
     };
-    let batch = decode(signal, encoding, &body)
+    let wire_len = body.len();
+    let batch = decode_bytes(signal, encoding, body)
         .map_err(|e| Failure::new(StatusCode::BAD_REQUEST, encoding, e.to_string()))?;
     if !batch.is_empty() {
-        let bytes = reservation(&batch, body.len());
+        let bytes = reservation(&batch, wire_len);
         let ack = ctx
             .pipeline
             .submit(batch, bytes, Origin { peer: Some(peer) })

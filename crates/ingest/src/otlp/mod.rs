@@ -6,6 +6,7 @@ pub mod http;
 use model::Batch;
 use model::otlp::{logs_from_otlp, metrics_from_otlp, spans_from_otlp};
 use model::otlp_profiles::profiles_from_otlp;
+use model::otlp_wire::{WireError, scan_traces};
 use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
 use opentelemetry_proto::tonic::collector::profiles::v1development::ExportProfilesServiceRequest;
@@ -51,6 +52,27 @@ pub enum DecodeError {
     },
     #[error("invalid data: {0}")]
     Invalid(String),
+}
+
+/// [`decode`] for a body the batch may keep: protobuf traces are only validated and indexed,
+/// then read straight from these bytes when stored (see [`model::otlp_wire`]).
+pub fn decode_bytes(
+    signal: Signal,
+    encoding: Encoding,
+    body: bytes::Bytes,
+) -> Result<Batch, DecodeError> {
+    match (signal, encoding) {
+        (Signal::Traces, Encoding::Protobuf) => {
+            scan_traces(body).map(Batch::RawSpans).map_err(|e| match e {
+                WireError::Protobuf(detail) => DecodeError::Protobuf {
+                    message: signal.message_name(),
+                    detail,
+                },
+                WireError::Invalid(e) => DecodeError::Invalid(e.0),
+            })
+        }
+        _ => decode(signal, encoding, &body),
+    }
 }
 
 /// Decodes one OTLP export request body (already decompressed).
