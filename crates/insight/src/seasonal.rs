@@ -3,8 +3,10 @@
 //! recent error, feed the anomaly likelihood; so does the drift of the slow forecaster's recent
 //! signed errors (ramps, shifts, a missing cycle); values outside everything seen so far by more
 //! than the forecast noise alarm at once; so does a burst of never-seen sequences of quantised
-//! levels (contextual novelty, judged by an HTM-style likelihood); after an alarm, further alarms are muted for a while
-//! because one event is one anomaly.
+//! levels (contextual novelty, judged by an HTM-style likelihood); a second, coarse detector of
+//! the same kind runs on means of blocks of points and catches shifts too small to see in single
+//! noisy points; after an alarm, further alarms are muted for a while because one event is one
+//! anomaly.
 
 use crate::context::ContextNovelty;
 use crate::likelihood::{ExceedanceTail, ScoreLikelihood};
@@ -73,6 +75,16 @@ pub struct Settings {
     /// Points during which scores are multiplied by `mute_factor` after an alarm.
     pub mute_points: u32,
     pub mute_factor: f64,
+    /// After the mute, a new alarm must score at least the last alarm's score times
+    /// `rearm_factor`, a bar that decays linearly back to `alarm_score` over `rearm_points`
+    /// points: a series that keeps alarming must keep getting more surprising to be heard.
+    pub rearm_points: u32,
+    pub rearm_factor: f64,
+    /// Points averaged into one value of the coarse detector (a second detector on block means,
+    /// which sees shifts too small for single noisy points); 0 or 1 turns it off. Its score,
+    /// times `coarse_weight`, counts at the point that completes a block.
+    pub coarse_block: u32,
+    pub coarse_weight: f64,
 }
 
 impl Default for Settings {
@@ -103,6 +115,10 @@ impl Default for Settings {
             alarm_score: 0.4,
             mute_points: 75,
             mute_factor: 0.1,
+            rearm_points: 0,
+            rearm_factor: 1.0,
+            coarse_block: 8,
+            coarse_weight: 0.5,
         }
     }
 }
@@ -138,8 +154,20 @@ pub struct SeasonalDetector {
     #[serde(with = "crate::state::float")]
     max_seen: f64,
     muted_for: u32,
+    /// Points since the last alarm (saturating) and that alarm's score.
+    #[serde(default)]
+    since_alarm: u32,
+    #[serde(default)]
+    last_alarm_score: f64,
     context: ContextNovelty,
     context_likelihood: ScoreLikelihood,
+    /// The coarse detector on block means, with the running block's sum and count.
+    #[serde(default)]
+    coarse: Option<Box<SeasonalDetector>>,
+    #[serde(default)]
+    block_sum: f64,
+    #[serde(default)]
+    block_count: u32,
 }
 
 impl Default for SeasonalDetector {
@@ -167,8 +195,23 @@ impl SeasonalDetector {
             min_seen: f64::INFINITY,
             max_seen: f64::NEG_INFINITY,
             muted_for: 0,
+            since_alarm: u32::MAX,
+            last_alarm_score: 0.0,
             context: ContextNovelty::new(settings.context_levels, settings.context_length),
             context_likelihood: ScoreLikelihood::default(),
+            coarse: (settings.coarse_block > 1).then(|| {
+                let b = settings.coarse_block;
+                Box::new(SeasonalDetector::new(Settings {
+                    warmup_points: settings.warmup_points / b,
+                    mute_points: settings.mute_points / b,
+                    rearm_points: settings.rearm_points / b,
+                    context_learning: settings.context_learning / b,
+                    coarse_block: 0,
+                    ..settings
+                }))
+            }),
+            block_sum: 0.0,
+            block_count: 0,
         }
     }
 
@@ -200,6 +243,19 @@ impl SeasonalDetector {
             }
         }
         best
+    }
+
+    /// The score a new alarm needs: the last alarm's (times `rearm_factor`), decaying linearly
+    /// to `alarm_score` over `rearm_points` after the mute.
+    fn alarm_bar(&self) -> f64 {
+        let s = self.settings;
+        let after_mute = self.since_alarm.saturating_sub(s.mute_points);
+        if s.rearm_points == 0 || after_mute >= s.rearm_points {
+            return s.alarm_score;
+        }
+        let left = 1.0 - f64::from(after_mute) / f64::from(s.rearm_points);
+        let last = self.last_alarm_score * s.rearm_factor;
+        s.alarm_score + (last - s.alarm_score).max(0.0) * left
     }
 
     fn learn(&mut self, ts_ms: i64, value: f64) {
@@ -320,6 +376,19 @@ impl Detector for SeasonalDetector {
         } else {
             (evidence / s.full_evidence).clamp(0.0, 1.0)
         };
+        if let Some(coarse) = &mut self.coarse {
+            self.block_sum += value;
+            self.block_count += 1;
+            if self.block_count >= s.coarse_block {
+                let mean = self.block_sum / f64::from(self.block_count);
+                self.block_sum = 0.0;
+                self.block_count = 0;
+                let c = coarse.observe(ts_ms, mean).score * s.coarse_weight;
+                if self.points >= s.warmup_points {
+                    score = score.max(c.min(1.0));
+                }
+            }
+        }
 
         // Surprises mean nothing until the error scale has settled.
         if self.points >= s.warmup_points / 4 {
@@ -331,13 +400,19 @@ impl Detector for SeasonalDetector {
         self.long_moments.update(value, s.change_long_rate);
         self.min_seen = self.min_seen.min(value);
         self.max_seen = self.max_seen.max(value);
+        let bar = self.alarm_bar();
         if self.muted_for > 0 {
             self.muted_for -= 1;
+            score *= s.mute_factor;
+        } else if score >= s.alarm_score && score < bar {
             score *= s.mute_factor;
         } else if score >= s.alarm_score {
             self.muted_for = s.mute_points;
             self.accumulated = 0.0;
+            self.since_alarm = 0;
+            self.last_alarm_score = score;
         }
+        self.since_alarm = self.since_alarm.saturating_add(1);
 
         self.learn(ts_ms, value);
         self.points = self.points.saturating_add(1);
@@ -350,5 +425,9 @@ impl Detector for SeasonalDetector {
             expected_low: expected - band,
             expected_high: expected + band,
         }
+    }
+
+    fn memory_bytes(&self) -> usize {
+        std::mem::size_of_val(self) + self.coarse.as_ref().map_or(0, |c| c.memory_bytes())
     }
 }

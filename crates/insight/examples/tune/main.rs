@@ -33,6 +33,10 @@ fn apply(settings: &mut Settings, key: &str, value: f64) {
         "alarm_score" => settings.alarm_score = value,
         "mute_points" => settings.mute_points = value as u32,
         "mute_factor" => settings.mute_factor = value,
+        "rearm_points" => settings.rearm_points = value as u32,
+        "rearm_factor" => settings.rearm_factor = value,
+        "coarse_block" => settings.coarse_block = value as u32,
+        "coarse_weight" => settings.coarse_weight = value,
         _ => panic!("unknown setting {key}"),
     }
 }
