@@ -59,6 +59,8 @@ pub struct Settings {
     /// Only the part of an excursion beyond this many mean absolute errors of the forecast counts
     /// as outside the range: records set by ordinary noise are not novel.
     pub range_noise: f64,
+    /// Points seen before a value outside the range counts at all.
+    pub range_after: u32,
     /// Contextual novelty: levels of the quantisation, levels per context, weight of its
     /// likelihood evidence (0 turns it off), and the rates and learning points of that
     /// likelihood (recent mean of the raw novelty against its long-run Gaussian).
@@ -85,6 +87,11 @@ pub struct Settings {
     /// times `coarse_weight`, counts at the point that completes a block.
     pub coarse_block: u32,
     pub coarse_weight: f64,
+    /// The coarse detector's `range_noise`, as a multiple of the point detector's: block means
+    /// set new records by chance more often than their noise suggests in a short history.
+    pub coarse_range_noise: f64,
+    /// Blocks the coarse detector must have seen before its range evidence counts.
+    pub coarse_range_after: u32,
 }
 
 impl Default for Settings {
@@ -105,6 +112,7 @@ impl Default for Settings {
             range_tolerance: 0.02,
             range_evidence: 25.0,
             range_noise: 1.0,
+            range_after: 0,
             context_levels: 4,
             context_length: 6,
             context_weight: 1.25,
@@ -119,6 +127,8 @@ impl Default for Settings {
             rearm_factor: 1.0,
             coarse_block: 8,
             coarse_weight: 0.5,
+            coarse_range_noise: 1.5,
+            coarse_range_after: 40,
         }
     }
 }
@@ -206,6 +216,8 @@ impl SeasonalDetector {
                     mute_points: settings.mute_points / b,
                     rearm_points: settings.rearm_points / b,
                     context_learning: settings.context_learning / b,
+                    range_noise: settings.range_noise * settings.coarse_range_noise,
+                    range_after: settings.coarse_range_after,
                     coarse_block: 0,
                     ..settings
                 }))
@@ -350,7 +362,7 @@ impl Detector for SeasonalDetector {
 
         let range = self.max_seen - self.min_seen;
         let outside = (value - self.max_seen).max(self.min_seen - value) - s.range_noise * scale;
-        let range_evidence = if range > 0.0 && outside > 0.0 {
+        let range_evidence = if range > 0.0 && outside > 0.0 && self.points >= s.range_after {
             s.range_evidence * (outside / (s.range_tolerance * range)).min(1.0)
         } else {
             0.0

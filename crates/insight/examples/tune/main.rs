@@ -37,6 +37,9 @@ fn apply(settings: &mut Settings, key: &str, value: f64) {
         "rearm_factor" => settings.rearm_factor = value,
         "coarse_block" => settings.coarse_block = value as u32,
         "coarse_weight" => settings.coarse_weight = value,
+        "coarse_range_noise" => settings.coarse_range_noise = value,
+        "coarse_range_after" => settings.coarse_range_after = value as u32,
+        "range_after" => settings.range_after = value as u32,
         _ => panic!("unknown setting {key}"),
     }
 }
