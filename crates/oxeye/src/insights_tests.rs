@@ -4,6 +4,7 @@
 
 use std::sync::Arc;
 
+use insight::testing::{Noise, Seasonal};
 use model::{
     Batch, Group, Metric, MetricPoint, PointValue, Resource, Scope, Span, SpanId, SpanKind,
     StatusCode, TraceId,
@@ -17,32 +18,17 @@ const STEP: i64 = 5 * MINUTE_MS;
 const DAY: i64 = 24 * HOUR_MS;
 const T0: i64 = 1_790_000_000_000 - 1_790_000_000_000 % DAY;
 
-/// Deterministic standard-normal noise (xorshift + Box–Muller).
-struct Noise(u64);
-
-impl Noise {
-    fn uniform(&mut self) -> f64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        ((self.0 >> 11) as f64 + 0.5) / (1u64 << 53) as f64
-    }
-    fn normal(&mut self) -> f64 {
-        let (u, v) = (self.uniform(), self.uniform());
-        (-2.0 * u.ln()).sqrt() * (std::f64::consts::TAU * v).cos()
-    }
-}
-
 /// `days` of 5-minute points: level 100, a daily cycle of amplitude 10, unit noise.
 fn seasonal(seed: u64, days: i64) -> Vec<(i64, f64)> {
-    let mut noise = Noise(seed);
-    (0..days * DAY / STEP)
-        .map(|i| {
-            let t = T0 + i * STEP;
-            let phase = (t % DAY) as f64 / DAY as f64 * std::f64::consts::TAU;
-            (t, 100.0 + 10.0 * phase.sin() + noise.normal())
-        })
-        .collect()
+    Seasonal {
+        start_ms: T0,
+        step_ms: STEP,
+        points: (days * DAY / STEP) as usize,
+        level: 100.0,
+        amplitude: 10.0,
+        sigma: 1.0,
+    }
+    .generate(seed)
 }
 
 fn resource(service: &str) -> Arc<Resource> {
@@ -204,7 +190,7 @@ async fn red_latency_anomaly_from_spans_survives_a_restart() {
     {
         let store = open_store(dir.path());
         let mut spans = Vec::new();
-        let mut noise = Noise(7);
+        let mut noise = Noise::new(7);
         for m in 0..minutes {
             let at = T0 + m * MINUTE_MS;
             for k in 0..20 {
@@ -265,7 +251,7 @@ async fn red_latency_anomaly_from_spans_survives_a_restart() {
 /// `hours` of 5-minute points ending at `end`, from `from` rising by `per_hour`, with a little
 /// noise.
 fn ramp(seed: u64, end: i64, hours: i64, from: f64, per_hour: f64) -> Vec<(i64, f64)> {
-    let mut noise = Noise(seed);
+    let mut noise = Noise::new(seed);
     let n = hours * HOUR_MS / STEP;
     (0..n)
         .map(|i| {
