@@ -677,6 +677,9 @@ int main(void) { char b[64]; usleep(800000); int fd = open("/etc/shadow", O_RDON
     await waitWithReload('.anomalies-table tr[data-anomaly]', 40_000);
     const rows = page.locator('.anomalies-table tr[data-anomaly]', { hasText: QUEUE });
     assert.ok(await rows.count() >= 1, `no anomaly on ${QUEUE}: ${await page.innerText('.anomalies-table')}`);
+    // Load to latency: the service's row (a handful of spans: too few for a fit).
+    await page.waitForSelector(`.load-latency-table tr[data-service="${QUEUE_SVC}"]`);
+    assert.match(await page.innerText(`.load-latency-table tr[data-service="${QUEUE_SVC}"]`), /too few samples/);
     await shot('anomalies');
     await rows.first().locator('a').click();
     await page.waitForFunction(() => /^#\/anomalies\/[0-9a-f]{16}$/.test(location.hash));

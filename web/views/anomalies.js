@@ -76,6 +76,8 @@ function list(root, params, ctx) {
     type: 'checkbox', name: 'open', checked: openOnly,
     onchange: () => { openOnly = openBox.checked; sync(); load(); },
   });
+  const loadBody = h('div', { class: 'panel-body' }, loading('fitting load to latency…'));
+  const loadPanel = loadLatency(loadBody, ctx);
   replace(root,
     h('div', { class: 'page-head' },
       h('h1', null, 'Anomalies'),
@@ -83,13 +85,18 @@ function list(root, params, ctx) {
       h('div', { class: 'spacer' }),
       h('label', { class: 'toggle' }, openBox, ' open only'),
       svcInput),
-    h('section', { class: 'panel' }, body));
+    h('section', { class: 'panel' }, body),
+    h('section', { class: 'panel load-latency' },
+      h('div', { class: 'panel-head' }, h('h2', null, 'Load to latency'),
+        h('span', { class: 'panel-sub' }, 'p99 against request rate (Universal Scalability Law fit over the last 7 days): the knee, the rate at which p99 reaches the objective, and when traffic gets there')),
+      loadBody));
 
   function sync() {
     history.replaceState(null, '', hashFor('anomalies', { service, open: openOnly ? 'true' : '' }));
   }
 
   async function load() {
+    loadPanel.load(service);
     subtitle.textContent = `found by the streaming detector on stored series, ${rangeLabel()}`;
     try {
       const res = await get('anomalies', { ...timeWindow(), service, open: openOnly ? 'true' : '' }, { signal: slot.next() });
@@ -123,7 +130,93 @@ function list(root, params, ctx) {
   }
 
   load();
-  return { refresh: load, destroy: () => slot.abort() };
+  return { refresh: load, destroy: () => { slot.abort(); loadPanel.destroy(); } };
+}
+
+const rateLabel = (r) => (Number.isFinite(r) ? `${fmtNumber(r)}/s` : '–');
+
+/**
+ * The load-to-latency panel: every service's fit in a table; with one service (the page's
+ * filter), its observed (rate, p99) samples, the fitted curve and the objective on a chart.
+ */
+function loadLatency(body, ctx) {
+  const slot = requestSlot(ctx.signal);
+  let chart = null;
+  function destroyChart() {
+    chart?.destroy();
+    chart = null;
+  }
+  async function load(service) {
+    try {
+      const res = await get('load-latency', { service }, { signal: slot.next() });
+      const rows = service ? [res] : (res.services || []);
+      render(rows, service ? res : null);
+    } catch (e) {
+      if (isAbort(e)) return;
+      destroyChart();
+      if (e.status === 404) {
+        replace(body, notice('empty', `no spans of ${service} in the last 7 days`, 'load to latency needs the service\'s entry spans'));
+      } else {
+        replace(body, errorNotice(e));
+      }
+    }
+  }
+  function render(rows, one) {
+    destroyChart();
+    if (!rows.length) {
+      replace(body, notice('empty', 'no services with spans in the last 7 days', 'load to latency is fitted from each service\'s entry spans'));
+      return;
+    }
+    const head = h('tr', null, ['Service', 'Samples', 'Rate now', 'Knee', 'p99 objective', 'Reached at', 'Reached in', 'Fit error']
+      .map((l) => h('th', null, l)));
+    const tbody = h('tbody', null, rows.map((r) => {
+      const at = r.rate_at_objective;
+      const cross = r.objective_crossing;
+      const limited = at && at.limited_by === 'AlreadyExceeded' ? 'already exceeded'
+        : at ? rateLabel(at.rate) + (at.limited_by === 'Capacity' ? ' (knee)' : '') : '–';
+      return h('tr', { dataset: { service: r.service } },
+        h('td', null, h('a', { href: hashFor('anomalies', { service: r.service }) }, r.service)),
+        h('td', { class: 'num' }, String(r.samples)),
+        h('td', { class: 'num' }, rateLabel(r.current_rate)),
+        h('td', { class: 'num' }, rateLabel(r.capacity_rate)),
+        h('td', { class: 'num' }, fmtDurationMs(r.objective_ms)),
+        h('td', { class: 'num' }, r.fit ? limited : 'too few samples'),
+        h('td', { class: 'num' }, cross ? `${fmtDurationMs(cross.in_ms)} (${Math.round(cross.crossing.confidence * 100)} % sure)` : 'not within 7 d'),
+        h('td', { class: 'num muted' }, r.fit ? `${(r.fit.median_relative_error * 100).toFixed(1)} %` : '–'));
+    }));
+    const table = h('table', { class: 'table load-latency-table' }, h('thead', null, head), tbody);
+    if (!one || !one.curve) {
+      replace(body, table);
+      return;
+    }
+    const wrap = h('div', { class: 'chart-wrap' });
+    replace(body, table, wrap);
+    // One x axis for both: observed samples as points, the fitted curve as a line.
+    const pts = [];
+    for (const o of one.observed || []) pts.push([o.rate, o.p99_ms, null]);
+    for (const c of one.curve) pts.push([c.rate, null, c.p99_ms]);
+    pts.sort((a, b) => a[0] - b[0]);
+    const data = [pts.map((p) => p[0]), pts.map((p) => p[1]), pts.map((p) => p[2]), pts.map(() => one.objective_ms)];
+    const opts = {
+      width: Math.max(300, wrap.clientWidth || 800),
+      height: 260,
+      scales: { x: { time: false } },
+      legend: { live: true },
+      axes: [
+        { stroke: '#6b7280', grid: { stroke: '#eef0f3' }, label: 'requests/s', values: (u, vals) => vals.map((v) => fmtNumber(v)) },
+        { stroke: '#6b7280', grid: { stroke: '#eef0f3' }, size: 70, label: 'p99 ms', values: (u, vals) => vals.map((v) => fmtNumber(v)) },
+      ],
+      series: [
+        { label: 'rate', value: (u, v) => rateLabel(v) },
+        { label: 'observed p99', stroke: '#2563eb', paths: () => null, points: { show: true, size: 4, fill: '#2563eb' }, value: (u, v) => fmtNumber(v) },
+        { label: 'fitted p99', stroke: '#ea580c', width: 1.5, spanGaps: true, points: { show: false }, value: (u, v) => fmtNumber(v) },
+        { label: 'objective', stroke: '#dc2626', dash: [5, 4], width: 1, points: { show: false }, value: (u, v) => fmtNumber(v) },
+      ],
+    };
+    chart = new uPlot(opts, data, wrap);
+    wrap.dataset.points = String(pts.length);
+  }
+  return { load, destroy: () => { slot.abort(); destroyChart(); } };
 }
 
 function detail(root, id, ctx) {

@@ -19,6 +19,7 @@ mod profile;
 pub mod saturation;
 mod seasonal;
 mod state;
+pub mod testing;
 pub mod usl;
 
 pub use detector::{Detector, Observation};

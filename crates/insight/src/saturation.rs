@@ -7,6 +7,20 @@
 use crate::forecast::{ForecastSettings, HoltWinters, RegularSeries, TrendChoice};
 use crate::normal;
 
+/// Utilisation metrics whose limit is known: a fraction reaches 1, a percentage 100.
+pub const SATURATING_METRICS: [&str; 5] = [
+    "system.cpu.utilization",
+    "system.memory.utilization",
+    "system.filesystem.utilization",
+    "process.cpu.utilization",
+    "process.memory.utilization",
+];
+
+/// The limit of a utilisation metric of unit `unit`: 100 for `%`, 1 otherwise.
+pub fn utilization_limit(unit: &str) -> f64 {
+    if unit == "%" { 100.0 } else { 1.0 }
+}
+
 /// When the limit is expected to be reached.
 #[derive(Clone, Copy, Debug, PartialEq, serde::Serialize)]
 pub struct Crossing {
@@ -115,7 +129,9 @@ fn first_crossing(curve: &[f64], limit: f64, first_ms: i64, step_ms: i64) -> Opt
 }
 
 /// What to say about a forecast crossing.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 pub enum SaturationLevel {
     Ok,
     /// The central forecast reaches the limit within `warn_within_ms`.

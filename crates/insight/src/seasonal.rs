@@ -3,8 +3,10 @@
 //! recent error, feed the anomaly likelihood; so does the drift of the slow forecaster's recent
 //! signed errors (ramps, shifts, a missing cycle); values outside everything seen so far by more
 //! than the forecast noise alarm at once; so does a burst of never-seen sequences of quantised
-//! levels (contextual novelty, judged by an HTM-style likelihood); after an alarm, further alarms are muted for a while
-//! because one event is one anomaly.
+//! levels (contextual novelty, judged by an HTM-style likelihood); a second, coarse detector of
+//! the same kind runs on means of blocks of points and catches shifts too small to see in single
+//! noisy points; after an alarm, further alarms are muted for a while because one event is one
+//! anomaly.
 
 use crate::context::ContextNovelty;
 use crate::likelihood::{ExceedanceTail, ScoreLikelihood};
@@ -57,6 +59,8 @@ pub struct Settings {
     /// Only the part of an excursion beyond this many mean absolute errors of the forecast counts
     /// as outside the range: records set by ordinary noise are not novel.
     pub range_noise: f64,
+    /// Points seen before a value outside the range counts at all.
+    pub range_after: u32,
     /// Contextual novelty: levels of the quantisation, levels per context, weight of its
     /// likelihood evidence (0 turns it off), and the rates and learning points of that
     /// likelihood (recent mean of the raw novelty against its long-run Gaussian).
@@ -73,6 +77,21 @@ pub struct Settings {
     /// Points during which scores are multiplied by `mute_factor` after an alarm.
     pub mute_points: u32,
     pub mute_factor: f64,
+    /// After the mute, a new alarm must score at least the last alarm's score times
+    /// `rearm_factor`, a bar that decays linearly back to `alarm_score` over `rearm_points`
+    /// points: a series that keeps alarming must keep getting more surprising to be heard.
+    pub rearm_points: u32,
+    pub rearm_factor: f64,
+    /// Points averaged into one value of the coarse detector (a second detector on block means,
+    /// which sees shifts too small for single noisy points); 0 or 1 turns it off. Its score,
+    /// times `coarse_weight`, counts at the point that completes a block.
+    pub coarse_block: u32,
+    pub coarse_weight: f64,
+    /// The coarse detector's `range_noise`, as a multiple of the point detector's: block means
+    /// set new records by chance more often than their noise suggests in a short history.
+    pub coarse_range_noise: f64,
+    /// Blocks the coarse detector must have seen before its range evidence counts.
+    pub coarse_range_after: u32,
 }
 
 impl Default for Settings {
@@ -93,6 +112,7 @@ impl Default for Settings {
             range_tolerance: 0.02,
             range_evidence: 25.0,
             range_noise: 1.0,
+            range_after: 0,
             context_levels: 4,
             context_length: 6,
             context_weight: 1.25,
@@ -103,6 +123,12 @@ impl Default for Settings {
             alarm_score: 0.4,
             mute_points: 75,
             mute_factor: 0.1,
+            rearm_points: 0,
+            rearm_factor: 1.0,
+            coarse_block: 8,
+            coarse_weight: 0.5,
+            coarse_range_noise: 1.5,
+            coarse_range_after: 40,
         }
     }
 }
@@ -138,8 +164,20 @@ pub struct SeasonalDetector {
     #[serde(with = "crate::state::float")]
     max_seen: f64,
     muted_for: u32,
+    /// Points since the last alarm (saturating) and that alarm's score.
+    #[serde(default)]
+    since_alarm: u32,
+    #[serde(default)]
+    last_alarm_score: f64,
     context: ContextNovelty,
     context_likelihood: ScoreLikelihood,
+    /// The coarse detector on block means, with the running block's sum and count.
+    #[serde(default)]
+    coarse: Option<Box<SeasonalDetector>>,
+    #[serde(default)]
+    block_sum: f64,
+    #[serde(default)]
+    block_count: u32,
 }
 
 impl Default for SeasonalDetector {
@@ -167,8 +205,25 @@ impl SeasonalDetector {
             min_seen: f64::INFINITY,
             max_seen: f64::NEG_INFINITY,
             muted_for: 0,
+            since_alarm: u32::MAX,
+            last_alarm_score: 0.0,
             context: ContextNovelty::new(settings.context_levels, settings.context_length),
             context_likelihood: ScoreLikelihood::default(),
+            coarse: (settings.coarse_block > 1).then(|| {
+                let b = settings.coarse_block;
+                Box::new(SeasonalDetector::new(Settings {
+                    warmup_points: settings.warmup_points / b,
+                    mute_points: settings.mute_points / b,
+                    rearm_points: settings.rearm_points / b,
+                    context_learning: settings.context_learning / b,
+                    range_noise: settings.range_noise * settings.coarse_range_noise,
+                    range_after: settings.coarse_range_after,
+                    coarse_block: 0,
+                    ..settings
+                }))
+            }),
+            block_sum: 0.0,
+            block_count: 0,
         }
     }
 
@@ -200,6 +255,19 @@ impl SeasonalDetector {
             }
         }
         best
+    }
+
+    /// The score a new alarm needs: the last alarm's (times `rearm_factor`), decaying linearly
+    /// to `alarm_score` over `rearm_points` after the mute.
+    fn alarm_bar(&self) -> f64 {
+        let s = self.settings;
+        let after_mute = self.since_alarm.saturating_sub(s.mute_points);
+        if s.rearm_points == 0 || after_mute >= s.rearm_points {
+            return s.alarm_score;
+        }
+        let left = 1.0 - f64::from(after_mute) / f64::from(s.rearm_points);
+        let last = self.last_alarm_score * s.rearm_factor;
+        s.alarm_score + (last - s.alarm_score).max(0.0) * left
     }
 
     fn learn(&mut self, ts_ms: i64, value: f64) {
@@ -294,7 +362,7 @@ impl Detector for SeasonalDetector {
 
         let range = self.max_seen - self.min_seen;
         let outside = (value - self.max_seen).max(self.min_seen - value) - s.range_noise * scale;
-        let range_evidence = if range > 0.0 && outside > 0.0 {
+        let range_evidence = if range > 0.0 && outside > 0.0 && self.points >= s.range_after {
             s.range_evidence * (outside / (s.range_tolerance * range)).min(1.0)
         } else {
             0.0
@@ -320,6 +388,19 @@ impl Detector for SeasonalDetector {
         } else {
             (evidence / s.full_evidence).clamp(0.0, 1.0)
         };
+        if let Some(coarse) = &mut self.coarse {
+            self.block_sum += value;
+            self.block_count += 1;
+            if self.block_count >= s.coarse_block {
+                let mean = self.block_sum / f64::from(self.block_count);
+                self.block_sum = 0.0;
+                self.block_count = 0;
+                let c = coarse.observe(ts_ms, mean).score * s.coarse_weight;
+                if self.points >= s.warmup_points {
+                    score = score.max(c.min(1.0));
+                }
+            }
+        }
 
         // Surprises mean nothing until the error scale has settled.
         if self.points >= s.warmup_points / 4 {
@@ -331,13 +412,19 @@ impl Detector for SeasonalDetector {
         self.long_moments.update(value, s.change_long_rate);
         self.min_seen = self.min_seen.min(value);
         self.max_seen = self.max_seen.max(value);
+        let bar = self.alarm_bar();
         if self.muted_for > 0 {
             self.muted_for -= 1;
+            score *= s.mute_factor;
+        } else if score >= s.alarm_score && score < bar {
             score *= s.mute_factor;
         } else if score >= s.alarm_score {
             self.muted_for = s.mute_points;
             self.accumulated = 0.0;
+            self.since_alarm = 0;
+            self.last_alarm_score = score;
         }
+        self.since_alarm = self.since_alarm.saturating_add(1);
 
         self.learn(ts_ms, value);
         self.points = self.points.saturating_add(1);
@@ -350,5 +437,9 @@ impl Detector for SeasonalDetector {
             expected_low: expected - band,
             expected_high: expected + band,
         }
+    }
+
+    fn memory_bytes(&self) -> usize {
+        std::mem::size_of_val(self) + self.coarse.as_ref().map_or(0, |c| c.memory_bytes())
     }
 }

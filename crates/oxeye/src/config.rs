@@ -31,6 +31,10 @@ pub struct Settings {
     pub security: crate::security::SecuritySettings,
     /// How often the insights job scores new points; zero turns it off.
     pub insight_interval: Duration,
+    /// `insights.alerts`: which anomalies and saturation forecasts raise alerts.
+    pub insight_alerts: crate::insights::AlertSettings,
+    /// `insights.latency_objective`: the p99 a service should stay under (load-to-latency).
+    pub latency_objective: Duration,
     pub profile_boost_hz: u32,
     pub profile_boost_for: Duration,
     /// Requests per second that count as high traffic whatever the baseline says.
@@ -60,6 +64,8 @@ impl Default for Settings {
             off_cpu: crate::profiler::OffCpuMode::Traced,
             security: crate::security::SecuritySettings::default(),
             insight_interval: Duration::from_secs(30),
+            insight_alerts: crate::insights::AlertSettings::default(),
+            latency_objective: Duration::from_millis(500),
             profile_boost_hz: 99,
             profile_boost_for: Duration::from_secs(300),
             profile_boost_threshold: None,
@@ -246,6 +252,49 @@ pub(crate) fn with<T>(
     }
 }
 
+/// `insights.alerts`: `anomaly_severity` (minor, major, critical or off), `saturation_within`
+/// (a duration, 0 turns saturation alerts off), `saturation_confidence` (0..1).
+fn insight_alerts(v: &Value, path: &str, a: &mut crate::insights::AlertSettings, p: &mut Problems) {
+    let known = [
+        "anomaly_severity",
+        "saturation_within",
+        "saturation_confidence",
+    ];
+    for (k, v) in mapping(v, path, &known, p).unwrap_or_default() {
+        let kp = join(path, &k);
+        match k.as_str() {
+            "anomaly_severity" => {
+                let parse = |t: &str| match t {
+                    "off" => Ok(None),
+                    t if crate::insights::ANOMALY_SEVERITIES.contains(&t) => {
+                        Ok(Some(t.to_string()))
+                    }
+                    t => Err(format!(
+                        "expected minor, major, critical or off, found `{t}`"
+                    )),
+                };
+                if let Some(x) = with(v, &kp, p, parse) {
+                    a.anomaly_severity = x;
+                }
+            }
+            "saturation_within" => {
+                if let Some(d) = with(v, &kp, p, parse_duration) {
+                    a.saturation_within = d;
+                }
+            }
+            _ => {
+                let parse = |t: &str| match t.parse::<f64>() {
+                    Ok(x) if (0.0..=1.0).contains(&x) => Ok(x),
+                    _ => Err(format!("expected a probability from 0 to 1, found `{t}`")),
+                };
+                if let Some(x) = with(v, &kp, p, parse) {
+                    a.saturation_confidence = x;
+                }
+            }
+        }
+    }
+}
+
 /// Applies a config file on top of `s`. Returns every problem found, or the updated settings.
 pub fn apply_file(text: &str, s: &mut Settings) -> Result<(), Vec<String>> {
     let root: Value =
@@ -418,9 +467,23 @@ pub fn apply_file(text: &str, s: &mut Settings) -> Result<(), Vec<String>> {
                 }
             }
             "insights" => {
-                for (k, v) in mapping(val, "insights", &["interval"], &mut p).unwrap_or_default() {
-                    if let Some(d) = with(v, &join("insights", &k), &mut p, parse_duration) {
-                        s.insight_interval = d;
+                let known = ["interval", "latency_objective", "alerts"];
+                for (k, v) in mapping(val, "insights", &known, &mut p).unwrap_or_default() {
+                    let kp = join("insights", &k);
+                    match k.as_str() {
+                        "interval" => {
+                            if let Some(d) = with(v, &kp, &mut p, parse_duration) {
+                                s.insight_interval = d;
+                            }
+                        }
+                        "latency_objective" => match with(v, &kp, &mut p, parse_duration) {
+                            Some(d) if d.is_zero() => {
+                                p.add(&kp, "expected a positive duration, e.g. 300ms")
+                            }
+                            Some(d) => s.latency_objective = d,
+                            None => {}
+                        },
+                        _ => insight_alerts(v, &kp, &mut s.insight_alerts, &mut p),
                     }
                 }
             }
@@ -554,6 +617,38 @@ fn otlp_exporter(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn insight_alerts_and_the_latency_objective_are_read_and_checked() {
+        let mut s = Settings::default();
+        let yaml = "insights:\n  latency_objective: 250ms\n  alerts:\n    anomaly_severity: critical\n    saturation_within: 6h\n    saturation_confidence: 0.8\n";
+        apply_file(yaml, &mut s).expect("valid");
+        assert_eq!(s.latency_objective, Duration::from_millis(250));
+        assert_eq!(
+            s.insight_alerts.anomaly_severity.as_deref(),
+            Some("critical")
+        );
+        assert_eq!(
+            s.insight_alerts.saturation_within,
+            Duration::from_secs(6 * 3600)
+        );
+        assert_eq!(s.insight_alerts.saturation_confidence, 0.8);
+        let yaml = "insights:\n  alerts:\n    anomaly_severity: off\n";
+        apply_file(yaml, &mut s).expect("valid");
+        assert_eq!(s.insight_alerts.anomaly_severity, None);
+
+        let bad = "insights:\n  latency_objective: 0s\n  alerts:\n    anomaly_severity: loud\n    saturation_confidence: 2\n    colour: red\n";
+        let errs = apply_file(bad, &mut Settings::default()).unwrap_err();
+        assert_eq!(
+            errs,
+            vec![
+                "insights.latency_objective: expected a positive duration, e.g. 300ms",
+                "insights.alerts.colour: unknown key (expected one of: anomaly_severity, saturation_within, saturation_confidence)",
+                "insights.alerts.anomaly_severity: expected minor, major, critical or off, found `loud`",
+                "insights.alerts.saturation_confidence: expected a probability from 0 to 1, found `2`",
+            ]
+        );
+    }
 
     #[test]
     fn reports_every_problem_with_its_path() {

@@ -9,6 +9,13 @@
 //! `<data>/insights/state.json` (with the point up to which each source was read), so a restart
 //! resumes where the checkpoint was taken: the points after it are read again, and the anomalies
 //! they give have the same ids as before.
+//!
+//! Alerts: an anomaly whose severity reaches `alerts.anomaly_severity` and a resource predicted to
+//! reach its limit within `alerts.saturation_within` (with at least `saturation_confidence`)
+//! raise an alert like the security sensor's: a row in `alerts` (source `anomaly`, kind
+//! `insight-anomaly` or `saturation`) and, when sinks are configured, a message to each SIEM sink.
+//! Each anomaly alerts once per severity it reaches; each resource once per level (warn,
+//! critical), again after `saturation_within` if still predicted, and anew after it recovered.
 
 use std::collections::BTreeMap;
 #[cfg(test)]
@@ -17,9 +24,15 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
-use insight::{Detector, EpisodeTracker, SeasonalDetector};
+use insight::saturation::{SATURATING_METRICS, utilization_limit};
+use insight::{
+    Detector, EpisodeTracker, SaturationAlert, SaturationLevel, SeasonalDetector, TimeToSaturation,
+};
 use model::Batch;
 use model::anomaly::{AnomalyRecord, SOURCE_METRIC, SOURCE_RED};
+use model::security::{
+    Alert, AlertSource, AnomalyDetail, SecurityBatch, SecurityProcess, Severity,
+};
 use serde::{Deserialize, Serialize};
 use store::Store;
 use store::insights::{StoredPoint, series_id};
@@ -46,10 +59,50 @@ pub struct InsightsConfig {
     pub lateness_ms: i64,
     /// On a first start, how much history is read.
     pub backfill_ms: i64,
-    /// Series followed at most (about 7 KB each); points of further series are skipped.
+    /// Series followed at most (about 14 KB each); points of further series are skipped.
     pub max_series: usize,
     /// The checkpoint is written every this many runs (and at shutdown).
     pub checkpoint_every: u32,
+    /// When anomalies and saturation forecasts raise alerts.
+    pub alerts: AlertSettings,
+    /// The host named in the alerts.
+    pub host: String,
+}
+
+/// When the job raises alerts (config `insights.alerts`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct AlertSettings {
+    /// Anomalies of at least this severity (`minor`, `major` or `critical`) raise an alert;
+    /// `None` turns anomaly alerts off.
+    pub anomaly_severity: Option<String>,
+    /// A resource whose limit is forecast to be reached within this raises an alert (critical
+    /// within a quarter of it); zero turns saturation alerts off.
+    pub saturation_within: Duration,
+    /// …when the forecast gives at least this probability that the limit is reached.
+    pub saturation_confidence: f64,
+    /// How often the saturation forecasts are made.
+    pub saturation_every: Duration,
+}
+
+impl Default for AlertSettings {
+    fn default() -> Self {
+        AlertSettings {
+            anomaly_severity: Some("major".into()),
+            saturation_within: Duration::from_secs(86_400),
+            saturation_confidence: 0.5,
+            saturation_every: Duration::from_secs(300),
+        }
+    }
+}
+
+/// The severities of anomalies, lowest first.
+pub const ANOMALY_SEVERITIES: [&str; 3] = ["minor", "major", "critical"];
+
+fn anomaly_rank(severity: &str) -> usize {
+    ANOMALY_SEVERITIES
+        .iter()
+        .position(|s| *s == severity)
+        .map_or(0, |i| i + 1)
 }
 
 impl Default for InsightsConfig {
@@ -61,6 +114,8 @@ impl Default for InsightsConfig {
             backfill_ms: 6 * HOUR_MS,
             max_series: 5000,
             checkpoint_every: 10,
+            alerts: AlertSettings::default(),
+            host: String::new(),
         }
     }
 }
@@ -117,6 +172,15 @@ struct Checkpoint {
     series: BTreeMap<String, SeriesState>,
     /// Per service, the last RED bucket that had spans.
     red_seen_ms: BTreeMap<String, i64>,
+    /// Per open anomaly id, the highest severity rank alerted so far.
+    #[serde(default)]
+    alerted: BTreeMap<String, usize>,
+    /// Per saturating series id, the level last alerted and when.
+    #[serde(default)]
+    saturation_alerted: BTreeMap<String, (SaturationLevel, i64)>,
+    /// When the saturation forecasts were last made.
+    #[serde(default)]
+    saturation_checked_ms: i64,
 }
 
 /// What one run did.
@@ -126,6 +190,7 @@ pub struct RunStats {
     pub series: usize,
     pub anomaly_rows: usize,
     pub skipped_series: u64,
+    pub alerts: usize,
 }
 
 pub struct InsightsJob {
@@ -134,6 +199,8 @@ pub struct InsightsJob {
     state: Checkpoint,
     path: PathBuf,
     runs: u32,
+    /// Where alerts go besides the store: the SIEM sinks' forwarder.
+    outlet: Option<std::sync::mpsc::Sender<Vec<Alert>>>,
 }
 
 fn anomaly_id(series: &str, start_ms: i64) -> String {
@@ -162,7 +229,14 @@ impl InsightsJob {
             state,
             path,
             runs: 0,
+            outlet: None,
         }
+    }
+
+    /// Also sends the alerts raised to `outlet` (the SIEM sinks' forwarder).
+    pub fn with_outlet(mut self, outlet: std::sync::mpsc::Sender<Vec<Alert>>) -> Self {
+        self.outlet = Some(outlet);
+        self
     }
 
     /// Series followed.
@@ -291,8 +365,28 @@ impl InsightsJob {
             }
         }
         stats.anomaly_rows = rows.len();
+        let mut alerts = self.anomaly_alerts(&rows);
         if !rows.is_empty() {
             self.store.write(&Batch::Anomalies(rows)).await?;
+        }
+        let every = self.config.alerts.saturation_every.as_millis() as i64;
+        if !self.config.alerts.saturation_within.is_zero()
+            && now_ms - self.state.saturation_checked_ms >= every
+        {
+            self.state.saturation_checked_ms = now_ms;
+            alerts.extend(self.saturation_alerts(now_ms).await?);
+        }
+        stats.alerts = alerts.len();
+        if !alerts.is_empty() {
+            self.store
+                .write(&Batch::Security(SecurityBatch {
+                    events: Vec::new(),
+                    alerts: alerts.clone(),
+                }))
+                .await?;
+            if let Some(tx) = &self.outlet {
+                let _ = tx.send(alerts);
+            }
         }
         stats.series = self.state.series.len();
         self.runs += 1;
@@ -354,6 +448,210 @@ impl InsightsJob {
             }
             // The first point, or a reset: nothing to score yet.
             _ => {}
+        }
+    }
+
+    /// The alerts raised by this run's anomaly rows: each anomaly once per severity it reaches
+    /// at or above the configured one.
+    fn anomaly_alerts(&mut self, rows: &[AnomalyRecord]) -> Vec<Alert> {
+        let Some(min) = self
+            .config
+            .alerts
+            .anomaly_severity
+            .as_deref()
+            .map(anomaly_rank)
+        else {
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        for r in rows {
+            let rank = anomaly_rank(&r.severity);
+            let done = self.state.alerted.get(&r.id).copied().unwrap_or(0);
+            if rank >= min && rank > done {
+                let severity = match rank {
+                    3 => Severity::High,
+                    2 => Severity::Medium,
+                    _ => Severity::Low,
+                };
+                let unit = if r.metric_name.ends_with("_ms") {
+                    " ms"
+                } else {
+                    ""
+                };
+                let v = |x: f64| format!("{}{unit}", round_sig(x));
+                let summary = format!(
+                    "{} anomaly on {} of {}: {} outside the expected {}..{}",
+                    r.severity,
+                    r.metric_name,
+                    r.service_name,
+                    v(r.peak_value),
+                    v(r.expected_low),
+                    v(r.expected_high)
+                );
+                let detail = AnomalyDetail {
+                    score: r.score,
+                    expected: format!("{}..{}", v(r.expected_low), v(r.expected_high)),
+                    seen: v(r.peak_value),
+                };
+                let id = format!("{}-insight-{}-{}", self.config.host, r.id, r.severity);
+                out.push(self.alert(
+                    id,
+                    r.peak_unix_nano,
+                    severity,
+                    "insight-anomaly",
+                    &r.service_name,
+                    summary,
+                    detail,
+                ));
+            }
+            if r.open {
+                self.state.alerted.insert(r.id.clone(), rank.max(done));
+            } else {
+                self.state.alerted.remove(&r.id);
+            }
+        }
+        out
+    }
+
+    /// Forecasts every utilisation series of the last day and alerts on those predicted to
+    /// reach their limit within the horizon.
+    async fn saturation_alerts(&mut self, now_ms: i64) -> anyhow::Result<Vec<Alert>> {
+        let a = &self.config.alerts;
+        let horizon = a.saturation_within.as_millis() as i64;
+        let decide = SaturationAlert {
+            warn_within_ms: horizon,
+            critical_within_ms: horizon / 4,
+        };
+        let confidence = a.saturation_confidence;
+        let range = TimeRange {
+            start_ns: (now_ms - 24 * HOUR_MS).saturating_mul(1_000_000),
+            end_ns: now_ms.saturating_mul(1_000_000),
+        };
+        let mut out = Vec::new();
+        for name in SATURATING_METRICS {
+            let Some(m) = self
+                .store
+                .metric_points(name, None, &[], Some(range), true)
+                .await?
+            else {
+                continue;
+            };
+            let limit = utilization_limit(&m.unit);
+            for series in m.series {
+                let points: Vec<(i64, f64)> = series
+                    .points
+                    .iter()
+                    .filter_map(|p| Some((p["t"].as_f64()? as i64, p["value"].as_f64()?)))
+                    .filter(|(_, v)| v.is_finite())
+                    .collect();
+                let Some(last) = points.last().copied() else {
+                    continue;
+                };
+                let crossing = TimeToSaturation::estimate(&points, limit, horizon)
+                    .filter(|c| c.confidence >= confidence);
+                let level = decide.decide(last.0, crossing.as_ref());
+                let Some(c) = crossing.filter(|_| level != SaturationLevel::Ok) else {
+                    self.state.saturation_alerted.remove(&series.series_id);
+                    continue;
+                };
+                let previous = self
+                    .state
+                    .saturation_alerted
+                    .get(&series.series_id)
+                    .copied();
+                let due = match previous {
+                    None => true,
+                    Some((l, at)) => level > l || now_ms - at >= horizon,
+                };
+                if !due {
+                    continue;
+                }
+                self.state
+                    .saturation_alerted
+                    .insert(series.series_id.clone(), (level, now_ms));
+                let in_ms = (c.at_ms - last.0).max(0);
+                let what = if series.attributes.is_empty() {
+                    name.to_string()
+                } else {
+                    let attrs: Vec<String> = series
+                        .attributes
+                        .iter()
+                        .map(|(k, v)| format!("{k}={v}"))
+                        .collect();
+                    format!("{name}{{{}}}", attrs.join(","))
+                };
+                let summary = format!(
+                    "{what} of {} is forecast to reach its limit {} in {} (earliest {}, {:.0} % sure)",
+                    series.service,
+                    round_sig(limit),
+                    human_ms(in_ms),
+                    human_ms((c.earliest_ms - last.0).max(0)),
+                    c.confidence * 100.0
+                );
+                let detail = AnomalyDetail {
+                    score: c.confidence,
+                    expected: format!("below {}", round_sig(limit)),
+                    seen: format!("{} now, limit in {}", round_sig(last.1), human_ms(in_ms)),
+                };
+                let severity = if level == SaturationLevel::Critical {
+                    Severity::High
+                } else {
+                    Severity::Medium
+                };
+                let id = format!(
+                    "{}-saturation-{}-{:?}-{:x}",
+                    self.config.host, series.series_id, level, now_ms
+                );
+                out.push(self.alert(
+                    id,
+                    (now_ms.max(0) as u64).saturating_mul(1_000_000),
+                    severity,
+                    "saturation",
+                    &series.service,
+                    summary,
+                    detail,
+                ));
+            }
+        }
+        Ok(out)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn alert(
+        &self,
+        id: String,
+        time_unix_nano: u64,
+        severity: Severity,
+        kind: &str,
+        service: &str,
+        summary: String,
+        detail: AnomalyDetail,
+    ) -> Alert {
+        Alert {
+            id,
+            time_unix_nano,
+            severity,
+            source: AlertSource::Anomaly { name: kind.into() },
+            summary,
+            events: Vec::new(),
+            process: SecurityProcess {
+                time_unix_nano,
+                pid: 0,
+                tid: 0,
+                ppid: 0,
+                uid: 0,
+                gid: 0,
+                euid: 0,
+                comm: String::new(),
+                cgroup_id: 0,
+                container_id: None,
+                service_name: (!service.is_empty()).then(|| service.to_string()),
+                host: self.config.host.clone(),
+            },
+            exe: None,
+            anomaly: Some(detail),
+            count: 1,
+            last_time_unix_nano: time_unix_nano,
         }
     }
 
@@ -479,6 +777,46 @@ fn record(
         score: e.severity,
         severity: AnomalyRecord::severity_of(e.severity).to_string(),
         points: e.points,
+    }
+}
+
+/// One line for the startup banner: what raises alerts and where they go.
+pub fn describe_alerts(a: &AlertSettings, sinks: usize) -> String {
+    let anomalies = match &a.anomaly_severity {
+        Some(s) => format!("on {s}+ anomalies"),
+        None => "not on anomalies".to_string(),
+    };
+    let saturation = if a.saturation_within.is_zero() {
+        "no saturation forecasts".to_string()
+    } else {
+        format!(
+            "on limits forecast within {}",
+            human_ms(a.saturation_within.as_millis() as i64)
+        )
+    };
+    format!("{anomalies}, {saturation}, to the store and {sinks} sink(s)")
+}
+
+/// Three significant digits, without trailing zeros.
+fn round_sig(x: f64) -> String {
+    if x == 0.0 || !x.is_finite() {
+        return format!("{x}");
+    }
+    let digits = (2 - x.abs().log10().floor() as i32).max(0) as usize;
+    let text = format!("{x:.digits$}");
+    if text.contains('.') {
+        text.trim_end_matches('0').trim_end_matches('.').to_string()
+    } else {
+        text
+    }
+}
+
+fn human_ms(ms: i64) -> String {
+    let m = ms / MINUTE_MS;
+    match m {
+        m if m >= 2 * 24 * 60 => format!("{:.1} d", m as f64 / 1440.0),
+        m if m >= 120 => format!("{:.1} h", m as f64 / 60.0),
+        m => format!("{m} min"),
     }
 }
 

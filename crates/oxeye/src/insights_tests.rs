@@ -4,6 +4,7 @@
 
 use std::sync::Arc;
 
+use insight::testing::{Noise, Seasonal};
 use model::{
     Batch, Group, Metric, MetricPoint, PointValue, Resource, Scope, Span, SpanId, SpanKind,
     StatusCode, TraceId,
@@ -17,32 +18,17 @@ const STEP: i64 = 5 * MINUTE_MS;
 const DAY: i64 = 24 * HOUR_MS;
 const T0: i64 = 1_790_000_000_000 - 1_790_000_000_000 % DAY;
 
-/// Deterministic standard-normal noise (xorshift + Box–Muller).
-struct Noise(u64);
-
-impl Noise {
-    fn uniform(&mut self) -> f64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        ((self.0 >> 11) as f64 + 0.5) / (1u64 << 53) as f64
-    }
-    fn normal(&mut self) -> f64 {
-        let (u, v) = (self.uniform(), self.uniform());
-        (-2.0 * u.ln()).sqrt() * (std::f64::consts::TAU * v).cos()
-    }
-}
-
 /// `days` of 5-minute points: level 100, a daily cycle of amplitude 10, unit noise.
 fn seasonal(seed: u64, days: i64) -> Vec<(i64, f64)> {
-    let mut noise = Noise(seed);
-    (0..days * DAY / STEP)
-        .map(|i| {
-            let t = T0 + i * STEP;
-            let phase = (t % DAY) as f64 / DAY as f64 * std::f64::consts::TAU;
-            (t, 100.0 + 10.0 * phase.sin() + noise.normal())
-        })
-        .collect()
+    Seasonal {
+        start_ms: T0,
+        step_ms: STEP,
+        points: (days * DAY / STEP) as usize,
+        level: 100.0,
+        amplitude: 10.0,
+        sigma: 1.0,
+    }
+    .generate(seed)
 }
 
 fn resource(service: &str) -> Arc<Resource> {
@@ -204,7 +190,7 @@ async fn red_latency_anomaly_from_spans_survives_a_restart() {
     {
         let store = open_store(dir.path());
         let mut spans = Vec::new();
-        let mut noise = Noise(7);
+        let mut noise = Noise::new(7);
         for m in 0..minutes {
             let at = T0 + m * MINUTE_MS;
             for k in 0..20 {
@@ -260,4 +246,141 @@ async fn red_latency_anomaly_from_spans_survives_a_restart() {
         "no p99 anomaly at {onset}: {found:?}"
     );
     assert!(p99.iter().all(|a| a.source == "red"));
+}
+
+/// `hours` of 5-minute points ending at `end`, from `from` rising by `per_hour`, with a little
+/// noise.
+fn ramp(seed: u64, end: i64, hours: i64, from: f64, per_hour: f64) -> Vec<(i64, f64)> {
+    let mut noise = Noise::new(seed);
+    let n = hours * HOUR_MS / STEP;
+    (0..n)
+        .map(|i| {
+            let t = end - (n - i) * STEP;
+            let v = from + per_hour * (i * STEP) as f64 / HOUR_MS as f64 + 0.002 * noise.normal();
+            (t, v)
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn anomalies_and_a_coming_saturation_raise_alerts_in_the_store_and_the_sinks() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open_store(dir.path());
+    let days = 8;
+    let onset = T0 + 7 * DAY + 7 * HOUR_MS;
+    let mut spike = seasonal(1, days);
+    spike[((onset - T0) / STEP) as usize].1 += 25.0;
+    store
+        .write(&gauge("spiky", "queue.depth", &spike))
+        .await
+        .expect("write");
+    store
+        .write(&gauge("clean", "queue.depth", &seasonal(3, days)))
+        .await
+        .expect("write");
+    let now = T0 + days * DAY;
+    // A disk at 0.60 twelve hours ago filling by 0.02 an hour: full in about 8 hours. Another
+    // steady at 0.40.
+    store
+        .write(&gauge(
+            "filling",
+            "system.filesystem.utilization",
+            &ramp(5, now, 12, 0.60, 0.02),
+        ))
+        .await
+        .expect("write");
+    store
+        .write(&gauge(
+            "steady",
+            "system.filesystem.utilization",
+            &ramp(6, now, 12, 0.40, 0.0),
+        ))
+        .await
+        .expect("write");
+
+    let sink_file = dir.path().join("alerts.json");
+    let sinks = crate::alert_sinks::AlertSinks::start(
+        &[sensor::sink::SinkConfig::File {
+            path: sink_file.clone(),
+            payload: sensor::sink::Payload::Alert,
+        }],
+        &dir.path().join("queues"),
+    )
+    .expect("sinks start")
+    .expect("one sink");
+    let mut cfg = config(days * DAY + HOUR_MS);
+    cfg.host = "box".into();
+    cfg.alerts.anomaly_severity = Some("major".into());
+    cfg.alerts.saturation_within = Duration::from_secs(86_400);
+    let mut job = InsightsJob::open(store.clone(), cfg, dir.path()).with_outlet(sinks.sender());
+    let stats = job.run_once(now).await.expect("run");
+    assert!(stats.alerts >= 2, "{stats:?}");
+
+    let range = TimeRange {
+        start_ns: 0,
+        end_ns: (now + DAY) * 1_000_000,
+    };
+    let alerts = store
+        .security_alerts(
+            &store::security::AlertFilter {
+                limit: 100,
+                ..Default::default()
+            },
+            range,
+        )
+        .await
+        .expect("alerts read");
+    let spiky = anomalies(&store, "spiky").await;
+    let spike_alert = alerts
+        .iter()
+        .find(|a| a.kind == "insight-anomaly" && a.service == "spiky")
+        .unwrap_or_else(|| panic!("no alert for the spike: {alerts:?}, anomalies {spiky:?}"));
+    assert_eq!(spike_alert.source, "anomaly");
+    assert_eq!(spike_alert.host, "box");
+    assert_eq!(spike_alert.time_ms as i64, onset);
+    assert!(
+        spike_alert.summary.contains("queue.depth"),
+        "{spike_alert:?}"
+    );
+    let full = alerts
+        .iter()
+        .find(|a| a.kind == "saturation" && a.service == "filling")
+        .unwrap_or_else(|| panic!("no alert for the filling disk: {alerts:?}"));
+    assert!(full.score.is_some_and(|c| c >= 0.5), "{full:?}");
+    assert!(
+        full.summary.contains("system.filesystem.utilization"),
+        "{full:?}"
+    );
+    assert!(
+        alerts
+            .iter()
+            .all(|a| a.service != "clean" && a.service != "steady"),
+        "alerts on quiet series: {alerts:?}"
+    );
+
+    // The same alerts reach the sink.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let text = std::fs::read_to_string(&sink_file).unwrap_or_default();
+        if text.contains("\"saturation\"") && text.contains("insight-anomaly") {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the sink got only: {text}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // A later run raises nothing new: each anomaly and each forecast alerts once.
+    let again = job.run_once(now + 10 * MINUTE_MS).await.expect("run");
+    assert_eq!(again.alerts, 0, "{again:?}");
+
+    // With alerts off, nothing is raised.
+    let dir2 = tempfile::tempdir().expect("tempdir");
+    let mut off = config(days * DAY + HOUR_MS);
+    off.alerts.anomaly_severity = None;
+    off.alerts.saturation_within = Duration::ZERO;
+    let mut quiet = InsightsJob::open(store.clone(), off, dir2.path());
+    assert_eq!(quiet.run_once(now).await.expect("run").alerts, 0);
 }

@@ -1,5 +1,6 @@
 //! `oxeye`: the command line. Thin glue over the library crates.
 
+mod alert_sinks;
 mod bench;
 mod budget;
 mod config;

@@ -323,6 +323,7 @@ async fn serve(s: Settings) -> anyhow::Result<()> {
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|h| h.trim().to_string())
         .unwrap_or_default();
+    let host_name = host.clone();
     let traced = TracedProcesses::new(&host);
     let service_names = ServiceNames::new(&host);
     let traffic = TrafficMonitor::new(
@@ -385,6 +386,7 @@ async fn serve(s: Settings) -> anyhow::Result<()> {
         started,
         security: security.as_ref().map(|h| h.control()),
         profiler: profiler_status.clone(),
+        latency_objective_ms: s.latency_objective.as_secs_f64() * 1000.0,
     };
     let sd = stopped();
     tasks.spawn(async move {
@@ -451,18 +453,36 @@ async fn serve(s: Settings) -> anyhow::Result<()> {
     } else {
         let config = crate::insights::InsightsConfig {
             interval: s.insight_interval,
+            alerts: s.insight_alerts.clone(),
+            host: host_name.clone(),
             ..Default::default()
         };
-        let job = crate::insights::InsightsJob::open(store.clone(), config, &data_dir);
+        let mut job = crate::insights::InsightsJob::open(store.clone(), config, &data_dir);
         let followed = job.series();
+        // Alerts go to the security sinks too, whether or not the sensor runs.
+        let sinks = match crate::alert_sinks::AlertSinks::start(
+            &s.security.sinks,
+            &data_dir.join("insights"),
+        ) {
+            Ok(sinks) => sinks,
+            Err(e) => {
+                tracing::warn!(reason = %e, "insights: alerts are stored but not sent to sinks");
+                None
+            }
+        };
+        if let Some(out) = &sinks {
+            job = job.with_outlet(out.sender());
+        }
         let stop = stop_rx_insights.clone();
         tasks.spawn(async move {
             crate::insights::run(job, stop).await;
+            drop(sinks);
             Ok(())
         });
         format!(
-            "anomaly detection every {:?} ({followed} series resumed)",
-            s.insight_interval
+            "anomaly detection every {:?} ({followed} series resumed), alerts {}",
+            s.insight_interval,
+            crate::insights::describe_alerts(&s.insight_alerts, s.security.sinks.len())
         )
     };
     let retention = match (s.retention_age, s.retention_bytes) {

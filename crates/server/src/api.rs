@@ -357,6 +357,7 @@ pub fn router(state: ServerState) -> Router {
         .route("/anomalies/{id}/evidence", get(crate::insights::evidence))
         .route("/forecast", get(crate::insights::forecast_series))
         .route("/saturation", get(crate::insights::saturation))
+        .route("/load-latency", get(crate::insights::load_latency))
         .route("/query", post(query))
         .route("/admin/flush", post(flush))
         .route("/openapi.json", get(openapi))

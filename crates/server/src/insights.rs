@@ -1,6 +1,6 @@
 //! `/api/v1/anomalies`, their series and ranked evidence, `/api/v1/forecast` and
-//! `/api/v1/saturation`: the store's reads shaped for the dashboard; the models and weights are
-//! `insight`'s.
+//! `/api/v1/saturation`, `/api/v1/load-latency`: the store's reads shaped for the dashboard; the
+//! models and weights are `insight`'s.
 
 use std::collections::BTreeMap;
 
@@ -8,7 +8,7 @@ use axum::Json;
 use axum::extract::{Path, Query, State};
 use insight::evidence::{correlation, deploy_weight, growth_weight, moved_together_weight};
 use insight::forecast::{ForecastSettings, RegularSeries, forecast};
-use insight::{SaturationAlert, TimeToSaturation};
+use insight::{LoadSample, SaturationAlert, TimeToSaturation, UslFit};
 use profile::ProfileKind;
 use profile::bottleneck;
 use serde_json::{Value, json};
@@ -31,15 +31,12 @@ const MAX_RESOURCE_SERIES: usize = 200;
 /// Series checked at most by `/saturation`.
 const MAX_SATURATION_SERIES: usize = 200;
 
-/// Resources with a known limit: utilisations are fractions of 1 (or percent when the unit
-/// says so).
-const SATURATING: [&str; 5] = [
-    "system.cpu.utilization",
-    "system.memory.utilization",
-    "system.filesystem.utilization",
-    "process.cpu.utilization",
-    "process.memory.utilization",
-];
+/// Services fitted at most by `/load-latency` without `service`.
+const MAX_LOAD_SERVICES: usize = 50;
+/// Points of the fitted curve returned for the chart.
+const CURVE_POINTS: usize = 48;
+/// Observed (rate, p99) samples returned for the chart at most.
+const MAX_OBSERVED: usize = 400;
 
 fn ms_range(start_ms: i64, end_ms: i64) -> TimeRange {
     TimeRange {
@@ -570,7 +567,7 @@ pub async fn saturation(
     };
     let mut checked = 0usize;
     let mut out: Vec<Value> = Vec::new();
-    for name in SATURATING {
+    for name in insight::saturation::SATURATING_METRICS {
         let Some(m) = s
             .store
             .metric_points(name, None, &[], Some(r), true)
@@ -578,7 +575,7 @@ pub async fn saturation(
         else {
             continue;
         };
-        let limit = if m.unit == "%" { 100.0 } else { 1.0 };
+        let limit = insight::saturation::utilization_limit(&m.unit);
         for series in m.series {
             if checked >= MAX_SATURATION_SERIES {
                 break;
@@ -615,6 +612,144 @@ pub async fn saturation(
         "checked_series": checked,
         "resources": out,
     })))
+}
+
+/// Load-to-latency per service: the Universal Scalability Law fit of p99 against request rate
+/// over RED buckets of the history, the rate at which p99 reaches the objective, and when the
+/// traffic forecast gets there. With `service`, one service with its curve and samples for a
+/// chart; without, every service's summary.
+pub async fn load_latency(
+    State(s): State<ServerState>,
+    Query(p): Params,
+) -> Result<Json<Value>, ApiError> {
+    let objective_ms = match param(&p, "objective") {
+        Some(_) => duration_ms(&p, "objective")?.unwrap_or(0) as f64,
+        None => s.latency_objective_ms,
+    };
+    let horizon = duration_ms(&p, "horizon")?.unwrap_or(7 * DAY_MS);
+    let bucket = duration_ms(&p, "bucket")?.unwrap_or(RED_BUCKET_MS);
+    if bucket < 1000 {
+        return Err(bad(format!(
+            "parameter bucket: at least 1s, found {bucket} ms"
+        )));
+    }
+    let r = history(&p)?;
+    let service = param(&p, "service");
+    let rows = s.store.red_buckets(r, bucket).await?;
+    let mut by_service: BTreeMap<&str, Vec<&store::insights::RedBucket>> = BTreeMap::new();
+    // Buckets cut by the range's edges hold part of their traffic: their rate would lie.
+    let (first_ms, last_ms) = (r.start_ns / 1_000_000, r.end_ns / 1_000_000);
+    for row in &rows {
+        let whole = row.start_ms >= first_ms && row.start_ms + bucket <= last_ms;
+        if whole && service.is_none_or(|svc| svc == row.service) {
+            by_service.entry(&row.service).or_default().push(row);
+        }
+    }
+    if let Some(svc) = service
+        && !by_service.contains_key(svc)
+    {
+        return Err(ApiError::not_found(format!(
+            "no spans of service {svc:?} in the range"
+        )));
+    }
+    let mut out = Vec::new();
+    for (svc, buckets) in by_service.into_iter().take(MAX_LOAD_SERVICES) {
+        out.push(service_load(
+            svc,
+            &buckets,
+            bucket,
+            objective_ms,
+            horizon,
+            service.is_some(),
+        ));
+    }
+    if service.is_some() {
+        return Ok(Json(out.pop().unwrap_or(Value::Null)));
+    }
+    Ok(Json(json!({
+        "objective_ms": objective_ms,
+        "horizon_ms": horizon,
+        "services": out,
+    })))
+}
+
+fn service_load(
+    service: &str,
+    buckets: &[&store::insights::RedBucket],
+    bucket_ms: i64,
+    objective_ms: f64,
+    horizon_ms: i64,
+    detailed: bool,
+) -> Value {
+    let per_second = 1000.0 / bucket_ms as f64;
+    let samples: Vec<LoadSample> = buckets
+        .iter()
+        .filter_map(|b| {
+            Some(LoadSample {
+                rate: b.requests as f64 * per_second,
+                latency: b.p99_ms?,
+            })
+        })
+        .collect();
+    let traffic: Vec<(i64, f64)> = buckets
+        .iter()
+        .map(|b| (b.start_ms + bucket_ms / 2, b.requests as f64 * per_second))
+        .collect();
+    let current_rate = traffic.last().map(|t| t.1);
+    let fit = UslFit::fit(&samples);
+    let mut v = json!({
+        "service": service,
+        "objective_ms": objective_ms,
+        "horizon_ms": horizon_ms,
+        "samples": samples.len(),
+        "current_rate": current_rate,
+        "max_observed_rate": samples.iter().map(|s| s.rate).fold(0.0, f64::max),
+        "fit": Value::Null,
+        "capacity_rate": Value::Null,
+        "rate_at_objective": Value::Null,
+        "objective_crossing": Value::Null,
+    });
+    if let Some(fit) = fit {
+        let capacity = fit.capacity();
+        let at = fit.rate_at_objective(objective_ms);
+        v["fit"] = json!(fit);
+        v["capacity_rate"] = json!(capacity.is_finite().then_some(capacity));
+        v["rate_at_objective"] = json!(at);
+        if at.rate > 0.0
+            && let Some(c) = TimeToSaturation::estimate(&traffic, at.rate, horizon_ms)
+        {
+            let last = traffic.last().map_or(0, |t| t.0);
+            v["objective_crossing"] = json!({
+                "crossing": c,
+                "in_ms": (c.at_ms - last).max(0),
+            });
+        }
+        if detailed {
+            let top = if capacity.is_finite() {
+                capacity
+            } else {
+                at.rate.max(v["max_observed_rate"].as_f64().unwrap_or(0.0)) * 1.2
+            };
+            let curve: Vec<Value> = (0..CURVE_POINTS)
+                .filter_map(|i| {
+                    let rate = top * i as f64 / CURVE_POINTS as f64;
+                    let p99 = fit.latency_at(rate)?;
+                    Some(json!({"rate": rate, "p99_ms": p99}))
+                })
+                .collect();
+            v["curve"] = json!(curve);
+        }
+    }
+    if detailed {
+        let step = samples.len().div_ceil(MAX_OBSERVED).max(1);
+        let observed: Vec<Value> = samples
+            .iter()
+            .step_by(step)
+            .map(|s| json!({"rate": s.rate, "p99_ms": s.latency}))
+            .collect();
+        v["observed"] = json!(observed);
+    }
+    v
 }
 
 #[cfg(test)]

@@ -401,3 +401,131 @@ async fn forecast_of_a_linear_growth_says_when_the_limit_is_reached() {
     let (st, _) = get(&s, "/api/v1/forecast?metric=nope").await;
     assert_eq!(st, StatusCode::NOT_FOUND);
 }
+
+/// Spans of `service` whose p99 follows a queue with a known knee: service time 50 ms, capacity
+/// 2 requests/s, so p99 = 50 / (1 − rate/2) ms. The rate grows linearly from `from_rate` to
+/// `to_rate` requests/s between `from` and `to`.
+fn queueing_spans(service: &str, from: i64, to: i64, from_rate: f64, to_rate: f64) -> Batch {
+    let mut items = Vec::new();
+    let mut t = from as f64;
+    let mut i = 0u64;
+    while (t as i64) < to {
+        let rate = from_rate + (to_rate - from_rate) * (t - from as f64) / (to - from) as f64;
+        let jitter = 1.0 + 0.01 * ((i % 7) as f64 - 3.0);
+        let ms = 50.0 / (1.0 - rate / 2.0) * jitter;
+        let start = (t * 1e6) as u64;
+        let mut trace = [0u8; 16];
+        trace[..8].copy_from_slice(&(start).to_be_bytes());
+        trace[8..].copy_from_slice(&i.to_be_bytes());
+        items.push(Span {
+            trace_id: TraceId(trace),
+            span_id: SpanId((i + 1).to_be_bytes()),
+            parent_span_id: None,
+            trace_state: String::new(),
+            name: "GET /item".into(),
+            kind: SpanKind::Server,
+            start_unix_nano: start,
+            end_unix_nano: start + (ms * 1e6) as u64,
+            attributes: Vec::new(),
+            events: Vec::new(),
+            links: Vec::new(),
+            status_code: model::StatusCode::Ok,
+            status_message: String::new(),
+        });
+        i += 1;
+        t += 1000.0 / rate;
+    }
+    Batch::Spans(vec![Group {
+        resource: resource(&[("service.name", service)]),
+        scope: Arc::new(Scope::default()),
+        items,
+    }])
+}
+
+#[tokio::test]
+async fn load_latency_finds_the_knee_and_when_traffic_reaches_the_objective() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), StoreConfig::default()).unwrap();
+    // Twelve hours with the rate growing from 0.2 to 1.2 requests/s: p99 200 ms is reached at
+    // 1.5 requests/s, which the trend reaches 3.6 h after the last point.
+    let hours = 12;
+    let from = A - hours * 60 * MINUTE;
+    store
+        .write(&queueing_spans("shop", from, A, 0.2, 1.2))
+        .await
+        .unwrap();
+    let s = state(store, dir.path());
+    let q = format!(
+        "/api/v1/load-latency?service=shop&objective=200ms&bucket=10m&horizon=1d&start={from}&end={A}"
+    );
+    let (st, v) = get(&s, &q).await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    assert_eq!(v["service"], "shop");
+    assert!(v["samples"].as_u64().unwrap() >= 60, "{v}");
+    let at = v["rate_at_objective"]["rate"].as_f64().unwrap();
+    assert!(
+        (at - 1.5).abs() < 0.15,
+        "rate at 200 ms: {at}, expected 1.5"
+    );
+    assert_eq!(v["rate_at_objective"]["limited_by"], "Objective");
+    let capacity = v["capacity_rate"].as_f64().unwrap();
+    assert!(
+        (capacity - 2.0).abs() < 0.4,
+        "capacity {capacity}, expected 2"
+    );
+    let in_h = v["objective_crossing"]["in_ms"]
+        .as_f64()
+        .unwrap_or_else(|| panic!("no crossing: {v}"))
+        / (60.0 * MINUTE as f64);
+    assert!((in_h - 3.6).abs() < 1.5, "objective reached in {in_h} h");
+    let curve = v["curve"].as_array().unwrap();
+    assert!(curve.len() > 10);
+    assert!(
+        curve
+            .windows(2)
+            .all(|w| w[0]["p99_ms"].as_f64() <= w[1]["p99_ms"].as_f64())
+    );
+    assert!(!v["observed"].as_array().unwrap().is_empty());
+
+    // A looser objective is reached later, and the list names the service.
+    let (_, loose) = get(
+        &s,
+        &format!("/api/v1/load-latency?objective=400ms&bucket=10m&start={from}&end={A}"),
+    )
+    .await;
+    let listed = loose["services"].as_array().unwrap();
+    assert_eq!(listed.len(), 1, "{loose}");
+    assert!(listed[0]["rate_at_objective"]["rate"].as_f64().unwrap() > at);
+    assert!(listed[0].get("curve").is_none());
+    // Without an objective, the configured default (500 ms here) is used.
+    let (_, default) = get(
+        &s,
+        &format!("/api/v1/load-latency?service=shop&bucket=10m&start={from}&end={A}"),
+    )
+    .await;
+    assert_eq!(default["objective_ms"], 500.0);
+
+    for (q, word) in [
+        ("/api/v1/load-latency?objective=fast", "objective"),
+        ("/api/v1/load-latency?bucket=10ms", "bucket"),
+        ("/api/v1/load-latency?horizon=-1d", "horizon"),
+    ] {
+        let (st, v) = get(&s, q).await;
+        assert_eq!(st, StatusCode::BAD_REQUEST, "{q}");
+        assert!(v["error"].as_str().unwrap().contains(word), "{q}: {v}");
+    }
+    let (st, _) = get(
+        &s,
+        &format!("/api/v1/load-latency?service=nobody&start={from}&end={A}"),
+    )
+    .await;
+    assert_eq!(st, StatusCode::NOT_FOUND);
+    let (_, doc) = get(&s, "/api/v1/openapi.json").await;
+    let op = &doc["paths"]["/load-latency"]["get"];
+    assert!(
+        op["parameters"]
+            .as_array()
+            .is_some_and(|p| p.iter().any(|x| x["name"] == "objective")),
+        "/load-latency missing from openapi.json"
+    );
+}

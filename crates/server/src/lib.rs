@@ -37,6 +37,9 @@ pub struct ServerState {
     pub security: Option<Arc<dyn SecurityControl>>,
     /// The profiling agent's own report, for `/api/v1/profiles/status`.
     pub profiler: ProfilerStatus,
+    /// The p99 objective of `/api/v1/load-latency` when the request names none
+    /// (`insights.latency_objective`).
+    pub latency_objective_ms: f64,
 }
 
 pub fn router(state: ServerState) -> Router {

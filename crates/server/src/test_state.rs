@@ -33,5 +33,6 @@ pub(crate) fn test_state(
         started: Instant::now(),
         security,
         profiler: crate::ProfilerStatus::default(),
+        latency_objective_ms: 500.0,
     }
 }

@@ -33,6 +33,13 @@ fn apply(settings: &mut Settings, key: &str, value: f64) {
         "alarm_score" => settings.alarm_score = value,
         "mute_points" => settings.mute_points = value as u32,
         "mute_factor" => settings.mute_factor = value,
+        "rearm_points" => settings.rearm_points = value as u32,
+        "rearm_factor" => settings.rearm_factor = value,
+        "coarse_block" => settings.coarse_block = value as u32,
+        "coarse_weight" => settings.coarse_weight = value,
+        "coarse_range_noise" => settings.coarse_range_noise = value,
+        "coarse_range_after" => settings.coarse_range_after = value as u32,
+        "range_after" => settings.range_after = value as u32,
         _ => panic!("unknown setting {key}"),
     }
 }

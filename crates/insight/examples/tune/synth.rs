@@ -1,6 +1,7 @@
 //! The synthetic behaviour checks of `tests/it/synthetic.rs` as margins, for choosing settings:
 //! each line is the anomaly's peak score against the clean series' highest score.
 
+use insight::testing::{Noise, Seasonal};
 use insight::{Detector, SeasonalDetector, Settings};
 
 const MINUTE: i64 = 60_000;
@@ -10,31 +11,16 @@ const POINTS: usize = (14 * DAY / STEP) as usize;
 const ONSET: usize = (10 * DAY / STEP) as usize;
 const LEARNED: usize = (2 * DAY / STEP) as usize;
 
-struct Noise(u64);
-
-impl Noise {
-    fn uniform(&mut self) -> f64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        ((self.0 >> 11) as f64 + 0.5) / (1u64 << 53) as f64
-    }
-
-    fn normal(&mut self) -> f64 {
-        let (u, v) = (self.uniform(), self.uniform());
-        (-2.0 * u.ln()).sqrt() * (std::f64::consts::TAU * v).cos()
-    }
-}
-
 fn seasonal_series(seed: u64, amplitude: f64) -> Vec<(i64, f64)> {
-    let mut noise = Noise(seed);
-    (0..POINTS)
-        .map(|i| {
-            let ts = 1_400_000_000_000 + i as i64 * STEP;
-            let phase = (ts % DAY) as f64 / DAY as f64 * std::f64::consts::TAU;
-            (ts, 100.0 + amplitude * phase.sin() + noise.normal())
-        })
-        .collect()
+    Seasonal {
+        start_ms: 1_400_000_000_000,
+        step_ms: STEP,
+        points: POINTS,
+        level: 100.0,
+        amplitude,
+        sigma: 1.0,
+    }
+    .generate(seed)
 }
 
 fn scores(settings: Settings, series: &[(i64, f64)]) -> Vec<f64> {
@@ -72,13 +58,13 @@ pub fn report(settings: Settings) {
             }
         }),
         ("missing cycle", (DAY / STEP) as usize, |seed, s| {
-            let mut noise = Noise(seed + 100);
+            let mut noise = Noise::new(seed + 100);
             for p in &mut s[ONSET..ONSET + (DAY / STEP) as usize] {
                 p.1 = 100.0 + noise.normal();
             }
         }),
         ("variance burst", 24, |seed, s| {
-            let mut noise = Noise(seed + 200);
+            let mut noise = Noise::new(seed + 200);
             for p in &mut s[ONSET..ONSET + 24] {
                 p.1 += 6.0 * noise.normal();
             }
@@ -115,7 +101,7 @@ pub fn report(settings: Settings) {
 }
 
 fn sawtooth(seed: u64, reversed: bool) -> Vec<(i64, f64)> {
-    let mut noise = Noise(seed + 300);
+    let mut noise = Noise::new(seed + 300);
     (0..POINTS)
         .map(|i| {
             let ts = 1_400_000_000_000 + i as i64 * STEP;

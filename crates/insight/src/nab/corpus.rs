@@ -1,4 +1,6 @@
-//! Reading NAB's data layout: `data/<category>/<name>.csv` and `labels/combined_windows.json`.
+//! NAB's file formats, parsed from text (reading the files is `io.rs`'s): the data files
+//! (`timestamp,value`), the labels (`{"<category>/<name>.csv": [["start", "end"], …]}`) and a
+//! detector's results (`timestamp,value,anomaly_score`).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -30,25 +32,25 @@ impl Series {
     }
 }
 
-/// Reads every file listed in `<root>/labels/combined_windows.json` from `<root>/data`, sorted by
-/// name.
-pub fn load(root: &Path) -> Result<Vec<Series>, NabError> {
-    let labels_path = root.join("labels").join("combined_windows.json");
-    let labels_text = read(&labels_path)?;
-    let labels: BTreeMap<String, Vec<[String; 2]>> =
-        serde_json::from_str(&labels_text).map_err(|e| NabError::Labels {
-            path: labels_path.clone(),
-            message: e.to_string(),
-        })?;
-    labels
-        .iter()
-        .map(|(name, windows)| load_series(root, name, windows))
-        .collect()
+/// The labels file: file name → windows as `[start, end]` timestamps. `path` names it in errors.
+pub fn parse_labels(
+    path: &Path,
+    text: &str,
+) -> Result<BTreeMap<String, Vec<[String; 2]>>, NabError> {
+    serde_json::from_str(text).map_err(|e| NabError::Labels {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    })
 }
 
-fn load_series(root: &Path, name: &str, windows: &[[String; 2]]) -> Result<Series, NabError> {
-    let path = root.join("data").join(name);
-    let text = read(&path)?;
+/// One data file `name` (its text), with its windows as row indices. `path` names it in errors.
+pub fn parse_series(
+    path: &Path,
+    name: &str,
+    text: &str,
+    windows: &[[String; 2]],
+) -> Result<Series, NabError> {
+    let path = path.to_path_buf();
     let mut lines = text.lines().enumerate();
     match lines.next() {
         Some((_, header)) if header.trim() == "timestamp,value" => {}
@@ -114,11 +116,53 @@ fn row_of(series: &Series, timestamp: &str) -> Result<usize, NabError> {
         .ok_or_else(not_found)
 }
 
-pub(super) fn read(path: &Path) -> Result<String, NabError> {
-    std::fs::read_to_string(path).map_err(|source| NabError::Io {
-        path: path.to_path_buf(),
-        source,
-    })
+/// A detector's results for `series` in NAB's layout: the header, then each row's timestamp as
+/// written in the data file, its value and its score.
+pub fn results_text(series: &Series, scores: &[f64]) -> String {
+    let mut text = String::with_capacity(scores.len() * 48);
+    text.push_str("timestamp,value,anomaly_score\n");
+    for ((ts, value), score) in series.timestamp_text.iter().zip(&series.values).zip(scores) {
+        // `{}` prints the shortest text that parses back to the same f64, so scoring the files
+        // gives exactly the in-memory result.
+        text.push_str(&format!("{ts},{value},{score}\n"));
+    }
+    text
+}
+
+/// The `anomaly_score` column of a results file for `series`, which must have as many rows.
+/// `path` names it in errors.
+pub fn parse_results(path: &Path, text: &str, series: &Series) -> Result<Vec<f64>, NabError> {
+    let mut lines = text
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty());
+    let header = lines.next().map_or("", |(_, h)| h);
+    let column = header
+        .split(',')
+        .position(|c| c.trim() == "anomaly_score")
+        .ok_or_else(|| NabError::Parse {
+            path: path.to_path_buf(),
+            line: 1,
+            message: format!("expected an `anomaly_score` column, found header `{header}`"),
+        })?;
+    let scores = lines
+        .map(|(i, line)| {
+            let cell = line.split(',').nth(column).unwrap_or("");
+            cell.trim().parse::<f64>().map_err(|_| NabError::Parse {
+                path: path.to_path_buf(),
+                line: i + 1,
+                message: format!("expected a number in column anomaly_score, found `{cell}`"),
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    if scores.len() != series.values.len() {
+        return Err(NabError::RowCount {
+            path: path.to_path_buf(),
+            expected: series.values.len(),
+            found: scores.len(),
+        });
+    }
+    Ok(scores)
 }
 
 /// Where a detector's results for `series` go: `<dir>/<category>/<detector>_<name>.csv`.

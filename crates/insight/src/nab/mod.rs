@@ -1,20 +1,20 @@
 //! The Numenta Anomaly Benchmark harness: stream every NAB file through a detector, write NAB's
 //! results layout, and score it with NAB's rules (`scoring`).
 //!
-//! This module is the only part of `insight` that touches files.
+//! The core (`score`, `corpus`'s parsers, `scoring`) works on text and memory; `io.rs`, the only
+//! part of `insight` that touches files, reads the corpus, writes and reads results and runs the
+//! detectors over it.
 
-mod corpus;
+pub mod corpus;
+mod io;
 pub mod scoring;
 
 use std::fmt;
-use std::io::Write;
-use std::path::{Path, PathBuf};
-use std::time::Instant;
+use std::path::PathBuf;
 
-pub use corpus::{Series, load, parse_timestamp_ms};
+pub use corpus::{Series, parse_timestamp_ms};
+pub use io::{aws_forecast_backtests, load, run, run_detector, score_results};
 use scoring::{LabelledScores, PROFILES, Profile, ProfileScore};
-
-use crate::{Detector, SeasonalDetector};
 
 /// The name results are written under: `<out>/<DETECTOR_NAME>/<category>/<DETECTOR_NAME>_<file>`.
 pub const DETECTOR_NAME: &str = "oxeye";
@@ -100,83 +100,6 @@ pub fn in_tuning_half(series: &[Series], index: usize) -> bool {
     rank % 2 == 0
 }
 
-/// Runs the default detector over the NAB corpus at `data_dir` (holding `data/` and `labels/`),
-/// writes `<out_dir>/oxeye/<category>/oxeye_<name>.csv`, and scores it.
-pub fn run(
-    data_dir: &Path,
-    out_dir: &Path,
-    progress: impl FnMut(Progress<'_>),
-) -> Result<NabReport, NabError> {
-    run_detector(
-        data_dir,
-        out_dir,
-        DETECTOR_NAME,
-        SeasonalDetector::default,
-        progress,
-    )
-}
-
-/// Like [`run`], with any detector (one fresh instance per file) under any name.
-pub fn run_detector<D: Detector>(
-    data_dir: &Path,
-    out_dir: &Path,
-    detector_name: &str,
-    mut new_detector: impl FnMut() -> D,
-    mut progress: impl FnMut(Progress<'_>),
-) -> Result<NabReport, NabError> {
-    let corpus = load(data_dir)?;
-    if corpus.is_empty() {
-        return Err(NabError::Empty(data_dir.to_path_buf()));
-    }
-    let results_dir = out_dir.join(detector_name);
-    let mut all_scores = Vec::with_capacity(corpus.len());
-    let mut nanos = 0u128;
-    let mut points = 0usize;
-    let mut bytes_per_series = 0;
-    for (done, series) in corpus.iter().enumerate() {
-        let mut detector = new_detector();
-        let mut scores = Vec::with_capacity(series.values.len());
-        let started = Instant::now();
-        for (&ts, &value) in series.timestamps_ms.iter().zip(&series.values) {
-            scores.push(detector.observe(ts, value).score);
-        }
-        nanos += started.elapsed().as_nanos();
-        points += scores.len();
-        bytes_per_series = bytes_per_series.max(detector.memory_bytes());
-        write_results(&results_dir, detector_name, series, &scores)?;
-        all_scores.push(scores);
-        progress(Progress {
-            file: &series.name,
-            done: done + 1,
-            total: corpus.len(),
-        });
-    }
-    let mut report = score(&corpus, &all_scores, detector_name, results_dir);
-    report.ns_per_point = nanos as f64 / points.max(1) as f64;
-    report.bytes_per_series = bytes_per_series;
-    Ok(report)
-}
-
-/// Scores an existing results directory `<dir>` (NAB's layout for one detector, named after the
-/// directory) against the corpus at `data_dir`. Cost and memory are reported as 0.
-pub fn score_results(data_dir: &Path, detector_dir: &Path) -> Result<NabReport, NabError> {
-    let corpus = load(data_dir)?;
-    let detector = detector_dir
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let scores = corpus
-        .iter()
-        .map(|s| read_results(&corpus::results_path(detector_dir, &detector, s), s))
-        .collect::<Result<Vec<_>, _>>()?;
-    Ok(score(
-        &corpus,
-        &scores,
-        &detector,
-        detector_dir.to_path_buf(),
-    ))
-}
-
 /// Scores in-memory anomaly scores (one vector per corpus file, in corpus order).
 pub fn score(
     corpus: &[Series],
@@ -241,67 +164,6 @@ fn file_score(
     }
 }
 
-fn write_results(
-    detector_dir: &Path,
-    detector: &str,
-    series: &Series,
-    scores: &[f64],
-) -> Result<(), NabError> {
-    let path = corpus::results_path(detector_dir, detector, series);
-    let io_error = |source| NabError::Io {
-        path: path.clone(),
-        source,
-    };
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).map_err(io_error)?;
-    }
-    let mut text = String::with_capacity(scores.len() * 48);
-    text.push_str("timestamp,value,anomaly_score\n");
-    for ((ts, value), score) in series.timestamp_text.iter().zip(&series.values).zip(scores) {
-        // `{}` prints the shortest text that parses back to the same f64, so scoring the files
-        // gives exactly the in-memory result.
-        text.push_str(&format!("{ts},{value},{score}\n"));
-    }
-    let mut file = std::fs::File::create(&path).map_err(io_error)?;
-    file.write_all(text.as_bytes()).map_err(io_error)?;
-    Ok(())
-}
-
-fn read_results(path: &Path, series: &Series) -> Result<Vec<f64>, NabError> {
-    let text = corpus::read(path)?;
-    let mut lines = text
-        .lines()
-        .enumerate()
-        .filter(|(_, l)| !l.trim().is_empty());
-    let header = lines.next().map_or("", |(_, h)| h);
-    let column = header
-        .split(',')
-        .position(|c| c.trim() == "anomaly_score")
-        .ok_or_else(|| NabError::Parse {
-            path: path.to_path_buf(),
-            line: 1,
-            message: format!("expected an `anomaly_score` column, found header `{header}`"),
-        })?;
-    let scores = lines
-        .map(|(i, line)| {
-            let cell = line.split(',').nth(column).unwrap_or("");
-            cell.trim().parse::<f64>().map_err(|_| NabError::Parse {
-                path: path.to_path_buf(),
-                line: i + 1,
-                message: format!("expected a number in column anomaly_score, found `{cell}`"),
-            })
-        })
-        .collect::<Result<Vec<_>, _>>()?;
-    if scores.len() != series.values.len() {
-        return Err(NabError::RowCount {
-            path: path.to_path_buf(),
-            expected: series.values.len(),
-            found: scores.len(),
-        });
-    }
-    Ok(scores)
-}
-
 impl fmt::Display for NabReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let row = |f: &mut fmt::Formatter<'_>, label: &str, s: &ProfileScores| {
@@ -347,29 +209,3 @@ impl fmt::Display for NabReport {
 
 /// The NAB category of AWS CloudWatch series, used to backtest the forecaster.
 pub const AWS_CATEGORY: &str = "realAWSCloudwatch";
-
-/// Rolling-origin forecast backtests of every AWS CloudWatch series under `data_dir`.
-pub fn aws_forecast_backtests(
-    data_dir: &Path,
-    settings: &crate::backtest::BacktestSettings,
-) -> Result<Vec<crate::backtest::SeriesBacktest>, NabError> {
-    let corpus = load(data_dir)?;
-    let rows: Vec<_> = corpus
-        .iter()
-        .filter(|s| s.category() == AWS_CATEGORY)
-        .filter_map(|s| {
-            let points: Vec<(i64, f64)> = s
-                .timestamps_ms
-                .iter()
-                .copied()
-                .zip(s.values.iter().copied())
-                .collect();
-            let series = crate::forecast::RegularSeries::from_points(&points)?;
-            crate::backtest::backtest_series(s.stem(), &series, settings)
-        })
-        .collect();
-    if rows.is_empty() {
-        return Err(NabError::Empty(data_dir.join("data").join(AWS_CATEGORY)));
-    }
-    Ok(rows)
-}
