@@ -285,7 +285,12 @@ impl Store {
         let mut rows = 0;
         for (t, b) in &tables {
             rows += b.num_rows();
-            wal::encode_frame(&mut frames, *t, b)?;
+            if let Batch::RawSpans(raw) = batch {
+                // The request itself is the log record: smaller than its rows, and already encoded.
+                wal::encode_raw_frame(&mut frames, raw);
+            } else {
+                wal::encode_frame(&mut frames, *t, b)?;
+            }
         }
         if rows == 0 {
             return Ok(0);
