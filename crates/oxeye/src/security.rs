@@ -18,9 +18,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use model::Batch;
 use model::security::{
-    Alert, ConnectionEvent, ExecEvent, ExitEvent, FileOpenEvent, ModuleLoadEvent,
-    PrivilegeChangeEvent, PrivilegeSyscall, Protocol, PtraceEvent, SecurityBatch, SecurityEvent,
-    SecurityProcess, StoredSecurityEvent, SyscallCounts,
+    Alert, BaselineDeparture, ConnectionEvent, ExecEvent, ExitEvent, FileOpenEvent,
+    ModuleLoadEvent, PrivilegeChangeEvent, PrivilegeSyscall, Protocol, PtraceEvent, SecurityBatch,
+    SecurityEvent, SecurityProcess, StoredSecurityEvent, SyscallCounts,
 };
 use pipeline::{Origin, Pipeline};
 use sensor::sink::{Forwarder, RetryConfig, SinkConfig};
@@ -537,14 +537,14 @@ impl server::SecurityControl for Control {
             .collect()
     }
 
-    fn accept(&self, exe: &str) -> Result<bool, String> {
+    fn accept(&self, departure: &BaselineDeparture) -> Result<bool, String> {
         let done = {
             let mut sensor = self
                 .0
                 .sensor
                 .lock()
                 .map_err(|_| "the sensor lock is poisoned")?;
-            sensor.baselines_mut().relearn(exe, unix_now_nanos())
+            sensor.baselines_mut().accept(departure)
         };
         if done {
             self.0.save()?;

@@ -158,6 +158,7 @@ impl Sensor {
                         score: a.score,
                         expected: a.expected,
                         seen: a.seen,
+                        departure: Some(a.departure),
                     }),
                 ));
             }
@@ -215,6 +216,7 @@ impl Sensor {
                                 score: a.score,
                                 expected: a.expected,
                                 seen: a.seen,
+                                departure: Some(a.departure),
                             }),
                             count: 1,
                             last_time_unix_nano: now,

@@ -202,6 +202,7 @@ fn alert(events: Vec<SecurityEvent>, anomaly: bool) -> Alert {
             score: 0.9,
             expected: "peers: [tcp/443 to 10.0.0.0/24]".into(),
             seen: "tcp/4444 to 203.0.113.0/24".into(),
+            departure: None,
         }),
         count: 3,
         last_time_unix_nano: 1_700_000_005_000_000_000,
