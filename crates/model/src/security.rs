@@ -160,6 +160,10 @@ pub struct ExecEvent {
     /// The owner of the executable file, when the agent could stat it (the kernel does not say).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub exe_owner_uid: Option<u32>,
+    /// The executable file's SHA-256 (lowercase hex), when the agent hashed it (optional, and
+    /// bounded by size).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exe_sha256: Option<String>,
 }
 
 impl ExecEvent {
@@ -611,6 +615,7 @@ mod tests {
             cwd: Some("/srv/app/".into()),
             cwd_truncated: false,
             exe_owner_uid: None,
+            exe_sha256: None,
         };
         assert_eq!(exec.exe(), "/srv/app/run.sh");
         exec.filename = "/bin/sh".into();

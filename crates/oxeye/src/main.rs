@@ -4,6 +4,7 @@ mod bench;
 mod budget;
 mod config;
 mod doctor;
+mod exe_hash;
 mod insights;
 mod otlp_export;
 mod profiler;

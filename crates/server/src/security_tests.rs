@@ -110,6 +110,7 @@ async fn state(dir: &Path, control: Option<Arc<dyn SecurityControl>>) -> ServerS
             cwd: Some("/srv".into()),
             cwd_truncated: false,
             exe_owner_uid: Some(0),
+            exe_sha256: None,
         }),
         exe: Some("/bin/sh".into()),
     };
