@@ -517,6 +517,14 @@ pub struct SecurityConfig {
     pub services: ServiceNames,
 }
 
+/// The kernel program's counters summed over CPUs, as of the last tick (about a second old).
+#[derive(Default)]
+struct KernelTotals {
+    records: AtomicU64,
+    ring_buffer_full: AtomicU64,
+    malformed: AtomicU64,
+}
+
 /// The sensor's state shared with the API.
 struct Shared {
     sensor: Mutex<Sensor>,
@@ -524,6 +532,7 @@ struct Shared {
     learning_period_secs: u64,
     exe_hash_max_bytes: u64,
     exe_hashes: Mutex<ExeHashStats>,
+    kernel: KernelTotals,
     events: AtomicU64,
     alerts: AtomicU64,
     dropped_events: AtomicU64,
@@ -619,6 +628,11 @@ impl server::SecurityControl for Control {
             "events": s.events.load(Ordering::Relaxed),
             "alerts": s.alerts.load(Ordering::Relaxed),
             "dropped_events": s.dropped_events.load(Ordering::Relaxed),
+            "kernel": {
+                "records": s.kernel.records.load(Ordering::Relaxed),
+                "ring_buffer_full": s.kernel.ring_buffer_full.load(Ordering::Relaxed),
+                "malformed_records": s.kernel.malformed.load(Ordering::Relaxed),
+            },
             "sinks": s.sinks.lock().map(|v| v.clone()).unwrap_or_default(),
         })
     }
@@ -728,6 +742,7 @@ pub fn start(
         learning_period_secs: baseline.learning_period_secs,
         exe_hash_max_bytes: settings.exe_hash_max_bytes,
         exe_hashes: Mutex::new(ExeHashStats::default()),
+        kernel: KernelTotals::default(),
         events: AtomicU64::new(0),
         alerts: AtomicU64::new(0),
         dropped_events: AtomicU64::new(0),
@@ -891,6 +906,14 @@ impl Agent {
                 last_tick = Instant::now();
                 if let Ok(mut h) = self.shared.exe_hashes.lock() {
                     *h = self.converter.hashes.stats();
+                }
+                if let Ok(c) = self.kernel.counters() {
+                    let total = |get: fn(&ebpf::Counters) -> u64| c.per_cpu.iter().map(get).sum();
+                    let k = &self.shared.kernel;
+                    k.records.store(total(|c| c.records), Ordering::Relaxed);
+                    k.ring_buffer_full
+                        .store(total(|c| c.ring_buffer_full), Ordering::Relaxed);
+                    k.malformed.store(c.malformed_records, Ordering::Relaxed);
                 }
                 self.syscall_counts()
             });
