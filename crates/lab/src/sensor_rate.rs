@@ -102,18 +102,29 @@ pub fn storm_paced(kind: RateStorm, events_per_sec: u64, seconds: f64) -> Result
     }
     let total = Duration::from_secs_f64(seconds.max(0.01));
     let start = Instant::now();
-    let mut ops = 0u64;
-    loop {
-        let elapsed = start.elapsed();
-        if elapsed >= total {
-            break;
-        }
-        let due = (elapsed.as_secs_f64() * ops_per_sec) as u64 + 1;
-        if ops >= due {
-            std::thread::sleep(Duration::from_micros(500));
-            continue;
-        }
-        while ops < due {
+    let done = std::sync::atomic::AtomicU64::new(0);
+    // An exec waits for its child: several threads keep the rate up on every core.
+    let threads = if kind == RateStorm::Exec { 4 } else { 1 };
+    let work = || -> Result<(), LabError> {
+        use std::sync::atomic::Ordering;
+        loop {
+            let elapsed = start.elapsed();
+            if elapsed >= total {
+                return Ok(());
+            }
+            let due = (elapsed.as_secs_f64() * ops_per_sec) as u64 + 1;
+            // Claim the next op if it is due.
+            let op = done.load(Ordering::Relaxed);
+            if op >= due {
+                std::thread::sleep(Duration::from_micros(500));
+                continue;
+            }
+            if done
+                .compare_exchange(op, op + 1, Ordering::Relaxed, Ordering::Relaxed)
+                .is_err()
+            {
+                continue;
+            }
             match kind {
                 RateStorm::Exec => {
                     Command::new("/bin/true")
@@ -130,9 +141,17 @@ pub fn storm_paced(kind: RateStorm, events_per_sec: u64, seconds: f64) -> Result
                     drop(std::fs::File::open(WATCHED_FILE)?);
                 }
             }
-            ops += 1;
         }
-    }
+    };
+    std::thread::scope(|scope| -> Result<(), LabError> {
+        let handles: Vec<_> = (0..threads).map(|_| scope.spawn(work)).collect();
+        for h in handles {
+            h.join()
+                .map_err(|_| LabError::Setup("a driver thread panicked".into()))??;
+        }
+        Ok(())
+    })?;
+    let ops = done.load(std::sync::atomic::Ordering::Relaxed);
     let secs = start.elapsed().as_secs_f64();
     if kind == RateStorm::Connect {
         // Let the acceptor take the last connections before the process (and its accepts) ends.
