@@ -103,8 +103,8 @@ pub fn storm_paced(kind: RateStorm, events_per_sec: u64, seconds: f64) -> Result
     let total = Duration::from_secs_f64(seconds.max(0.01));
     let start = Instant::now();
     let done = std::sync::atomic::AtomicU64::new(0);
-    // An exec waits for its child: several threads keep the rate up on every core.
-    let threads = if kind == RateStorm::Exec { 4 } else { 1 };
+    // An exec waits for its child: several threads keep the rate up; the others use both cores.
+    let threads = if kind == RateStorm::Exec { 4 } else { 2 };
     let work = || -> Result<(), LabError> {
         use std::sync::atomic::Ordering;
         loop {

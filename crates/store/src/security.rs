@@ -151,6 +151,8 @@ fn events(rows: &[StoredSecurityEvent]) -> Result<RecordBatch, ArrowError> {
     );
     let mut args = ListBuilder::new(StringBuilder::new());
     let mut result = Int64Builder::with_capacity(n);
+    // One buffer for every event's JSON, not a String each.
+    let mut json = Vec::with_capacity(512);
     for i in order {
         let r = &rows[i];
         let p = r.event.process();
@@ -180,7 +182,10 @@ fn events(rows: &[StoredSecurityEvent]) -> Result<RecordBatch, ArrowError> {
         remote_addr.append_value(k.remote.map(|a| a.ip().to_string()).unwrap_or_default());
         remote_port.append_value(k.remote.map_or(0, |a| u32::from(a.port())));
         result.append_value(k.result);
-        details.append_value(serde_json::to_string(&r.event).unwrap_or_default());
+        json.clear();
+        // Plain data always serializes, and serde_json writes UTF-8.
+        let _ = serde_json::to_writer(&mut json, &r.event);
+        details.append_value(std::str::from_utf8(&json).unwrap_or_default());
     }
     RecordBatch::try_new(
         Table::SecurityEvents.schema(),
