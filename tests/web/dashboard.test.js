@@ -652,6 +652,15 @@ int main(void) { char b[64]; usleep(800000); int fd = open("/etc/shadow", O_RDON
     assert.match(await page.innerText('.sec-evidence'), new RegExp(`"pid": ${pid}`));
     await shot('security-alert');
 
+    // Acknowledge asks for the API token once; the status is stored with the alert.
+    const token = fs.readFileSync(path.join(dataDir, 'api-token'), 'utf8').trim();
+    page.once('dialog', (d) => d.accept(token));
+    await page.click('.sec-alert-actions .sec-acknowledge');
+    await page.waitForFunction(() => /acknowledged \(since/.test(document.querySelector('.sec-alert-detail')?.textContent || ''));
+    assert.equal(await page.$('.sec-alert-actions .sec-accept'), null, 'a rule alert cannot be accepted as normal');
+    await page.goto(`${base}/#/security?status=acknowledged`);
+    await waitWithReload(`.sec-alerts tr[data-status="acknowledged"]:has-text("${svc}")`);
+
     await page.goto(`${base}/#/security?tab=events&kind=file_open&service=${svc}`);
     await waitWithReload(`.sec-events tr[data-pid="${pid}"]:has-text("/etc/shadow")`);
 
@@ -660,15 +669,13 @@ int main(void) { char b[64]; usleep(800000); int fd = open("/etc/shadow", O_RDON
     await waitWithReload(`tr[data-service="${svc}"] .service-alerts`);
     assert.match(await page.innerText(`tr[data-service="${svc}"] .service-alerts`), /^1 alert$/i);
 
-    // Accept as normal asks for the API token once, then the executable learns again.
+    // Reset forgets what the executable learned (the token is kept for the session).
     await page.goto(`${base}/#/security?tab=baselines`);
     const baseline = `.sec-baselines tr[data-exe="${bin}"]`;
     await waitWithReload(baseline);
-    const token = fs.readFileSync(path.join(dataDir, 'api-token'), 'utf8').trim();
-    page.once('dialog', (d) => d.accept(token));
-    await page.click(`${baseline} .sec-accept`);
-    await page.waitForFunction(() => /accepted as normal/.test(document.querySelector('.page-security .results-summary')?.textContent || ''));
-    assert.match(await page.innerText(baseline), /learning until/);
+    await page.click(`${baseline} .sec-reset`);
+    await page.waitForFunction(() => /reset: it learns again/.test(document.querySelector('.page-security .results-summary')?.textContent || ''));
+    assert.equal(await page.$(baseline), null, 'its baseline is gone');
     noProblems();
   });
   step('lists the injected anomaly and shows its chart and evidence', async () => {

@@ -11,6 +11,7 @@ export const SEVERITIES = ['info', 'low', 'medium', 'high', 'critical'];
 const SEVERITY_COLORS = { info: '#6b7280', low: '#3f5f8f', medium: '#b7791f', high: '#d9480f', critical: '#b42323' };
 const KINDS = ['exec', 'exit', 'connect', 'accept', 'file_open', 'privilege_change', 'ptrace', 'module_load'];
 const TABS = [['alerts', 'Alerts'], ['events', 'Events'], ['baselines', 'Baselines']];
+const STATUSES = ['open', 'acknowledged', 'resolved'];
 const TOKEN_KEY = 'oxeye.apiToken';
 
 const sevBadge = (s) => h('span', { class: `sev sec-sev sec-sev-${s}`, dataset: { severity: s } }, s);
@@ -35,10 +36,10 @@ export default function mount(root, { arg, params }, ctx) {
     const inService = h('input', { class: 'input', name: 'service', value: p('service'), placeholder: 'any service' });
     const inKind = h('input', { class: 'input', name: 'kind', value: p('kind'), placeholder: 'rule id or anomaly' });
     const inSource = select({ class: 'input', name: 'source' }, [['', 'rules and anomalies'], ['rule', 'rules'], ['anomaly', 'anomalies']], p('source'));
-    current = () => ({ severity: inSeverity.value, service: inService.value.trim(), kind: inKind.value.trim(), source: inSource.value });
-    form = filterForm([field('Min severity', inSeverity), field('Service', inService), field('Kind', inKind), field('Source', inSource)], 'Show alerts');
-    inSeverity.addEventListener('change', () => submit());
-    inSource.addEventListener('change', () => submit());
+    const inStatus = select({ class: 'input', name: 'status' }, [['', 'any status'], ...STATUSES], p('status'));
+    current = () => ({ severity: inSeverity.value, service: inService.value.trim(), kind: inKind.value.trim(), source: inSource.value, status: inStatus.value });
+    form = filterForm([field('Min severity', inSeverity), field('Service', inService), field('Kind', inKind), field('Source', inSource), field('Status', inStatus)], 'Show alerts');
+    for (const i of [inSeverity, inSource, inStatus]) i.addEventListener('change', () => submit());
   } else if (tab === 'events') {
     const inKind = select({ class: 'input', name: 'kind' }, [['', 'any kind'], ...KINDS], p('kind'));
     const inService = h('input', { class: 'input', name: 'service', value: p('service'), placeholder: 'any service' });
@@ -97,9 +98,9 @@ export default function mount(root, { arg, params }, ctx) {
       return;
     }
     replace(body, h('table', { class: 'table sec-alerts' },
-      h('thead', null, h('tr', null, ['Time', 'Severity', 'Kind', 'Service', 'Process', 'Summary', 'Count'].map((c) => h('th', null, c)))),
+      h('thead', null, h('tr', null, ['Time', 'Severity', 'Kind', 'Service', 'Process', 'Summary', 'Count', 'Status', ''].map((c) => h('th', null, c)))),
       h('tbody', null, alerts.map((a) => h('tr', {
-        class: `clickable sec-row-${a.severity}`, dataset: { alertId: a.id, severity: a.severity },
+        class: `clickable sec-row-${a.severity} sec-status-${a.status}`, dataset: { alertId: a.id, severity: a.severity, status: a.status },
         onclick: () => ctx.navigate(hashFor('security', {}, a.id)),
       },
       h('td', { class: 'nowrap' }, fmtTime(a.time_ms)),
@@ -108,7 +109,9 @@ export default function mount(root, { arg, params }, ctx) {
       h('td', null, a.service ? h('a', { href: hashFor('security', { tab: 'events', service: a.service }), onclick: (ev) => ev.stopPropagation() }, a.service) : ''),
       h('td', { class: 'mono' }, `${a.exe || a.comm} (${a.pid})`),
       h('td', { class: 'sec-summary' }, h('a', { href: hashFor('security', {}, a.id), onclick: (ev) => ev.stopPropagation() }, a.summary)),
-      h('td', { class: 'right num' }, fmtCount(a.count)))))));
+      h('td', { class: 'right num' }, fmtCount(a.count)),
+      h('td', { class: 'sec-status' }, a.status),
+      h('td', { class: 'right actions nowrap', onclick: (ev) => ev.stopPropagation() }, alertActions(a, load)))))));
   }
 
   function drawTimeline(alerts, win) {
@@ -177,8 +180,7 @@ export default function mount(root, { arg, params }, ctx) {
           h('td', { class: 'mono small' }, (b.peers || []).join(', ') || '—'),
           h('td', { class: 'small' }, (b.syscalls || []).map((s) => `${s.class} ${fmtRate(s.median_per_s)}`).join(', ') || '—'),
           h('td', { class: 'right actions nowrap' },
-            h('button', { type: 'button', class: 'btn btn-sm sec-accept', title: 'take what it does now as normal: it learns again on top of what it knew', onclick: () => act(b.exe, 'accept', status) }, 'Accept as normal'),
-            h('button', { type: 'button', class: 'btn btn-sm', title: 'forget everything it learned', onclick: () => act(b.exe, 'reset', status) }, 'Reset'),
+            h('button', { type: 'button', class: 'btn btn-sm sec-reset', title: 'forget everything it learned: it learns from scratch (to accept one anomaly as normal, use its alert)', onclick: () => act(b.exe, 'reset', status) }, 'Reset'),
             status));
       }))));
   }
@@ -187,7 +189,7 @@ export default function mount(root, { arg, params }, ctx) {
     status.textContent = '…';
     try {
       await post(`security/baselines/${encodeURIComponent(exe)}/${action}`);
-      lastAction = `${exe} ${action === 'accept' ? 'accepted as normal: it learns again' : 'reset'}`;
+      lastAction = `${exe} reset: it learns again`;
       load();
     } catch (e) {
       status.textContent = e.message;
@@ -196,6 +198,30 @@ export default function mount(root, { arg, params }, ctx) {
 
   load();
   return { refresh: load, destroy: () => { slot.abort(); chart?.destroy(); } };
+}
+
+/**
+ * The buttons that change an alert: acknowledge, resolve or reopen it, and for an anomaly
+ * "Accept as normal", which adds exactly what it found to the executable's baseline.
+ */
+function alertActions(a, reload) {
+  const status = h('span', { class: 'muted sec-action-status' });
+  const act = async (action) => {
+    status.textContent = '…';
+    try {
+      await post(`security/alerts/${encodeURIComponent(a.id)}/${action}`);
+      reload();
+    } catch (e) {
+      status.textContent = e.message;
+    }
+  };
+  const button = (action, label, title) => h('button', { type: 'button', class: `btn btn-sm sec-${action}`, title, onclick: () => act(action) }, label);
+  return [
+    a.status === 'open' ? button('acknowledge', 'Acknowledge', 'someone is looking at it') : null,
+    a.status !== 'resolved' ? button('resolve', 'Resolve', 'dealt with') : button('reopen', 'Reopen', 'not dealt with after all'),
+    a.departure && a.status !== 'resolved' ? button('accept', 'Accept as normal', `add exactly this to ${a.departure.exe}'s baseline (the rest stays as learned) and resolve the alert`) : null,
+    status,
+  ];
 }
 
 /** A POST that needs the API token, asked for once and kept for the browser session. */
@@ -259,7 +285,8 @@ function mountAlert(root, id, ctx) {
         time: fmtTime(a.time_ms), kind: `${a.kind} (${a.source})`, service: a.service, host: a.host,
         process: `${a.exe || a.comm} (pid ${a.pid})`, container: a.container_id, count: a.count,
         score: a.score ?? '', expected: a.expected, seen: a.seen, id: a.id,
-      })),
+        status: a.status_changed_ms ? `${a.status} (since ${fmtTime(a.status_changed_ms)})` : a.status,
+      }), h('div', { class: 'actions sec-alert-actions' }, alertActions(a, load))),
       h('section', { class: 'panel' },
         h('div', { class: 'panel-head' }, h('span', null, `${a.service || 'service'}: rate, errors and p99 of entry spans, ±15 min`)),
         d.red?.some((p) => p.rate > 0) ? red : notice('empty', `no spans from ${a.service || 'this service'} around the alert`)),

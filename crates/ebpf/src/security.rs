@@ -143,6 +143,27 @@ fn inode_key(path: &str) -> Option<InodeKey> {
     })
 }
 
+/// The kernel's `NAME_BYTES`: names of watched files up to one less are matched by name too.
+const NAME_BYTES: usize = 64;
+type NameKey = [u8; 16 + NAME_BYTES];
+
+/// A watched file by its directory's identity and its name: what the kernel looks up for a
+/// relative open that failed (and so opened nothing whose inode could be checked). `None` when
+/// the directory does not exist or the name is too long.
+fn name_key(path: &str) -> Option<NameKey> {
+    use std::os::unix::ffi::OsStrExt;
+    let p = std::path::Path::new(path.trim_end_matches('/'));
+    let name = p.file_name()?.as_bytes();
+    if name.is_empty() || name.len() >= NAME_BYTES {
+        return None;
+    }
+    let dir = inode_key(p.parent()?.to_str()?)?;
+    let mut key = [0u8; 16 + NAME_BYTES];
+    key[..16].copy_from_slice(&dir.bytes());
+    key[16..16 + name.len()].copy_from_slice(name);
+    Some(key)
+}
+
 /// The LPM-trie key of a prefix: its length in bits, then its bytes.
 fn lpm_key(prefix: &str) -> Result<Vec<u8>> {
     if !prefix.starts_with('/') {
@@ -193,6 +214,8 @@ pub struct SecuritySensor {
     ignore_self: bool,
     /// Watched paths and the inode each stood for when last checked (`None`: does not exist).
     watched: std::sync::Mutex<std::collections::BTreeMap<String, Option<InodeKey>>>,
+    /// Watched paths and their directory-and-name key when last checked.
+    names: std::sync::Mutex<std::collections::BTreeMap<String, Option<NameKey>>>,
     inodes_checked: std::time::Instant,
     skel: LoadedSkel<SecuritySkel<'static>>,
 }
@@ -254,6 +277,7 @@ impl SecuritySensor {
             exited: Vec::new(),
             ignore_self: config.ignore_self,
             watched: Default::default(),
+            names: Default::default(),
             inodes_checked: std::time::Instant::now(),
             skel,
         };
@@ -277,6 +301,10 @@ impl SecuritySensor {
             let old = self.watched_paths().remove(&prefix).flatten();
             if let Some(old) = old {
                 self.forget_inode(old);
+            }
+            let old_name = self.watched_names().remove(&prefix).flatten();
+            if let Some(old) = old_name {
+                self.forget_name(old);
             }
             self.skel
                 .maps
@@ -309,6 +337,45 @@ impl SecuritySensor {
         self.watched.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    fn watched_names(
+        &self,
+    ) -> std::sync::MutexGuard<'_, std::collections::BTreeMap<String, Option<NameKey>>> {
+        self.names.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn forget_name(&self, key: NameKey) {
+        if self.watched_names().values().any(|v| *v == Some(key)) {
+            return;
+        }
+        let _ = self.skel.maps.watched_names.delete(&key);
+    }
+
+    /// Points the watched-name map at `prefix`'s directory and name as they are now.
+    fn check_name(&self, prefix: &str) -> Result<()> {
+        let now = name_key(prefix);
+        let before = self
+            .watched_names()
+            .insert(prefix.to_string(), now)
+            .flatten();
+        if before == now {
+            return Ok(());
+        }
+        if let Some(old) = before {
+            self.forget_name(old);
+        }
+        if let Some(key) = now {
+            self.skel
+                .maps
+                .watched_names
+                .update(&key, &[1], MapFlags::ANY)
+                .map_err(|source| EbpfError::Map {
+                    what: "adding a watched name (at most 4096)",
+                    source,
+                })?;
+        }
+        Ok(())
+    }
+
     /// Points the watched-inode map at what `prefix` names now (a file replaced by rename, such
     /// as /etc/shadow after passwd, is a new inode; a file created later is watched from then).
     fn check_inode(&self, prefix: &str) -> Result<()> {
@@ -320,6 +387,7 @@ impl SecuritySensor {
         let Some(before) = before else {
             return Ok(()); // unwatched meanwhile
         };
+        self.check_name(prefix)?;
         if before == now {
             return Ok(());
         }

@@ -5,10 +5,14 @@ mod ingest;
 mod proc;
 mod profiler;
 mod sensor;
+mod sensor_rate;
 
 pub use ingest::{IngestArgs, bench_ingest};
 pub use profiler::{FoldFn, ProfilerArgs, ProfilerFigures, RawSample, bench_profiler};
 pub use sensor::{SensorArgs, SensorFigures, Storm, bench_sensor, storm_child};
+pub use sensor_rate::{
+    RateStorm, SensorRateArgs, SensorRateFigures, bench_sensor_rate, storm_paced,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum LabError {

@@ -50,6 +50,8 @@ pub fn free_port() -> Result<u16, LabError> {
 pub struct Server {
     pub child: Child,
     pub grpc: String,
+    /// The HTTP API's address (`127.0.0.1:port`).
+    pub api: String,
     /// What `oxeye up` printed on its `profiler` line (`19 Hz per CPU, …` or `off: why`).
     pub profiler_line: String,
 }
@@ -107,6 +109,7 @@ impl Server {
         Ok(Server {
             child,
             grpc: format!("127.0.0.1:{grpc}"),
+            api: format!("127.0.0.1:{api}"),
             profiler_line,
         })
     }

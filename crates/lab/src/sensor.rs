@@ -127,7 +127,7 @@ pub fn storm_child(kind: Storm, ops: u64) -> Result<(), LabError> {
 /// Linger 0: `close` resets the connection instead of leaving it in TIME_WAIT, so thousands of
 /// connects in a row do not run the machine out of ephemeral ports (which would slow every
 /// later connect and swamp what is being measured).
-fn reset_on_close(s: &TcpStream) {
+pub(crate) fn reset_on_close(s: &TcpStream) {
     use std::os::fd::AsRawFd;
     let linger = libc::linger {
         l_onoff: 1,

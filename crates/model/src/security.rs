@@ -160,6 +160,10 @@ pub struct ExecEvent {
     /// The owner of the executable file, when the agent could stat it (the kernel does not say).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub exe_owner_uid: Option<u32>,
+    /// The executable file's SHA-256 (lowercase hex), when the agent hashed it (optional, and
+    /// bounded by size).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exe_sha256: Option<String>,
 }
 
 impl ExecEvent {
@@ -477,6 +481,73 @@ pub struct AnomalyDetail {
     pub expected: String,
     /// What was seen instead.
     pub seen: String,
+    /// Exactly what departed from the baseline, so that "accept as normal" can add just that.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub departure: Option<BaselineDeparture>,
+}
+
+/// Which way a connection went, as a baseline's peers record it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Direction {
+    Outbound,
+    Inbound,
+}
+
+/// A usual network peer: for outbound connections the remote port, for inbound ones the local
+/// (listening) port, and the other end's address block.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Peer {
+    pub direction: Direction,
+    pub protocol: String,
+    pub port: u16,
+    /// `203.0.113.0/24` or `2001:db8::/64`.
+    pub group: String,
+}
+
+impl std::fmt::Display for Peer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let dir = match self.direction {
+            Direction::Outbound => "to",
+            Direction::Inbound => "from",
+        };
+        write!(f, "{}/{} {dir} {}", self.protocol, self.port, self.group)
+    }
+}
+
+/// What an anomaly found outside an executable's baseline; `exe` is the executable whose
+/// baseline it is (for a new child, the parent's).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum BaselineDeparture {
+    /// `exe` started `child`, which it never started while learning.
+    NewChild { exe: String, child: String },
+    /// `exe` talked to a peer it never talked to while learning.
+    NewPeer { exe: String, peer: Peer },
+    /// `exe` made syscalls of a class it never used, at `rate` a second.
+    NewSyscallClass {
+        exe: String,
+        class: SyscallClass,
+        rate: f64,
+    },
+    /// `exe` made syscalls of `class` at `rate` a second, far above its learned range.
+    SyscallBurst {
+        exe: String,
+        class: SyscallClass,
+        rate: f64,
+    },
+}
+
+impl BaselineDeparture {
+    /// The executable whose baseline it departs from.
+    pub fn exe(&self) -> &str {
+        match self {
+            Self::NewChild { exe, .. }
+            | Self::NewPeer { exe, .. }
+            | Self::NewSyscallClass { exe, .. }
+            | Self::SyscallBurst { exe, .. } => exe,
+        }
+    }
 }
 
 /// One alert: a rule matched or a baseline was departed from.
@@ -544,6 +615,7 @@ mod tests {
             cwd: Some("/srv/app/".into()),
             cwd_truncated: false,
             exe_owner_uid: None,
+            exe_sha256: None,
         };
         assert_eq!(exec.exe(), "/srv/app/run.sh");
         exec.filename = "/bin/sh".into();

@@ -5,6 +5,7 @@ mod bench;
 mod budget;
 mod config;
 mod doctor;
+mod exe_hash;
 mod insights;
 mod otlp_export;
 mod profiler;
@@ -168,6 +169,14 @@ enum LabCommand {
         kind: lab::Storm,
         ops: u64,
     },
+    /// Security events at a paced rate (the driver of `lab bench sensor-rate`).
+    #[command(hide = true)]
+    StormPaced {
+        #[arg(value_enum)]
+        kind: lab::RateStorm,
+        events_per_sec: u64,
+        seconds: f64,
+    },
 }
 
 #[derive(Subcommand)]
@@ -177,6 +186,9 @@ enum BenchCommand {
     /// What the security sensor costs syscall storms, against auditd watching the same syscalls
     /// (root).
     Sensor(lab::SensorArgs),
+    /// Security events a second the sensor sustains without losing any (execs, connects, opens
+    /// of a watched file at doubling rates), with oxeye's CPU and RSS (root).
+    SensorRate(lab::SensorRateArgs),
     /// The profiler's overhead (19 Hz, 99 Hz, perf), processing speed (vs perf script |
     /// inferno-collapse-perf) and its own CPU and memory.
     Profiler(lab::ProfilerArgs),
@@ -247,8 +259,28 @@ fn main() {
                     .map_err(anyhow::Error::from)
             }),
         Command::Lab {
+            command:
+                LabCommand::Bench {
+                    which: BenchCommand::SensorRate(a),
+                },
+        } => std::env::current_exe()
+            .map_err(anyhow::Error::from)
+            .and_then(|exe| {
+                lab::bench_sensor_rate(&exe, a)
+                    .map(|_| ())
+                    .map_err(anyhow::Error::from)
+            }),
+        Command::Lab {
             command: LabCommand::Storm { kind, ops },
         } => lab::storm_child(kind, ops).map_err(anyhow::Error::from),
+        Command::Lab {
+            command:
+                LabCommand::StormPaced {
+                    kind,
+                    events_per_sec,
+                    seconds,
+                },
+        } => lab::storm_paced(kind, events_per_sec, seconds).map_err(anyhow::Error::from),
     };
     if let Err(e) = result {
         eprintln!("oxeye: error: {e:#}");

@@ -18,9 +18,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use model::Batch;
 use model::security::{
-    Alert, ConnectionEvent, ExecEvent, ExitEvent, FileOpenEvent, ModuleLoadEvent,
-    PrivilegeChangeEvent, PrivilegeSyscall, Protocol, PtraceEvent, SecurityBatch, SecurityEvent,
-    SecurityProcess, StoredSecurityEvent, SyscallCounts,
+    Alert, BaselineDeparture, ConnectionEvent, ExecEvent, ExitEvent, FileOpenEvent,
+    ModuleLoadEvent, PrivilegeChangeEvent, PrivilegeSyscall, Protocol, PtraceEvent, SecurityBatch,
+    SecurityEvent, SecurityProcess, StoredSecurityEvent, SyscallCounts,
 };
 use pipeline::{Origin, Pipeline};
 use sensor::sink::{Forwarder, RetryConfig, SinkConfig};
@@ -28,6 +28,7 @@ use sensor::{BaselineConfig, Baselines, ProcessInfo, RuleSet, Sensor, SensorConf
 use serde_json::{Value, json};
 
 use crate::config::{Problems, boolean, join, kind, mapping, parse_duration, string, with};
+use crate::exe_hash::{ExeHashStats, ExeHashes};
 
 /// How long the agent waits for kernel events before it looks at the clock again.
 const POLL: Duration = Duration::from_millis(250);
@@ -52,7 +53,12 @@ pub struct SecuritySettings {
     pub watch: Vec<String>,
     pub learning_period: Option<Duration>,
     pub sinks: Vec<SinkConfig>,
+    /// Executables up to this size get their SHA-256 in exec events; 0 turns hashing off.
+    pub exe_hash_max_bytes: u64,
 }
+
+/// Executables larger than this are not hashed by default (a hash is read once per binary).
+pub const DEFAULT_EXE_HASH_MAX_BYTES: u64 = 64 << 20;
 
 impl Default for SecuritySettings {
     fn default() -> Self {
@@ -62,6 +68,7 @@ impl Default for SecuritySettings {
             watch: Vec::new(),
             learning_period: None,
             sinks: Vec::new(),
+            exe_hash_max_bytes: DEFAULT_EXE_HASH_MAX_BYTES,
         }
     }
 }
@@ -78,7 +85,14 @@ pub fn parse_switch(v: &str) -> Result<bool, String> {
 /// Reads the `security:` section into `s`, reporting problems with their YAML paths. The rule
 /// file is read and checked here too, so a bad rule stops `oxeye up` before anything starts.
 pub(crate) fn apply_config(v: &serde_yaml::Value, s: &mut SecuritySettings, p: &mut Problems) {
-    let known = ["enabled", "rules", "watch", "learning_period", "sinks"];
+    let known = [
+        "enabled",
+        "rules",
+        "watch",
+        "learning_period",
+        "sinks",
+        "exe_hash_max_size",
+    ];
     for (k, val) in mapping(v, "security", &known, p).unwrap_or_default() {
         let path = join("security", &k);
         match k.as_str() {
@@ -129,6 +143,21 @@ pub(crate) fn apply_config(v: &serde_yaml::Value, s: &mut SecuritySettings, p: &
             "learning_period" => {
                 if let Some(d) = with(val, &path, p, parse_duration) {
                     s.learning_period = Some(d);
+                }
+            }
+            "exe_hash_max_size" => {
+                let size = match val {
+                    serde_yaml::Value::Number(n) => n
+                        .as_u64()
+                        .ok_or_else(|| format!("expected a size like 64MiB or 0 (off), found {n}")),
+                    other => match string(other, &path, p) {
+                        Some(t) => crate::config::parse_size(&t),
+                        None => continue,
+                    },
+                };
+                match size {
+                    Ok(n) => s.exe_hash_max_bytes = n,
+                    Err(e) => p.add(&path, e),
                 }
             }
             _ => match val {
@@ -248,6 +277,7 @@ struct Converter {
     facts: HashMap<u32, ProcFacts>,
     /// pid → executable, kept from exec events and the start-up scan (for the stored rows).
     exes: HashMap<u32, String>,
+    hashes: ExeHashes,
 }
 
 impl Converter {
@@ -308,9 +338,15 @@ impl Converter {
                 cwd: x.cwd.clone(),
                 cwd_truncated: x.cwd_truncated,
                 exe_owner_uid: None,
+                exe_sha256: None,
             };
             let exe = exec.exe();
-            exec.exe_owner_uid = std::fs::metadata(&exe).ok().map(|m| m.uid());
+            // The file at the path now (the process may be gone): one stat for the owner and
+            // the hash cache's key.
+            if let Ok(meta) = std::fs::metadata(&exe) {
+                exec.exe_owner_uid = Some(meta.uid());
+                exec.exe_sha256 = self.hashes.hash(Path::new(&exe), &meta);
+            }
             self.exes.insert(pid, exe);
             exec.process = self.process(&x.process);
             let exe = self.exes.get(&pid).cloned();
@@ -483,11 +519,22 @@ pub struct SecurityConfig {
     pub services: ServiceNames,
 }
 
+/// The kernel program's counters summed over CPUs, as of the last tick (about a second old).
+#[derive(Default)]
+struct KernelTotals {
+    records: AtomicU64,
+    ring_buffer_full: AtomicU64,
+    malformed: AtomicU64,
+}
+
 /// The sensor's state shared with the API.
 struct Shared {
     sensor: Mutex<Sensor>,
     baselines_path: PathBuf,
     learning_period_secs: u64,
+    exe_hash_max_bytes: u64,
+    exe_hashes: Mutex<ExeHashStats>,
+    kernel: KernelTotals,
     events: AtomicU64,
     alerts: AtomicU64,
     dropped_events: AtomicU64,
@@ -539,14 +586,14 @@ impl server::SecurityControl for Control {
             .collect()
     }
 
-    fn accept(&self, exe: &str) -> Result<bool, String> {
+    fn accept(&self, departure: &BaselineDeparture) -> Result<bool, String> {
         let done = {
             let mut sensor = self
                 .0
                 .sensor
                 .lock()
                 .map_err(|_| "the sensor lock is poisoned")?;
-            sensor.baselines_mut().relearn(exe, unix_now_nanos())
+            sensor.baselines_mut().accept(departure)
         };
         if done {
             self.0.save()?;
@@ -576,9 +623,18 @@ impl server::SecurityControl for Control {
             "rules": s.rules,
             "watched_prefixes": s.watched,
             "learning_period_s": s.learning_period_secs,
+            "exe_hash_max_bytes": s.exe_hash_max_bytes,
+            "exe_hashes": s.exe_hashes.lock().map(|h| json!({
+                "hashed": h.hashed, "bytes": h.bytes, "too_large": h.too_large, "cached": h.cached,
+            })).unwrap_or_default(),
             "events": s.events.load(Ordering::Relaxed),
             "alerts": s.alerts.load(Ordering::Relaxed),
             "dropped_events": s.dropped_events.load(Ordering::Relaxed),
+            "kernel": {
+                "records": s.kernel.records.load(Ordering::Relaxed),
+                "ring_buffer_full": s.kernel.ring_buffer_full.load(Ordering::Relaxed),
+                "malformed_records": s.kernel.malformed.load(Ordering::Relaxed),
+            },
             "sinks": s.sinks.lock().map(|v| v.clone()).unwrap_or_default(),
         })
     }
@@ -666,6 +722,7 @@ pub fn start(
         services: config.services.clone(),
         facts: HashMap::new(),
         exes: HashMap::new(),
+        hashes: ExeHashes::new(settings.exe_hash_max_bytes),
     };
     let mut sensor = Sensor::new(
         SensorConfig {
@@ -685,6 +742,9 @@ pub fn start(
         sensor: Mutex::new(sensor),
         baselines_path,
         learning_period_secs: baseline.learning_period_secs,
+        exe_hash_max_bytes: settings.exe_hash_max_bytes,
+        exe_hashes: Mutex::new(ExeHashStats::default()),
+        kernel: KernelTotals::default(),
         events: AtomicU64::new(0),
         alerts: AtomicU64::new(0),
         dropped_events: AtomicU64::new(0),
@@ -846,6 +906,17 @@ impl Agent {
                 raw.into_iter().map(|e| self.converter.convert(e)).collect();
             let counts = (last_tick.elapsed() >= TICK_EVERY).then(|| {
                 last_tick = Instant::now();
+                if let Ok(mut h) = self.shared.exe_hashes.lock() {
+                    *h = self.converter.hashes.stats();
+                }
+                if let Ok(c) = self.kernel.counters() {
+                    let total = |get: fn(&ebpf::Counters) -> u64| c.per_cpu.iter().map(get).sum();
+                    let k = &self.shared.kernel;
+                    k.records.store(total(|c| c.records), Ordering::Relaxed);
+                    k.ring_buffer_full
+                        .store(total(|c| c.ring_buffer_full), Ordering::Relaxed);
+                    k.malformed.store(c.malformed_records, Ordering::Relaxed);
+                }
                 self.syscall_counts()
             });
             if let Ok(mut sensor) = self.shared.sensor.lock() {
@@ -1077,6 +1148,17 @@ mod tests {
         assert_eq!(s.security.watch, vec!["/srv/secrets/".to_string()]);
         assert_eq!(s.security.learning_period, Some(Duration::from_secs(600)));
         assert_eq!(s.security.sinks.len(), 1);
+        assert_eq!(s.security.exe_hash_max_bytes, DEFAULT_EXE_HASH_MAX_BYTES);
+        let mut s = Settings::default();
+        apply_file("security:\n  exe_hash_max_size: 8MiB\n", &mut s).unwrap();
+        assert_eq!(s.security.exe_hash_max_bytes, 8 << 20);
+        apply_file("security:\n  exe_hash_max_size: 0\n", &mut s).unwrap();
+        assert_eq!(s.security.exe_hash_max_bytes, 0);
+        let errs = apply_file("security:\n  exe_hash_max_size: huge\n", &mut s).unwrap_err();
+        assert!(
+            errs.join("\n")
+                .contains("security.exe_hash_max_size: expected a size")
+        );
         assert_eq!(parse_switch("off"), Ok(false));
         assert!(parse_switch("maybe").is_err());
     }
@@ -1262,6 +1344,12 @@ mod tests {
         assert_eq!(
             exec.service, service,
             "the service comes from the environment"
+        );
+        let sh = std::fs::read(&exec.path).unwrap();
+        assert_eq!(
+            exec.details["exe_sha256"].as_str(),
+            Some(hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&sh)).as_str()),
+            "the executable's hash: {exec:?}"
         );
         assert_eq!(shell_alert.pid, shell_pid);
         assert_eq!(shell_alert.service, service);

@@ -8,7 +8,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 use std::path::Path;
 
-use model::security::{ConnectionEvent, SecurityEvent, Severity, SyscallClass};
+use model::security::{BaselineDeparture, ConnectionEvent, SecurityEvent, Severity, SyscallClass};
+pub use model::security::{Direction, Peer};
 use serde::{Deserialize, Serialize};
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -41,34 +42,6 @@ impl Default for BaselineConfig {
             ipv4_group_bits: 24,
             ipv6_group_bits: 64,
         }
-    }
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Direction {
-    Outbound,
-    Inbound,
-}
-
-/// A usual network peer: for outbound connections the remote port, for inbound ones the local
-/// (listening) port, and the other end's address block.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-pub struct Peer {
-    pub direction: Direction,
-    pub protocol: String,
-    pub port: u16,
-    /// `203.0.113.0/24` or `2001:db8::/64`.
-    pub group: String,
-}
-
-impl std::fmt::Display for Peer {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let dir = match self.direction {
-            Direction::Outbound => "to",
-            Direction::Inbound => "from",
-        };
-        write!(f, "{}/{} {dir} {}", self.protocol, self.port, self.group)
     }
 }
 
@@ -109,6 +82,8 @@ pub struct Anomaly {
     pub expected: String,
     pub seen: String,
     pub summary: String,
+    /// Exactly what was outside the baseline (what [`Baselines::accept`] adds).
+    pub departure: BaselineDeparture,
 }
 
 /// Every executable's baseline.
@@ -160,18 +135,48 @@ impl Baselines {
         self.executables.remove(exe).is_some()
     }
 
-    /// Takes what `exe` does from `now` on as normal too ("accept as normal"): it learns again
-    /// for a learning period, adding to what it learned before. `false` when `exe` has no
+    /// Takes what an anomaly found as normal ("accept as normal"): adds exactly that child,
+    /// peer or syscall class to the executable's baseline, or widens the class's rate range to
+    /// hold the burst's rate, and keeps everything else. `false` when the executable has no
     /// baseline.
-    pub fn relearn(&mut self, exe: &str, now: u64) -> bool {
-        match self.executables.get_mut(exe) {
-            Some(base) => {
-                base.first_seen_unix_nano = now;
-                base.learned_unix_nano = None;
-                true
+    pub fn accept(&mut self, departure: &BaselineDeparture) -> bool {
+        let threshold = self.config.burst_threshold.max(f64::MIN_POSITIVE);
+        let min_samples = self.config.min_rate_samples as u64;
+        let Some(base) = self.executables.get_mut(departure.exe()) else {
+            return false;
+        };
+        match departure {
+            BaselineDeparture::NewChild { child, .. } => {
+                base.children.insert(child.clone());
             }
-            None => false,
+            BaselineDeparture::NewPeer { peer, .. } => {
+                base.peers.insert(peer.clone());
+            }
+            BaselineDeparture::NewSyscallClass { class, rate, .. } => {
+                let profile = base.syscalls.entry(*class).or_default();
+                if profile.total == 0 {
+                    // One interval's rate is all that is known: it becomes the range, and
+                    // bursts far above it are still reported.
+                    let rate = rate.max(0.0);
+                    profile.total = rate.ceil().max(1.0) as u64;
+                    profile.intervals = profile.intervals.max(min_samples);
+                    profile.median = rate;
+                    profile.mad = 0.0;
+                    profile.max = rate;
+                }
+            }
+            BaselineDeparture::SyscallBurst { class, rate, .. } => {
+                let profile = base.syscalls.entry(*class).or_default();
+                profile.total = profile.total.max(1);
+                profile.max = profile.max.max(*rate);
+                // Widen the deviation so that `rate` is within `threshold` deviations.
+                let needed = (rate - profile.median) / threshold / 1.4826;
+                if needed > profile.mad {
+                    profile.mad = needed * (1.0 + 1e-9);
+                }
+            }
         }
+        true
     }
 
     /// Whether `exe` is (still) learning at `now`; ends the learning period when it is over.
@@ -243,6 +248,10 @@ impl Baselines {
                     summary: format!(
                         "{parent} started {exe}, which it never started while learned"
                     ),
+                    departure: BaselineDeparture::NewChild {
+                        exe: parent.to_string(),
+                        child: exe.to_string(),
+                    },
                 }]
             }
             SecurityEvent::Connect(c) | SecurityEvent::Accept(c) => {
@@ -280,6 +289,10 @@ impl Baselines {
                             Direction::Inbound => "accepted",
                         }
                     ),
+                    departure: BaselineDeparture::NewPeer {
+                        exe: exe.to_string(),
+                        peer: peer.clone(),
+                    },
                 }]
             }
             _ => Vec::new(),
@@ -369,6 +382,11 @@ impl Baselines {
                                 class.name(),
                                 p.median
                             ),
+                            departure: BaselineDeparture::SyscallBurst {
+                                exe: exe.to_string(),
+                                class,
+                                rate,
+                            },
                         });
                     }
                 }
@@ -391,6 +409,11 @@ impl Baselines {
                             "{exe} made {} syscalls, a class it never used while learned",
                             class.name()
                         ),
+                        departure: BaselineDeparture::NewSyscallClass {
+                            exe: exe.to_string(),
+                            class,
+                            rate,
+                        },
                     });
                 }
             }

@@ -112,19 +112,30 @@ impl Sensor {
         let context = event.process();
         let pid = context.pid;
         let now = context.time_unix_nano;
-        let previous = self.processes.get(pid).cloned();
+        // Only privilege changes look at the process as it was before the event
+        // (`privilege.previous_uid`); cloning it for every event was a tenth of the agent's CPU.
+        let previous = match event {
+            SecurityEvent::PrivilegeChange(_) => self.processes.get(pid).cloned(),
+            _ => None,
+        };
         if matches!(event, SecurityEvent::Exec(_)) {
             // Counts after an exec belong to the new image.
             self.last_counts.remove(&pid);
         }
         self.processes.observe(event);
         let mut raised = Vec::new();
+        let parent_exe;
         {
             let ctx = rules::Context {
                 event,
                 process: self.processes.get(pid),
                 previous: previous.as_ref(),
                 ancestors: self.processes.ancestors(pid),
+            };
+            // The baselines judge a new child by its parent's: only execs need it.
+            parent_exe = match event {
+                SecurityEvent::Exec(_) => ctx.ancestors.first().and_then(|p| p.exe.clone()),
+                _ => None,
             };
             for rule in self.rules.matches(&ctx) {
                 raised.push((
@@ -139,11 +150,6 @@ impl Sensor {
         }
         let exe = self.processes.get(pid).and_then(|p| p.exe.clone());
         if let Some(exe) = &exe {
-            let parent_exe = self
-                .processes
-                .ancestors(pid)
-                .first()
-                .and_then(|p| p.exe.clone());
             for a in self
                 .baselines
                 .observe_event(event, exe, parent_exe.as_deref())
@@ -158,6 +164,7 @@ impl Sensor {
                         score: a.score,
                         expected: a.expected,
                         seen: a.seen,
+                        departure: Some(a.departure),
                     }),
                 ));
             }
@@ -215,6 +222,7 @@ impl Sensor {
                                 score: a.score,
                                 expected: a.expected,
                                 seen: a.seen,
+                                departure: Some(a.departure),
                             }),
                             count: 1,
                             last_time_unix_nano: now,

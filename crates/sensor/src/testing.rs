@@ -46,6 +46,7 @@ pub fn exec(pid: u32, ppid: u32, time: u64, exe: &str, uid: u32) -> SecurityEven
         cwd: Some("/".into()),
         cwd_truncated: false,
         exe_owner_uid: Some(0),
+        exe_sha256: None,
     })
 }
 

@@ -345,6 +345,10 @@ pub fn router(state: ServerState) -> Router {
         )
         .route("/security/alerts", get(crate::security::alerts))
         .route("/security/alerts/{id}", get(crate::security::alert))
+        .route(
+            "/security/alerts/{id}/{action}",
+            post(crate::security::alert_action),
+        )
         .route("/security/events", get(crate::security::events))
         .route("/security/status", get(crate::security::status))
         .route("/security/baselines", get(crate::security::baselines))

@@ -7,10 +7,11 @@ use std::collections::HashMap;
 use axum::Json;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
+use model::security::BaselineDeparture;
 use serde_json::{Value, json};
 use store::profiles::ProfileFilter;
 use store::read::TimeRange;
-use store::security::{AlertFilter, SecurityEventFilter};
+use store::security::{ALERT_STATUSES, AlertFilter, SecurityEventFilter};
 
 use crate::ServerState;
 use crate::api::{ApiError, Params, bad, num, param, range, require_token};
@@ -20,9 +21,9 @@ pub trait SecurityControl: Send + Sync {
     /// Every executable's baseline, as JSON objects (`exe`, `learning`, `children`, `peers`,
     /// `syscalls`, …).
     fn baselines(&self) -> Vec<Value>;
-    /// Takes what `exe` does now as normal: it learns again, on top of what it knew. `Ok(false)`
-    /// when `exe` has no baseline.
-    fn accept(&self, exe: &str) -> Result<bool, String>;
+    /// Takes what an anomaly found as normal: adds exactly that to the executable's baseline.
+    /// `Ok(false)` when the executable has no baseline.
+    fn accept(&self, departure: &BaselineDeparture) -> Result<bool, String>;
     /// Forgets `exe`'s baseline; it learns from scratch. `Ok(false)` when it had none.
     fn reset(&self, exe: &str) -> Result<bool, String>;
     /// What the sensor is doing: rules, drops, sinks.
@@ -75,8 +76,18 @@ pub(crate) async fn alerts(
             "parameter source: expected rule or anomaly, found {v:?}"
         )));
     }
+    let status = param(&p, "status").map(String::from);
+    if let Some(v) = &status
+        && !ALERT_STATUSES.contains(&v.as_str())
+    {
+        return Err(bad(format!(
+            "parameter status: expected one of {}, found {v:?}",
+            ALERT_STATUSES.join(", ")
+        )));
+    }
     let f = AlertFilter {
         min_severity: param(&p, "severity").map(min_severity).transpose()?,
+        status,
         service: param(&p, "service").map(String::from),
         kind: param(&p, "kind").map(String::from),
         source,
@@ -155,16 +166,21 @@ fn top_functions(stacks: &[store::profiles::WeightedStack], limit: usize) -> Vec
         .collect()
 }
 
-pub(crate) async fn alert(
-    State(s): State<ServerState>,
-    Path(id): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+fn check_alert_id(id: &str) -> Result<(), ApiError> {
     if id.is_empty() || id.len() > 200 {
         return Err(bad(format!(
             "alert id: expected 1 to 200 characters, found {}",
             id.len()
         )));
     }
+    Ok(())
+}
+
+pub(crate) async fn alert(
+    State(s): State<ServerState>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    check_alert_id(&id)?;
     let Some(a) = s.store.security_alert(&id).await? else {
         return Err(ApiError::not_found(format!("alert {id:?} not found")));
     };
@@ -259,11 +275,9 @@ async fn change(
     require_token(&s, &headers)?;
     let c = control(&s)?;
     let exe = exe_param(&exe)?;
-    let done = match what {
-        "accept" => c.accept(&exe),
-        _ => c.reset(&exe),
-    }
-    .map_err(|e| ApiError(StatusCode::SERVICE_UNAVAILABLE, e))?;
+    let done = c
+        .reset(&exe)
+        .map_err(|e| ApiError(StatusCode::SERVICE_UNAVAILABLE, e))?;
     if !done {
         return Err(ApiError::not_found(format!(
             "no baseline for executable {exe:?}"
@@ -272,8 +286,8 @@ async fn change(
     Ok(Json(json!({ "exe": exe, "done": what })))
 }
 
-/// `POST /security/baselines/{exe}/accept` and `.../reset`: the executable path is the rest of
-/// the URL, so the action is its last component.
+/// `POST /security/baselines/{exe}/reset`: the executable path is the rest of the URL, so the
+/// action is its last component.
 pub(crate) async fn baseline_action(
     State(s): State<ServerState>,
     headers: HeaderMap,
@@ -281,15 +295,89 @@ pub(crate) async fn baseline_action(
 ) -> Result<Json<Value>, ApiError> {
     let Some((exe, action)) = rest.rsplit_once('/') else {
         return Err(bad(format!(
-            "expected /security/baselines/<executable path>/accept or /reset, found {rest:?}"
+            "expected /security/baselines/<executable path>/reset, found {rest:?}"
         )));
     };
     match action {
-        "accept" | "reset" => change(s, headers, exe.to_string(), action).await,
+        "reset" => change(s, headers, exe.to_string(), action).await,
+        "accept" => Err(bad(
+            "a whole executable cannot be accepted as normal: accept one of its anomalies \
+             (POST /api/v1/security/alerts/{id}/accept), or reset its baseline"
+                .to_string(),
+        )),
         other => Err(bad(format!(
-            "expected accept or reset after the executable path, found {other:?}"
+            "expected reset after the executable path, found {other:?}"
         ))),
     }
+}
+
+fn unix_now_nanos() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64)
+}
+
+/// `POST /security/alerts/{id}/{action}`: `acknowledge`, `resolve` or `reopen` set its status;
+/// `accept` (an anomaly's) adds what it found to the executable's baseline and resolves it.
+pub(crate) async fn alert_action(
+    State(s): State<ServerState>,
+    headers: HeaderMap,
+    Path((id, action)): Path<(String, String)>,
+) -> Result<Json<Value>, ApiError> {
+    require_token(&s, &headers)?;
+    check_alert_id(&id)?;
+    let status = match action.as_str() {
+        "acknowledge" => "acknowledged",
+        "resolve" | "accept" => "resolved",
+        "reopen" => "open",
+        other => {
+            return Err(bad(format!(
+                "expected acknowledge, resolve, reopen or accept after the alert id, found {other:?}"
+            )));
+        }
+    };
+    let Some(alert) = s.store.security_alert(&id).await? else {
+        return Err(ApiError::not_found(format!("alert {id:?} not found")));
+    };
+    let mut accepted = Value::Null;
+    if action == "accept" {
+        if alert.departure.is_null() {
+            return Err(ApiError(
+                StatusCode::CONFLICT,
+                format!(
+                    "alert {id:?} comes from rule {:?}, not from a baseline: only anomalies can \
+                     be accepted as normal (change the rule, or resolve the alert)",
+                    alert.kind
+                ),
+            ));
+        }
+        let departure: BaselineDeparture = serde_json::from_value(alert.departure.clone())
+            .map_err(|e| {
+                bad(format!(
+                    "alert {id:?}: expected a baseline departure, found {} ({e})",
+                    alert.departure
+                ))
+            })?;
+        let c = control(&s)?;
+        let done = c
+            .accept(&departure)
+            .map_err(|e| ApiError(StatusCode::SERVICE_UNAVAILABLE, e))?;
+        if !done {
+            return Err(ApiError::not_found(format!(
+                "no baseline for executable {:?}",
+                departure.exe()
+            )));
+        }
+        accepted = alert.departure.clone();
+    }
+    let Some(updated) = s
+        .store
+        .set_alert_status(&id, status, unix_now_nanos())
+        .await?
+    else {
+        return Err(ApiError::not_found(format!("alert {id:?} not found")));
+    };
+    Ok(Json(json!({ "alert": updated, "accepted": accepted })))
 }
 
 #[cfg(test)]

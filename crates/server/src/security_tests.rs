@@ -7,8 +7,8 @@ use std::sync::{Arc, Mutex};
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use model::security::{
-    Alert, AlertSource, AnomalyDetail, ExecEvent, FileOpenEvent, SecurityBatch, SecurityEvent,
-    SecurityProcess, Severity, StoredSecurityEvent,
+    Alert, AlertSource, AnomalyDetail, BaselineDeparture, ExecEvent, FileOpenEvent, SecurityBatch,
+    SecurityEvent, SecurityProcess, Severity, StoredSecurityEvent,
 };
 use model::{
     Batch, Group, ProfileBatch, ProfileKind, ProfileSample, ProfileStack, Resource, Scope, Span,
@@ -31,9 +31,12 @@ impl SecurityControl for Baselines {
     fn baselines(&self) -> Vec<Value> {
         vec![json!({ "exe": "/usr/bin/shop", "learning": false, "children": ["/bin/gzip"] })]
     }
-    fn accept(&self, exe: &str) -> Result<bool, String> {
-        self.0.lock().unwrap().push(format!("accept {exe}"));
-        Ok(exe == "/usr/bin/shop")
+    fn accept(&self, departure: &BaselineDeparture) -> Result<bool, String> {
+        self.0.lock().unwrap().push(format!(
+            "accept {}",
+            serde_json::to_string(departure).unwrap()
+        ));
+        Ok(departure.exe() == "/usr/bin/shop")
     }
     fn reset(&self, exe: &str) -> Result<bool, String> {
         self.0.lock().unwrap().push(format!("reset {exe}"));
@@ -86,8 +89,16 @@ fn alert(id: &str, time: u64, severity: Severity, source: AlertSource) -> Alert 
     }
 }
 
+/// The fixtures are months old: no retention, so a flush keeps them.
+fn config() -> StoreConfig {
+    StoreConfig {
+        retention_age: None,
+        ..StoreConfig::default()
+    }
+}
+
 async fn state(dir: &Path, control: Option<Arc<dyn SecurityControl>>) -> ServerState {
-    let store = Store::open(dir, StoreConfig::default()).unwrap();
+    let store = Store::open(dir, config()).unwrap();
     let shell = StoredSecurityEvent {
         event: SecurityEvent::Exec(ExecEvent {
             process: process(43, T + 2 * SEC, "shop"),
@@ -99,6 +110,7 @@ async fn state(dir: &Path, control: Option<Arc<dyn SecurityControl>>) -> ServerS
             cwd: Some("/srv".into()),
             cwd_truncated: false,
             exe_owner_uid: Some(0),
+            exe_sha256: None,
         }),
         exe: Some("/bin/sh".into()),
     };
@@ -123,6 +135,10 @@ async fn state(dir: &Path, control: Option<Arc<dyn SecurityControl>>) -> ServerS
         score: 0.8,
         expected: "children: [/bin/gzip]".into(),
         seen: "/bin/sh".into(),
+        departure: Some(BaselineDeparture::NewChild {
+            exe: "/usr/bin/shop".into(),
+            child: "/bin/sh".into(),
+        }),
     });
     store
         .write(&Batch::Security(SecurityBatch {
@@ -325,18 +341,30 @@ async fn baselines_need_the_sensor_and_changes_need_the_token() {
     let (status, v) = get(&s, "/api/v1/security/baselines").await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(v["baselines"][0]["exe"], "/usr/bin/shop");
-    let accept = "/api/v1/security/baselines/%2Fusr%2Fbin%2Fshop/accept";
-    let (status, _) = post(&s, accept, None).await;
+    let reset = "/api/v1/security/baselines/%2Fusr%2Fbin%2Fshop/reset";
+    let (status, _) = post(&s, reset, None).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
-    let (status, _) = post(&s, accept, Some("wrong")).await;
+    let (status, _) = post(&s, reset, Some("wrong")).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
     assert!(
         control.0.lock().unwrap().is_empty(),
         "nothing done without the token"
     );
-    let (status, v) = post(&s, accept, Some("t")).await;
+    let (status, v) = post(&s, reset, Some("t")).await;
     assert_eq!(status, StatusCode::OK, "{v}");
     assert_eq!(v["exe"], "/usr/bin/shop");
+    // A whole executable is not accepted as normal any more: its anomalies are.
+    let (status, v) = post(
+        &s,
+        "/api/v1/security/baselines/%2Fusr%2Fbin%2Fshop/accept",
+        Some("t"),
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(
+        v["error"].as_str().unwrap().contains("alerts/{id}/accept"),
+        "{v}"
+    );
     // The path may also be given unencoded.
     let (status, _) = post(
         &s,
@@ -366,7 +394,7 @@ async fn baselines_need_the_sensor_and_changes_need_the_token() {
     assert_eq!(
         *control.0.lock().unwrap(),
         [
-            "accept /usr/bin/shop",
+            "reset /usr/bin/shop",
             "reset /usr/bin/shop",
             "reset /usr/bin/gone"
         ]
@@ -377,7 +405,7 @@ async fn baselines_need_the_sensor_and_changes_need_the_token() {
         "/security/alerts/{alert_id}",
         "/security/events",
         "/security/baselines",
-        "/security/baselines/{exe}/accept",
+        "/security/alerts/{alert_id}/{action}",
         "/security/baselines/{exe}/reset",
     ] {
         assert!(
@@ -385,4 +413,117 @@ async fn baselines_need_the_sensor_and_changes_need_the_token() {
             "{path} missing from openapi.json"
         );
     }
+}
+
+fn alert_ids(v: &Value) -> Vec<(String, String)> {
+    v["alerts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| {
+            (
+                a["id"].as_str().unwrap().to_string(),
+                a["status"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn alerts_are_acknowledged_resolved_and_accepted_with_the_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let control = Arc::new(Baselines::default());
+    let s = state(dir.path(), Some(control.clone())).await;
+    let list = |q: &str| format!("/api/v1/security/alerts?{}{q}", range());
+    let (_, v) = get(&s, &list("&status=open")).await;
+    assert_eq!(
+        alert_ids(&v),
+        [("h-2".into(), "open".into()), ("h-1".into(), "open".into())]
+    );
+
+    let (status, _) = post(&s, "/api/v1/security/alerts/h-1/acknowledge", None).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let (_, v) = get(&s, "/api/v1/security/alerts/h-1").await;
+    assert_eq!(
+        v["alert"]["status"], "open",
+        "nothing changed without the token"
+    );
+    assert!(v["alert"]["status_changed_ms"].is_null());
+
+    let (status, v) = post(&s, "/api/v1/security/alerts/h-1/acknowledge", Some("t")).await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+    assert_eq!(v["alert"]["status"], "acknowledged");
+    assert!(v["alert"]["status_changed_ms"].as_f64().unwrap() > 0.0);
+    let (_, v) = get(&s, &list("&status=acknowledged")).await;
+    assert_eq!(alert_ids(&v), [("h-1".into(), "acknowledged".into())]);
+    let (_, v) = get(&s, &list("&status=open")).await;
+    assert_eq!(alert_ids(&v), [("h-2".into(), "open".into())]);
+    let (status, v) = get(&s, &list("&status=closed")).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(
+        v["error"]
+            .as_str()
+            .unwrap()
+            .contains("open, acknowledged, resolved"),
+        "{v}"
+    );
+
+    // Resolving appends a version: each alert is still listed once, with its latest status.
+    let (status, _) = post(&s, "/api/v1/security/alerts/h-1/resolve", Some("t")).await;
+    assert_eq!(status, StatusCode::OK);
+    let (_, v) = get(&s, &list("")).await;
+    assert_eq!(
+        alert_ids(&v),
+        [
+            ("h-2".into(), "open".into()),
+            ("h-1".into(), "resolved".into())
+        ]
+    );
+    assert_eq!(
+        v["alerts"][1]["summary"], "summary of h-1",
+        "the rest is kept"
+    );
+
+    // Only an anomaly can be accepted as normal; that hands its departure to the sensor.
+    let (status, v) = post(&s, "/api/v1/security/alerts/h-1/accept", Some("t")).await;
+    assert_eq!(status, StatusCode::CONFLICT);
+    assert!(
+        v["error"].as_str().unwrap().contains("credential-read"),
+        "{v}"
+    );
+    assert!(control.0.lock().unwrap().is_empty());
+    let (status, v) = post(&s, "/api/v1/security/alerts/h-2/accept", Some("t")).await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+    assert_eq!(v["alert"]["status"], "resolved");
+    assert_eq!(v["accepted"]["type"], "new_child");
+    assert_eq!(
+        *control.0.lock().unwrap(),
+        [r#"accept {"type":"new_child","exe":"/usr/bin/shop","child":"/bin/sh"}"#]
+    );
+
+    let (status, v) = post(&s, "/api/v1/security/alerts/h-2/silence", Some("t")).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(v["error"].as_str().unwrap().contains("acknowledge"), "{v}");
+    let (status, _) = post(&s, "/api/v1/security/alerts/nope/resolve", Some("t")).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let (status, v) = post(&s, "/api/v1/security/alerts/h-2/reopen", Some("t")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(v["alert"]["status"], "open");
+
+    // The statuses are stored: after a restart every version is in Parquet files, and the
+    // latest still wins.
+    let store = s.store.clone();
+    drop(s);
+    store.close().await;
+    drop(store);
+    let store = Store::open(dir.path(), config()).unwrap();
+    let s = crate::test_state::test_state(store, dir.path(), None);
+    let (_, v) = get(&s, &list("")).await;
+    assert_eq!(
+        alert_ids(&v),
+        [
+            ("h-2".into(), "open".into()),
+            ("h-1".into(), "resolved".into())
+        ]
+    );
 }

@@ -370,6 +370,7 @@ pub(crate) fn recover(shared: &Shared, repair: bool) -> Result<u64, StoreError> 
         }
         wal_bytes += replay.valid_len;
         for (t, b) in replay.batches {
+            let b = crate::table::conform(t, b)?;
             mem_bytes += b.get_array_memory_size();
             mem.entry(t).or_default().push(b);
         }

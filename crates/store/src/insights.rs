@@ -428,9 +428,12 @@ impl Store {
             return Ok(None);
         }
         let sql = format!(
-            "SELECT * FROM alerts WHERE ServiceName = {} AND {} ORDER BY Timestamp DESC LIMIT {limit}",
-            lit(service),
-            range.sql("Timestamp")
+            "{} ORDER BY __t DESC LIMIT {limit}",
+            crate::security::latest_alerts_sql(&format!(
+                "ServiceName = {} AND {}",
+                lit(service),
+                range.sql("Timestamp")
+            ))
         );
         Ok(Some(self.objects(&sql).await?))
     }

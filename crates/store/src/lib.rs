@@ -279,8 +279,15 @@ impl Store {
 
     /// Stores `batch`; resolves once it is on disk (fsynced in the WAL).
     pub async fn write(&self, batch: &Batch) -> Result<usize, StoreError> {
+        self.write_tables(encode::encode(batch)?).await
+    }
+
+    /// Stores rows already encoded for their tables; resolves once they are in the WAL.
+    pub(crate) async fn write_tables(
+        &self,
+        tables: Vec<(Table, RecordBatch)>,
+    ) -> Result<usize, StoreError> {
         let writer = self.writer.as_ref().ok_or(StoreError::ReadOnly)?;
-        let tables = encode::encode(batch)?;
         let mut frames = Vec::new();
         let mut rows = 0;
         for (t, b) in &tables {

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use datafusion::arrow::array::{
-    Float64Builder, Int64Builder, ListBuilder, RecordBatch, StringBuilder,
+    Float64Builder, Int64Builder, ListBuilder, RecordBatch, StringArray, StringBuilder,
     TimestampNanosecondArray, UInt32Builder, UInt64Builder,
 };
 use datafusion::arrow::error::ArrowError;
@@ -19,6 +19,22 @@ use crate::{Store, StoreError};
 
 /// Most rows one alerts or events read returns.
 pub const MAX_ROWS: usize = 5_000;
+
+/// An alert as raised.
+pub const STATUS_OPEN: &str = "open";
+/// The statuses an alert can be given: someone is on it, or it is dealt with.
+pub const ALERT_STATUSES: [&str; 3] = [STATUS_OPEN, "acknowledged", "resolved"];
+
+/// The latest version of each alert (see `alerts` in `table.rs`) among rows matching
+/// `conditions`, with its times as integers (`__t`, `__last`, `__updated`).
+pub(crate) fn latest_alerts_sql(conditions: &str) -> String {
+    format!(
+        "SELECT * FROM (SELECT *, CAST(Timestamp AS BIGINT) AS __t, \
+         CAST(LastTimestamp AS BIGINT) AS __last, CAST(UpdatedAt AS BIGINT) AS __updated, \
+         ROW_NUMBER() OVER (PARTITION BY AlertId ORDER BY UpdatedAt DESC NULLS LAST) AS __v \
+         FROM alerts WHERE {conditions}) WHERE __v = 1"
+    )
+}
 
 pub(crate) fn encode(b: &SecurityBatch) -> Result<Vec<(Table, RecordBatch)>, ArrowError> {
     let mut out = Vec::new();
@@ -135,6 +151,8 @@ fn events(rows: &[StoredSecurityEvent]) -> Result<RecordBatch, ArrowError> {
     );
     let mut args = ListBuilder::new(StringBuilder::new());
     let mut result = Int64Builder::with_capacity(n);
+    // One buffer for every event's JSON, not a String each.
+    let mut json = Vec::with_capacity(512);
     for i in order {
         let r = &rows[i];
         let p = r.event.process();
@@ -164,7 +182,10 @@ fn events(rows: &[StoredSecurityEvent]) -> Result<RecordBatch, ArrowError> {
         remote_addr.append_value(k.remote.map(|a| a.ip().to_string()).unwrap_or_default());
         remote_port.append_value(k.remote.map_or(0, |a| u32::from(a.port())));
         result.append_value(k.result);
-        details.append_value(serde_json::to_string(&r.event).unwrap_or_default());
+        json.clear();
+        // Plain data always serializes, and serde_json writes UTF-8.
+        let _ = serde_json::to_writer(&mut json, &r.event);
+        details.append_value(std::str::from_utf8(&json).unwrap_or_default());
     }
     RecordBatch::try_new(
         Table::SecurityEvents.schema(),
@@ -225,6 +246,7 @@ fn alerts(rows: &[Alert]) -> Result<RecordBatch, ArrowError> {
         str_col(),
         str_col(),
     );
+    let mut departure = str_col();
     let mut pid = UInt32Builder::with_capacity(n);
     let mut severity_number = UInt32Builder::with_capacity(n);
     let mut score = Float64Builder::with_capacity(n);
@@ -253,8 +275,15 @@ fn alerts(rows: &[Alert]) -> Result<RecordBatch, ArrowError> {
         seen.append_value(a.anomaly.as_ref().map_or("", |d| d.seen.as_str()));
         count.append_value(a.count);
         evidence.append_value(serde_json::to_string(&a.events).unwrap_or_default());
-        status.append_value("open");
+        status.append_value(STATUS_OPEN);
+        departure.append_option(
+            a.anomaly
+                .as_ref()
+                .and_then(|d| d.departure.as_ref())
+                .and_then(|d| serde_json::to_string(d).ok()),
+        );
     }
+    let updated: Vec<Option<i64>> = vec![None; n];
     RecordBatch::try_new(
         Table::Alerts.schema(),
         vec![
@@ -278,6 +307,8 @@ fn alerts(rows: &[Alert]) -> Result<RecordBatch, ArrowError> {
             Arc::new(TimestampNanosecondArray::from(last)),
             Arc::new(evidence.finish()),
             Arc::new(status.finish()),
+            Arc::new(TimestampNanosecondArray::from(updated)),
+            Arc::new(departure.finish()),
         ],
     )
 }
@@ -293,6 +324,8 @@ pub struct AlertFilter {
     /// `rule` or `anomaly`.
     pub source: Option<String>,
     pub pid: Option<u32>,
+    /// `open`, `acknowledged` or `resolved` (the latest status).
+    pub status: Option<String>,
     pub limit: usize,
 }
 
@@ -332,7 +365,13 @@ pub struct AlertRecord {
     pub expected: String,
     pub seen: String,
     pub count: u64,
+    /// `open`, `acknowledged` or `resolved`.
     pub status: String,
+    /// When its status last changed; `None` while it is as raised.
+    pub status_changed_ms: Option<f64>,
+    /// For an anomaly, exactly what departed from the baseline
+    /// (`model::security::BaselineDeparture` as JSON); `null` for rules.
+    pub departure: Value,
     /// The events that raised it (`model::security::SecurityEvent` as JSON).
     pub evidence: Value,
 }
@@ -412,6 +451,11 @@ fn alert_record(o: &Map<String, Value>) -> AlertRecord {
         seen: s(o, "Seen"),
         count: u(o, "Count"),
         status: s(o, "Status"),
+        status_changed_ms: o
+            .get("__updated")
+            .and_then(Value::as_i64)
+            .map(|t| t as f64 / 1e6),
+        departure: json_col(o, "Departure"),
         evidence: json_col(o, "Evidence"),
     }
 }
@@ -439,23 +483,61 @@ impl Store {
         if let Some(v) = f.pid {
             c.push(format!("Pid = {v}"));
         }
+        let status = match &f.status {
+            Some(v) => format!(" AND Status = {}", lit(v)),
+            None => String::new(),
+        };
         let sql = format!(
-            "SELECT *, CAST(Timestamp AS BIGINT) AS __t, CAST(LastTimestamp AS BIGINT) AS __last \
-             FROM alerts WHERE {} ORDER BY Timestamp DESC, AlertId LIMIT {}",
-            c.join(" AND "),
+            "{}{status} ORDER BY __t DESC, AlertId LIMIT {}",
+            latest_alerts_sql(&c.join(" AND ")),
             f.limit.clamp(1, MAX_ROWS)
         );
         Ok(self.objects(&sql).await?.iter().map(alert_record).collect())
     }
 
-    /// One alert by id.
+    /// One alert by id (its latest version).
     pub async fn security_alert(&self, id: &str) -> Result<Option<AlertRecord>, StoreError> {
-        let sql = format!(
-            "SELECT *, CAST(Timestamp AS BIGINT) AS __t, CAST(LastTimestamp AS BIGINT) AS __last \
-             FROM alerts WHERE AlertId = {} LIMIT 1",
-            lit(id)
-        );
+        let sql = latest_alerts_sql(&format!("AlertId = {}", lit(id)));
         Ok(self.objects(&sql).await?.first().map(alert_record))
+    }
+
+    /// Gives alert `id` the status `status` (one of [`ALERT_STATUSES`]) as of `now_unix_nano`:
+    /// appends a new version of its row. `None` when there is no such alert.
+    pub async fn set_alert_status(
+        &self,
+        id: &str,
+        status: &str,
+        now_unix_nano: u64,
+    ) -> Result<Option<AlertRecord>, StoreError> {
+        let columns: Vec<String> = Table::Alerts
+            .schema()
+            .fields()
+            .iter()
+            .map(|f| f.name().clone())
+            .collect();
+        let sql = format!(
+            "SELECT {} FROM ({}) LIMIT 1",
+            columns.join(", "),
+            latest_alerts_sql(&format!("AlertId = {}", lit(id)))
+        );
+        let Some(latest) = self.sql(&sql).await?.into_iter().find(|b| b.num_rows() > 0) else {
+            return Ok(None);
+        };
+        let latest = latest.slice(0, 1);
+        let schema = Table::Alerts.schema();
+        let mut arrays = latest.columns().to_vec();
+        for (i, f) in schema.fields().iter().enumerate() {
+            match f.name().as_str() {
+                "Status" => arrays[i] = Arc::new(StringArray::from(vec![status])),
+                "UpdatedAt" => {
+                    arrays[i] = Arc::new(TimestampNanosecondArray::from(vec![ts(now_unix_nano)]))
+                }
+                _ => {}
+            }
+        }
+        let version = RecordBatch::try_new(schema, arrays)?;
+        self.write_tables(vec![(Table::Alerts, version)]).await?;
+        self.security_alert(id).await
     }
 
     /// Security events in `range` that match `f`, newest first.

@@ -3,7 +3,9 @@
 
 use std::sync::{Arc, LazyLock};
 
-use datafusion::arrow::array::{ArrayBuilder, MapBuilder, MapFieldNames, StringBuilder};
+use datafusion::arrow::array::{
+    ArrayBuilder, MapBuilder, MapFieldNames, RecordBatch, StringBuilder, new_null_array,
+};
 use datafusion::arrow::datatypes::{DataType, Field, Fields, Schema, SchemaRef, TimeUnit};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -236,7 +238,7 @@ fn build_schema(t: Table) -> Schema {
             Field::new("Result", Int64, false),
             s("Details"),
         ],
-        // One row per alert as it was raised; `Evidence` holds the events that raised it as JSON.
+        // One row per version of an alert; `Evidence` holds the events that raised it as JSON.
         Table::Alerts => vec![
             Field::new("Timestamp", ts_type(), false),
             s("AlertId"),
@@ -258,6 +260,12 @@ fn build_schema(t: Table) -> Schema {
             Field::new("LastTimestamp", ts_type(), false),
             s("Evidence"),
             s("Status"),
+            // A status change appends a new version of the row (same Timestamp and AlertId, a
+            // later UpdatedAt); readers keep the latest. Null in rows written before it existed.
+            Field::new("UpdatedAt", ts_type(), true),
+            // The baseline departure of an anomaly as JSON (`model::security::BaselineDeparture`),
+            // what "accept as normal" adds to the baseline; empty for rules.
+            Field::new("Departure", Utf8, true),
         ],
         // One row per version of an anomaly (see `insights.rs`); readers keep the latest per Id.
         Table::Anomalies => vec![
@@ -370,4 +378,62 @@ fn build_schema(t: Table) -> Schema {
         }
     };
     Schema::new(fields)
+}
+
+/// `batch` with `table`'s current columns: a batch written under an older schema (from a WAL
+/// segment) gets the nullable columns added since filled with nulls.
+pub(crate) fn conform(
+    table: Table,
+    batch: RecordBatch,
+) -> Result<RecordBatch, datafusion::arrow::error::ArrowError> {
+    let schema = table.schema();
+    if batch.schema().fields() == schema.fields() {
+        return Ok(batch);
+    }
+    let columns = schema
+        .fields()
+        .iter()
+        .map(|f| match batch.column_by_name(f.name()) {
+            Some(c) => Ok(c.clone()),
+            None if f.is_nullable() => Ok(new_null_array(f.data_type(), batch.num_rows())),
+            None => Err(datafusion::arrow::error::ArrowError::SchemaError(format!(
+                "table {}: expected column {} in a stored batch, found none",
+                table.name(),
+                f.name()
+            ))),
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    RecordBatch::try_new(schema, columns)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An alerts batch as written before `UpdatedAt` and `Departure` existed.
+    fn old_alerts_batch(drop_also: Option<&str>) -> RecordBatch {
+        let schema = Table::Alerts.schema();
+        let fields: Vec<_> = schema
+            .fields()
+            .iter()
+            .filter(|f| {
+                !matches!(f.name().as_str(), "UpdatedAt" | "Departure")
+                    && Some(f.name().as_str()) != drop_also
+            })
+            .cloned()
+            .collect();
+        let columns = fields
+            .iter()
+            .map(|f| datafusion::arrow::array::new_empty_array(f.data_type()))
+            .collect();
+        RecordBatch::try_new(Arc::new(Schema::new(fields)), columns).unwrap()
+    }
+
+    #[test]
+    fn an_old_batch_gets_the_new_nullable_columns_and_a_missing_required_one_is_named() {
+        let b = conform(Table::Alerts, old_alerts_batch(None)).unwrap();
+        assert_eq!(b.schema(), Table::Alerts.schema());
+        let err = conform(Table::Alerts, old_alerts_batch(Some("AlertId"))).unwrap_err();
+        assert!(err.to_string().contains("column AlertId"), "{err}");
+    }
 }

@@ -187,6 +187,24 @@ struct {
 	__type(value, __u8);
 } watched_inodes SEC(".maps");
 
+/* A watched file by its directory and name, so that an open of it by a relative path that
+ * fails (it opened nothing to check) is caught too: the directory's s_dev and inode number, and
+ * the file's name, NUL-padded. Value: unused. */
+#define NAME_BYTES 64
+struct name_key {
+	__u64 ino;
+	__u32 dev;
+	__u32 pad;
+	char name[NAME_BYTES];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 4096);
+	__type(key, struct name_key);
+	__type(value, __u8);
+} watched_names SEC(".maps");
+
 /* Syscalls made by a process, per class: task-local storage of its thread-group leader, so the
  * hot path is a cached per-task slot and an atomic add (no hash, no LRU). Userspace reads it by
  * pidfd; it goes away with the process, whose final counts travel in its exit event. */
@@ -483,12 +501,11 @@ static __always_inline void connection(struct task_struct *task, __u32 kind, int
 	submit(event);
 }
 
-/* Whether an opened file, or one of its parent directories, is a watched inode. Typed loads
+/* Whether a dentry, or one of its parent directories, is a watched inode. Typed loads
  * (bpf_core_cast): no probe read per level. */
-static __always_inline int watched_by_inode(struct file *opened)
+static __always_inline int watched_dentry(struct dentry *start)
 {
-	struct file *file = bpf_core_cast(opened, struct file);
-	struct dentry *dentry = file->f_path.dentry;
+	struct dentry *dentry = bpf_core_cast(start, struct dentry);
 	struct inode_key key = {};
 
 	for (int i = 0; i < INODE_DEPTH; i++) {
@@ -509,13 +526,52 @@ static __always_inline int watched_by_inode(struct file *opened)
 	return 0;
 }
 
-static __always_inline void file_open(struct task_struct *task, const char *user_path, __u32 open_flags,
-				      long ret)
+/* Whether an opened file, or one of its parent directories, is a watched inode. */
+static __always_inline int watched_by_inode(struct file *opened)
+{
+	struct file *file = bpf_core_cast(opened, struct file);
+
+	return watched_dentry(file->f_path.dentry);
+}
+
+/* Whether a relative path that failed to open, looked up from directory `base`, names a watched
+ * file: `base` is (under) a watched directory and the path does not climb out with `..`, or the
+ * path is a single name that `watched_names` holds for `base`. */
+static __always_inline int watched_failed_relative(struct dentry *base, const char *rel)
+{
+	struct name_key key = {};
+	struct inode *inode;
+
+	if (!(rel[0] == '.' && rel[1] == '.') && watched_dentry(base))
+		return 1;
+	for (int i = 0; i < NAME_BYTES; i++) {
+		char c = rel[i];
+
+		if (c == 0)
+			break;
+		if (c == '/')
+			return 0;
+		key.name[i] = c;
+	}
+	inode = BPF_CORE_READ(base, d_inode);
+	if (!inode)
+		return 0;
+	key.ino = BPF_CORE_READ(inode, i_ino);
+	key.dev = BPF_CORE_READ(inode, i_sb, s_dev);
+	return bpf_map_lookup_elem(&watched_names, &key) != 0;
+}
+
+#define AT_FDCWD -100
+
+static __always_inline void file_open(struct task_struct *task, long dirfd, const char *user_path,
+				      __u32 open_flags, long ret)
 {
 	__u32 zero = 0;
 	struct lpm_path *key = bpf_map_lookup_elem(&path_scratch, &zero);
 	struct file_open_event *event;
 	struct file *file = 0;
+	struct dentry *base = 0;
+	struct vfsmount *base_mnt = 0;
 	int by_path = 0;
 	long n;
 
@@ -530,11 +586,28 @@ static __always_inline void file_open(struct task_struct *task, const char *user
 	} else {
 		count(COUNTER_OPEN_RELATIVE);
 	}
-	if (!by_path) {
-		/* A relative path, `..` or a symbolic link can still name a watched file: check what
-		 * was opened. A failed open opened nothing. */
-		if (ret < 0)
+	if (!by_path && ret < 0) {
+		/* A failed open opened nothing to check. A relative path (of at most NAME_BYTES - 1
+		 * bytes) is judged by the directory it was looked up from; an absolute one that no
+		 * prefix matched could only name a watched file through `..` or a symbolic link. */
+		if (key->data[0] == '/' || n > NAME_BYTES)
 			return;
+		if (dirfd == AT_FDCWD) {
+			base = BPF_CORE_READ(task, fs, pwd.dentry);
+			base_mnt = BPF_CORE_READ(task, fs, pwd.mnt);
+		} else {
+			struct file *dir = file_of_fd(task, dirfd);
+
+			if (!dir)
+				return;
+			base = BPF_CORE_READ(dir, f_path.dentry);
+			base_mnt = BPF_CORE_READ(dir, f_path.mnt);
+		}
+		if (!base || !watched_failed_relative(base, key->data))
+			return;
+	} else if (!by_path) {
+		/* A relative path, `..` or a symbolic link can still name a watched file: check what
+		 * was opened. */
 		file = file_of_fd(task, ret);
 		if (!file || !watched_by_inode(file))
 			return;
@@ -553,6 +626,28 @@ static __always_inline void file_open(struct task_struct *task, const char *user
 			count(COUNTER_PATH_TRUNCATED);
 		}
 		bpf_probe_read_kernel(event->path, sizeof(event->path), key->data);
+	} else if (base) {
+		/* The relative path as one component, then the directory it was looked up from, leaf
+		 * first: userspace joins them as for a resolved path. */
+		int truncated = 0;
+		__u32 off = n & (2 * NAME_BYTES - 1);
+		__u32 len = walk_path(base, base_mnt, &truncated);
+		char *buf = bpf_map_lookup_elem(&cwd_scratch, &zero);
+
+		if (len > PATH_BYTES - 2 * NAME_BYTES - 1) {
+			len = PATH_BYTES - 2 * NAME_BYTES - 1;
+			truncated = 1;
+		}
+		if (bpf_probe_read_kernel(event->path, off, key->data))
+			off = 0;
+		if (!buf || bpf_probe_read_kernel(event->path + off, len & (2 * NAME_BYTES - 1), buf))
+			len = 0;
+		event->path_len = off + len;
+		event->h.flags |= FLAG_PATH_RESOLVED;
+		if (truncated) {
+			event->h.flags |= FLAG_PATH_TRUNCATED;
+			count(COUNTER_PATH_TRUNCATED);
+		}
 	} else {
 		/* The path as the kernel resolved it, leaf first. */
 		int truncated = 0;
@@ -651,14 +746,15 @@ int on_sys_exit(struct bpf_raw_tracepoint_args *ctx)
 	case NR_OPEN:
 	case NR_CREAT:
 		task = (struct task_struct *)bpf_get_current_task();
-		file_open(task, (const char *)PT_REGS_PARM1_CORE_SYSCALL(regs),
+		file_open(task, AT_FDCWD, (const char *)PT_REGS_PARM1_CORE_SYSCALL(regs),
 			  nr == NR_CREAT ? 0x241 /* O_CREAT|O_WRONLY|O_TRUNC */ :
 					   (__u32)PT_REGS_PARM2_CORE_SYSCALL(regs),
 			  ret);
 		return 0;
 	case NR_OPENAT:
 		task = (struct task_struct *)bpf_get_current_task();
-		file_open(task, (const char *)PT_REGS_PARM2_CORE_SYSCALL(regs),
+		file_open(task, (int)PT_REGS_PARM1_CORE_SYSCALL(regs),
+			  (const char *)PT_REGS_PARM2_CORE_SYSCALL(regs),
 			  (__u32)PT_REGS_PARM3_CORE_SYSCALL(regs), ret);
 		return 0;
 	case NR_OPENAT2: {
@@ -667,7 +763,8 @@ int on_sys_exit(struct bpf_raw_tracepoint_args *ctx)
 		bpf_probe_read_user(&how_flags, sizeof(how_flags),
 				    (const void *)PT_REGS_PARM3_CORE_SYSCALL(regs));
 		task = (struct task_struct *)bpf_get_current_task();
-		file_open(task, (const char *)PT_REGS_PARM2_CORE_SYSCALL(regs), (__u32)how_flags, ret);
+		file_open(task, (int)PT_REGS_PARM1_CORE_SYSCALL(regs),
+			  (const char *)PT_REGS_PARM2_CORE_SYSCALL(regs), (__u32)how_flags, ret);
 		return 0;
 	}
 	case NR_SETUID:

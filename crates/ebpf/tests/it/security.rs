@@ -577,3 +577,103 @@ fn relative_dotdot_and_symlinked_opens_of_watched_files_are_caught_with_the_real
     });
     assert!(plain.is_none(), "an unwatched file was reported: {plain:?}");
 }
+
+#[test]
+fn failed_relative_opens_of_watched_files_are_reported_with_the_full_path() {
+    if !ebpf_ready("failed_relative_opens_of_watched_files_are_reported_with_the_full_path") {
+        return;
+    }
+    use std::ffi::CString;
+    use std::os::unix::fs::PermissionsExt;
+    let mut sensor = start();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let base = dir.path().canonicalize().expect("canonical temp dir");
+    std::fs::set_permissions(&base, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    // Root-only files: a user's opens of them fail with EACCES.
+    let private = |p: &std::path::Path| {
+        std::fs::write(p, "k").expect("write");
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+    };
+    let secret = base.join("secret");
+    private(&secret);
+    let vault = base.join("vault");
+    std::fs::create_dir(&vault).expect("mkdir vault");
+    std::fs::set_permissions(&vault, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let token = vault.join("token");
+    private(&token);
+    private(&base.join("plain"));
+    sensor
+        .watch_prefix(secret.to_str().expect("utf-8"))
+        .expect("watch the file");
+    sensor
+        .watch_prefix(&format!("{}/", vault.display()))
+        .expect("watch the directory");
+    let c = |s: &str| CString::new(s).expect("no NUL");
+    let nobody = 65534;
+    // (what, directory, name, through openat with a directory fd, expected path)
+    let cases = [
+        (
+            "open in the working directory",
+            &base,
+            "secret",
+            false,
+            &secret,
+        ),
+        ("openat with a directory fd", &base, "secret", true, &secret),
+        ("under a watched directory", &vault, "token", false, &token),
+    ];
+    for (what, dir, name, with_dirfd, expected) in cases {
+        sensor.drain().expect("drain");
+        let dir_c = c(dir.to_str().expect("utf-8"));
+        let name_c = c(name);
+        let (pid, code) = in_forked_child(|| {
+            // SAFETY: raw syscalls on NUL-terminated strings prepared before the fork.
+            unsafe {
+                let dirfd = libc::open(dir_c.as_ptr(), libc::O_RDONLY | libc::O_DIRECTORY);
+                if libc::chdir(dir_c.as_ptr()) != 0 || libc::setuid(nobody) != 0 {
+                    return 2;
+                }
+                let fd = if with_dirfd {
+                    libc::openat(dirfd, name_c.as_ptr(), libc::O_RDONLY)
+                } else {
+                    libc::open(name_c.as_ptr(), libc::O_RDONLY)
+                };
+                if fd >= 0 { 3 } else { 0 }
+            }
+        });
+        assert_eq!(code, 0, "{what}: the open should have failed");
+        let expected = expected.to_str().expect("utf-8").to_string();
+        let (found, seen) = find(&mut sensor, |e| match e {
+            // (The child's open of the directory itself may be reported first.)
+            SecurityEvent::FileOpen(o) if o.process.pid == pid && o.result < 0 => Some(o.clone()),
+            _ => None,
+        });
+        let open = found.unwrap_or_else(|| panic!("{what}: no event of pid {pid}: {seen:#?}"));
+        assert_eq!(open.path, expected, "{what}: {open:?}");
+        assert_eq!(open.result, -13, "{what}: EACCES: {open:?}");
+        assert_eq!(open.process.uid, nobody, "{what}: {open:?}");
+    }
+    // A failed relative open of an unwatched file next to them stays unreported.
+    sensor.drain().expect("drain");
+    let dir_c = c(base.to_str().expect("utf-8"));
+    let plain = c("plain");
+    let (pid, code) = in_forked_child(|| {
+        // SAFETY: as above.
+        unsafe {
+            if libc::chdir(dir_c.as_ptr()) != 0 || libc::setuid(nobody) != 0 {
+                return 2;
+            }
+            if libc::open(plain.as_ptr(), libc::O_RDONLY) >= 0 {
+                3
+            } else {
+                0
+            }
+        }
+    });
+    assert_eq!(code, 0);
+    let (plain, _) = find_within(&mut sensor, Duration::from_millis(500), |e| match e {
+        SecurityEvent::FileOpen(o) if o.process.pid == pid => Some(o.clone()),
+        _ => None,
+    });
+    assert!(plain.is_none(), "an unwatched file was reported: {plain:?}");
+}

@@ -65,3 +65,52 @@ fn the_sensor_benchmark_compares_the_storms_alone_under_oxeye_and_under_auditd()
         );
     }
 }
+
+#[test]
+fn the_sensor_rate_benchmark_finds_every_driven_event_in_the_store() {
+    if !root("the_sensor_rate_benchmark_finds_every_driven_event_in_the_store") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("bench-sensor-rate.json");
+    // OXEYE_BIN: a copy of the binary under test, when the build's own may be replaced meanwhile.
+    let exe = std::env::var_os("OXEYE_BIN").unwrap_or_else(|| env!("CARGO_BIN_EXE_oxeye").into());
+    let run = Command::new(exe)
+        .args([
+            "lab",
+            "bench",
+            "sensor-rate",
+            "--start-rate",
+            "200",
+            "--max-rate",
+            "400",
+            "--seconds",
+            "1",
+            "--out",
+        ])
+        .arg(&out)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    assert!(
+        run.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    assert!(stdout.contains("sensor rate without loss"), "{stdout}");
+    let figures: serde_json::Value = serde_json::from_slice(&std::fs::read(&out).unwrap()).unwrap();
+    let kinds = figures["kinds"].as_array().unwrap();
+    let names: Vec<&str> = kinds.iter().map(|k| k["kind"].as_str().unwrap()).collect();
+    assert_eq!(names, ["exec", "connect", "open"]);
+    for k in kinds {
+        // 200 events a second is far below what the sensor sustains: the driver's events are
+        // all stored, counted exactly (execs: an exec and an exit per /bin/true).
+        let first = &k["steps"][0];
+        assert!(first["events"].as_u64().unwrap() > 0, "{k}");
+        assert_eq!(first["stored"], first["events"], "{k}");
+        assert_eq!(first["lost"], 0, "{k}");
+        assert_eq!(first["ring_buffer_drops"], 0, "{k}");
+        assert!(k["sustained_events_per_sec"].as_f64().unwrap() > 0.0, "{k}");
+        assert!(first["oxeye_rss_mib"].as_f64().unwrap() > 0.0, "{k}");
+    }
+}

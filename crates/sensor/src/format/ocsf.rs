@@ -120,10 +120,13 @@ pub fn event(e: &SecurityEvent, exe: Option<&str>) -> Value {
                 "actor".into(),
                 json!({ "process": process(&parent, None, None) }),
             );
-            m.insert(
-                "process".into(),
-                process(p, Some(&x.exe()), Some(x.argv.join(" "))),
-            );
+            let mut launched = process(p, Some(&x.exe()), Some(x.argv.join(" ")));
+            if let (Some(hash), Some(file)) = (&x.exe_sha256, launched.get_mut("file")) {
+                // OCSF fingerprint: algorithm_id 3 is SHA-256.
+                file["hashes"] =
+                    json!([{ "algorithm_id": 3, "algorithm": "SHA-256", "value": hash }]);
+            }
+            m.insert("process".into(), launched);
             m
         }
         E::Exit(x) => {

@@ -144,6 +144,16 @@ fn ocsf_1_3_0_process_activity_1007_has_the_required_attributes_of_events_system
     assert_eq!(v["time"], 5_000);
     assert_eq!(v["process"]["file"]["path"], "/bin/sh");
     assert_eq!(v["actor"]["process"]["pid"], 10);
+    assert!(v["process"]["file"].get("hashes").is_none(), "{v:#}");
+    // The executable's hash is an OCSF fingerprint (algorithm_id 3: SHA-256).
+    let mut hashed = exec(11, 10, 5_000_000_123, "/bin/sh", 33);
+    if let model::security::SecurityEvent::Exec(x) = &mut hashed {
+        x.exe_sha256 = Some("ab".repeat(32));
+    }
+    let v = ocsf::event(&hashed, None);
+    let fingerprint = &v["process"]["file"]["hashes"][0];
+    assert_eq!(fingerprint["algorithm_id"], 3);
+    assert_eq!(fingerprint["value"], "ab".repeat(32));
 }
 
 #[test]
@@ -202,6 +212,7 @@ fn alert(events: Vec<SecurityEvent>, anomaly: bool) -> Alert {
             score: 0.9,
             expected: "peers: [tcp/443 to 10.0.0.0/24]".into(),
             seen: "tcp/4444 to 203.0.113.0/24".into(),
+            departure: None,
         }),
         count: 3,
         last_time_unix_nano: 1_700_000_005_000_000_000,

@@ -124,6 +124,7 @@ fn alerts(prefix: &str) -> Vec<Alert> {
         score: 1.0,
         expected: "children: [/usr/bin/gzip]".into(),
         seen: "/bin/sh".into(),
+        departure: None,
     });
     vec![rule, anomaly]
 }

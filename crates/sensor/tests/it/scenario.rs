@@ -2,7 +2,7 @@
 //! a watched file and a syscall burst each raise the right alerts, and repeating the benign
 //! workload raises none.
 
-use model::security::{Alert, SyscallClass, SyscallCounts};
+use model::security::{Alert, BaselineDeparture, SyscallClass, SyscallCounts};
 use sensor::testing::*;
 use sensor::{BaselineConfig, Baselines, RuleSet, Sensor, SensorConfig};
 
@@ -98,7 +98,11 @@ fn names(alerts: &[Alert]) -> Vec<String> {
 
 /// Starts the app and learns its normal work for 60 s (plus a little, so learning has ended).
 fn learned() -> (Sensor, Workload) {
-    let mut sensor = Sensor::new(config(), RuleSet::default_rules());
+    learned_with(config())
+}
+
+fn learned_with(config: SensorConfig) -> (Sensor, Workload) {
+    let mut sensor = Sensor::new(config, RuleSet::default_rules());
     let start = owned_by(exec(APP, 1, 0, APP_EXE, USER), USER);
     assert!(sensor.observe(&start).is_empty());
     let mut work = Workload::new();
@@ -273,38 +277,122 @@ fn a_storm_of_alerts_is_merged_and_rate_limited() {
     assert_eq!(report[0].count, 10_000 - 50);
 }
 
+/// The baseline departure each anomaly among `alerts` carries.
+fn departures(alerts: &[Alert]) -> Vec<BaselineDeparture> {
+    alerts
+        .iter()
+        .filter_map(|a| a.anomaly.as_ref()?.departure.clone())
+        .collect()
+}
+
 #[test]
-fn accepting_as_normal_learns_the_new_behaviour_on_top_of_the_old() {
-    // The starter rules still flag a shell under gunicorn; only the baseline's verdict changes.
-    let anomalies = |alerts: Vec<Alert>| -> Vec<String> {
-        let mut v: Vec<String> = alerts
-            .iter()
-            .filter(|a| matches!(a.source, model::security::AlertSource::Anomaly { .. }))
-            .map(|a| a.source.name().to_string())
-            .collect();
-        v.sort();
-        v
-    };
-    let (mut sensor, _) = learned();
+fn accepting_an_anomaly_adds_exactly_what_it_was_about() {
+    // Every repeat is its own alert here (no merging), so each check sees what the baseline says.
+    let mut config = config();
+    config.limits.dedup_window_secs = 0;
+    let (mut sensor, mut work) = learned_with(config);
+    let before = sensor.baselines().get(APP_EXE).unwrap().clone();
     let t = 70 * S;
-    let alerts = sensor.observe(&exec(401, APP, t, "/bin/sh", USER));
-    assert_eq!(anomalies(alerts), ["new_child"]);
-    assert!(sensor.baselines_mut().relearn(APP_EXE, t + S));
-    assert!(!sensor.baselines_mut().relearn("/usr/bin/unknown", t + S));
-    // While it learns again, the shell becomes one of its children, and gzip stays one.
-    assert!(anomalies(sensor.observe(&exec(402, APP, t + 2 * S, "/bin/sh", USER))).is_empty());
-    let learned_after = t + 2 * S + config().baseline.learning_period_secs * S;
-    assert!(
-        anomalies(sensor.observe(&exec(403, APP, learned_after, "/bin/sh", USER))).is_empty(),
-        "the accepted child is normal after learning"
-    );
-    let base = sensor.baselines().get(APP_EXE).unwrap();
-    assert!(base.children.contains("/bin/sh") && base.children.contains("/usr/bin/gzip"));
-    assert!(base.learned_unix_nano.is_some());
-    let alerts = sensor.observe(&exec(404, APP, learned_after + S, "/usr/bin/curl", USER));
+
+    // A new child: accepting it makes that child normal, and only that child.
+    let found = departures(&sensor.observe(&exec(401, APP, t, "/bin/sh", USER)));
     assert_eq!(
-        anomalies(alerts),
-        ["new_child"],
-        "anything else is still new"
+        found,
+        [BaselineDeparture::NewChild {
+            exe: APP_EXE.into(),
+            child: "/bin/sh".into()
+        }]
+    );
+    assert!(sensor.baselines_mut().accept(&found[0]));
+    assert!(departures(&sensor.observe(&exec(402, APP, t + S, "/bin/sh", USER))).is_empty());
+    assert_eq!(
+        departures(&sensor.observe(&exec(403, APP, t + S, "/usr/bin/curl", USER))).len(),
+        1,
+        "another child is still new"
+    );
+
+    // A new peer: that port and address block become normal; another port there does not.
+    let found =
+        departures(&sensor.observe(&as_uid(connect(APP, t + 2 * S, "203.0.113.9:4444"), USER)));
+    let [BaselineDeparture::NewPeer { peer, .. }] = found.as_slice() else {
+        panic!("expected one new peer: {found:?}");
+    };
+    assert_eq!(peer.to_string(), "tcp/4444 to 203.0.113.0/24");
+    assert!(sensor.baselines_mut().accept(&found[0]));
+    assert!(
+        departures(&sensor.observe(&as_uid(connect(APP, t + 3 * S, "203.0.113.77:4444"), USER)))
+            .is_empty(),
+        "the same block and port"
+    );
+    assert_eq!(
+        departures(&sensor.observe(&as_uid(connect(APP, t + 3 * S, "203.0.113.9:4445"), USER)))
+            .len(),
+        1
+    );
+
+    // A burst: the range widens to hold that rate, so the same burst passes, a far bigger one
+    // does not.
+    assert!(work.tick(&mut sensor, t + 4 * S).is_empty());
+    work.counts[SyscallClass::Io as usize] += 20_000;
+    let found = departures(&work.tick(&mut sensor, t + 5 * S));
+    let [BaselineDeparture::SyscallBurst { class, rate, .. }] = found.as_slice() else {
+        panic!("expected one burst: {found:?}");
+    };
+    assert_eq!(*class, SyscallClass::Io);
+    assert!(*rate >= 20_000.0, "{rate}");
+    assert!(sensor.baselines_mut().accept(&found[0]));
+    work.counts[SyscallClass::Io as usize] += 20_000;
+    assert!(departures(&work.tick(&mut sensor, t + 6 * S)).is_empty());
+    work.counts[SyscallClass::Io as usize] += 400_000;
+    assert_eq!(departures(&work.tick(&mut sensor, t + 7 * S)).len(), 1);
+
+    // A new class: that class becomes known at the rate seen; another new class is still new.
+    work.counts[SyscallClass::Kernel as usize] += 3;
+    let found = departures(&work.tick(&mut sensor, t + 8 * S));
+    assert!(
+        matches!(
+            found.as_slice(),
+            [BaselineDeparture::NewSyscallClass {
+                class: SyscallClass::Kernel,
+                ..
+            }]
+        ),
+        "{found:?}"
+    );
+    assert!(sensor.baselines_mut().accept(&found[0]));
+    work.counts[SyscallClass::Kernel as usize] += 3;
+    assert!(departures(&work.tick(&mut sensor, t + 9 * S)).is_empty());
+    work.counts[SyscallClass::Debug as usize] += 1;
+    assert_eq!(departures(&work.tick(&mut sensor, t + 10 * S)).len(), 1);
+
+    // Nothing else changed: still learned (no new learning period), the old children, peers and
+    // rate profiles all kept.
+    let after = sensor.baselines().get(APP_EXE).unwrap();
+    assert_eq!(after.learned_unix_nano, before.learned_unix_nano);
+    assert_eq!(after.first_seen_unix_nano, before.first_seen_unix_nano);
+    assert!(before.children.is_subset(&after.children));
+    assert_eq!(after.children.len(), before.children.len() + 1);
+    assert!(before.peers.is_subset(&after.peers));
+    assert_eq!(after.peers.len(), before.peers.len() + 1);
+    for class in [
+        SyscallClass::Network,
+        SyscallClass::Memory,
+        SyscallClass::Wait,
+    ] {
+        assert_eq!(after.syscalls[&class], before.syscalls[&class]);
+    }
+    let after_json = serde_json::to_string(&found[0]).unwrap();
+    assert_eq!(
+        serde_json::from_str::<BaselineDeparture>(&after_json).unwrap(),
+        found[0],
+        "a departure survives the trip through the alerts table"
+    );
+
+    // An executable without a baseline cannot accept anything.
+    assert!(
+        !sensor.baselines_mut().accept(&BaselineDeparture::NewChild {
+            exe: "/usr/bin/unknown".into(),
+            child: "/bin/sh".into()
+        })
     );
 }
