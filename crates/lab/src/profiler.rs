@@ -6,6 +6,11 @@
 //! - processing: one `perf record` of the workload is turned into folded stacks by `perf script |
 //!   inferno-collapse-perf` and by oxeye's symbolize + aggregate path (fed the same addresses);
 //! - agent: `oxeye up`'s own CPU and peak RSS while it profiles the host at 19 Hz, idle and busy.
+//!
+//! The machine these run on is often shared, so the overhead runs go in rounds (alone, oxeye
+//! 19 Hz, oxeye 99 Hz, perf, the order rotated each round) and every run's time is kept: the
+//! figures are medians, with each round's slowdown against that round's run alone as the spread,
+//! and the spread of the runs alone says how much the machine itself varies.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -34,6 +39,15 @@ pub struct ProfilerArgs {
     /// Where to write the JSON figures [default: target/lab/bench-profiler.json].
     #[arg(long, default_value = "target/lab/bench-profiler.json")]
     pub out: PathBuf,
+    /// Skip the overhead runs.
+    #[arg(long)]
+    pub no_overhead: bool,
+    /// Skip the processing comparison.
+    #[arg(long)]
+    pub no_processing: bool,
+    /// Skip the agent's own cost.
+    #[arg(long)]
+    pub no_agent: bool,
 }
 
 /// One stack sample as `perf script` printed its addresses: leaf first.
@@ -53,9 +67,9 @@ pub type FoldFn<'a> = &'a dyn Fn(&[RawSample]) -> Result<String, String>;
 #[derive(Debug, Serialize)]
 pub struct ProfilerFigures {
     pub cpus: usize,
-    pub overhead: Overhead,
-    pub processing: Processing,
-    pub agent: Agent,
+    pub overhead: Option<Overhead>,
+    pub processing: Option<Processing>,
+    pub agent: Option<Agent>,
 }
 
 #[derive(Debug, Serialize)]
@@ -65,6 +79,12 @@ pub struct Overhead {
     pub repeats: usize,
     /// Work units per second (all threads), median of the runs.
     pub alone_units_per_s: f64,
+    /// Seconds of each run alone (one before the first profiled run and one after each):
+    /// how much the machine itself varies.
+    pub alone_runs_s: Vec<f64>,
+    /// (slowest − fastest) / median of the runs alone, in %: slowdowns smaller than this are
+    /// within the noise of the machine.
+    pub alone_spread_pct: f64,
     /// `None` when the profiler could not start (not root, no BTF) or the tool is missing.
     pub oxeye_19hz: Option<Slowdown>,
     pub oxeye_99hz: Option<Slowdown>,
@@ -74,16 +94,39 @@ pub struct Overhead {
 
 #[derive(Debug, Serialize)]
 pub struct Slowdown {
+    /// Median of the runs.
     pub units_per_s: f64,
+    /// Median over the runs of each run's time against the mean of the runs alone just before
+    /// and just after it (so a machine that slows down or speeds up over minutes cancels out).
     pub slowdown_pct: f64,
+    /// Lowest and highest of those per-run slowdowns: the noise around the median.
+    pub paired_min_pct: f64,
+    pub paired_max_pct: f64,
+    /// Seconds of each run, in round order.
+    pub runs_s: Vec<f64>,
+    /// The tool's own CPU time during a run over the workload's CPU time, in %, median of the
+    /// runs: for oxeye its process and its BPF programs' run time, for perf the `perf record`
+    /// process (its in-kernel sampling is charged to the workload, so this favours perf a
+    /// little). Unlike the slowdown it hardly depends on what else the machine runs.
+    pub cpu_cost_pct: Option<f64>,
+    pub cpu_cost_runs_pct: Vec<f64>,
 }
 
 #[derive(Debug, Serialize)]
 pub struct Processing {
     pub samples: u64,
+    /// Distinct (pid, addresses) stacks among the samples.
+    pub distinct_raw_stacks: u64,
+    /// Bytes of each tool's input: oxeye's capture (the addresses its sampler delivers) and
+    /// `perf.data`.
+    pub oxeye_capture_bytes: u64,
+    pub perf_data_bytes: u64,
+    /// Median of the rounds, each from reading the input to writing folded text.
     pub oxeye_seconds: f64,
+    pub oxeye_runs_s: Vec<f64>,
     pub oxeye_samples_per_s: f64,
     pub perf_inferno_seconds: Option<f64>,
+    pub perf_inferno_runs_s: Vec<f64>,
     pub perf_inferno_samples_per_s: Option<f64>,
     /// oxeye's samples/s over perf + inferno's.
     pub speedup: Option<f64>,
@@ -126,13 +169,16 @@ int main(int argc, char **argv) {
     work = argc > 1 ? strtoul(argv[1], 0, 10) : 0;
     int threads = argc > 2 ? atoi(argv[2]) : 1;
     pthread_t t[256];
-    struct timespec a, b;
+    struct timespec a, b, cpu;
     clock_gettime(CLOCK_MONOTONIC, &a);
     for (int i = 0; i < threads && i < 256; i++) pthread_create(&t[i], 0, run, (void *)(unsigned long)(i + 1));
     for (int i = 0; i < threads && i < 256; i++) pthread_join(t[i], 0);
     clock_gettime(CLOCK_MONOTONIC, &b);
-    /* The workload's own time, so a wrapper's start and exit (perf record's) do not count. */
-    printf("%.9f %lu\n", (b.tv_sec - a.tv_sec) + (b.tv_nsec - a.tv_nsec) / 1e9, sink);
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &cpu);
+    /* The workload's own time, so a wrapper's start and exit (perf record's) do not count, and
+       its CPU time, so a wrapper's own CPU can be told from the workload's. */
+    printf("%.9f %.9f %lu\n", (b.tv_sec - a.tv_sec) + (b.tv_nsec - a.tv_nsec) / 1e9,
+           cpu.tv_sec + cpu.tv_nsec / 1e9, sink);
     return 0;
 }
 "#;
@@ -172,6 +218,16 @@ fn has(tool: &str) -> bool {
 
 /// Seconds one workload run took by its own clock, optionally wrapped (`perf record … --`).
 fn run_workload(exe: &Path, work: u64, threads: usize, wrap: &[&str]) -> Result<f64, LabError> {
+    run_workload_cpu(exe, work, threads, wrap).map(|(wall, _)| wall)
+}
+
+/// Seconds one workload run took by its own clock and the CPU seconds it used.
+fn run_workload_cpu(
+    exe: &Path,
+    work: u64,
+    threads: usize,
+    wrap: &[&str],
+) -> Result<(f64, f64), LabError> {
     let mut cmd = if wrap.is_empty() {
         Command::new(exe)
     } else {
@@ -190,11 +246,14 @@ fn run_workload(exe: &Path, work: u64, threads: usize, wrap: &[&str]) -> Result<
             out.status
         )));
     }
-    String::from_utf8_lossy(&out.stdout)
-        .split_whitespace()
-        .next()
-        .and_then(|s| s.parse().ok())
-        .ok_or_else(|| LabError::Setup("the workload printed no time".into()))
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut fields = text.split_whitespace().map(|f| f.parse::<f64>().ok());
+    match (fields.next().flatten(), fields.next().flatten()) {
+        (Some(wall), Some(cpu)) => Ok((wall, cpu)),
+        _ => Err(LabError::Setup(format!(
+            "the workload printed no times: {text:?}"
+        ))),
+    }
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -202,12 +261,27 @@ fn median(mut v: Vec<f64>) -> f64 {
     if v.is_empty() { 0.0 } else { v[v.len() / 2] }
 }
 
-/// An `oxeye up` with the profiler at `hz`, or why it has no profiler.
-fn profiling_server(oxeye: &Path, dir: &Path, hz: u32) -> Result<Result<Server, String>, LabError> {
+/// An `oxeye up` with the profiler at `hz`, or why it has no profiler. It is warmed up with a
+/// short run of the workload: what a long-running agent does once (load the kernel's symbols,
+/// read the workload's and the C library's symbol tables, first flushes) is not what is measured.
+fn profiling_server(
+    oxeye: &Path,
+    exe: &Path,
+    dir: &Path,
+    hz: u32,
+) -> Result<Result<Server, String>, LabError> {
     let server = Server::start(
         oxeye,
         &dir.join(format!("data-{hz}")),
-        &["--profile-hz", &hz.to_string(), "--off-cpu", "off"],
+        // The security sensor has its own benchmark (`lab bench sensor`).
+        &[
+            "--profile-hz",
+            &hz.to_string(),
+            "--off-cpu",
+            "off",
+            "--security",
+            "off",
+        ],
     )?;
     let line = server.profiler_line.clone();
     if line.starts_with("off") {
@@ -216,7 +290,74 @@ fn profiling_server(oxeye: &Path, dir: &Path, hz: u32) -> Result<Result<Server, 
     }
     // Startup (opening the store, loading BPF) is not what is measured.
     std::thread::sleep(Duration::from_secs(2));
+    let mut warm = Command::new(exe)
+        .args(["0", "1"])
+        .stdout(Stdio::null())
+        .spawn()?;
+    std::thread::sleep(Duration::from_millis(1500));
+    let _ = warm.kill();
+    let _ = warm.wait();
+    // The agent drains once a second: let it symbolize the warm-up's samples.
+    std::thread::sleep(Duration::from_millis(1500));
     Ok(Ok(server))
+}
+
+/// The profiled configurations; each round runs them in this order rotated by the round
+/// number, so none always runs first (on a fresh cache) or last (after the machine warmed up).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Config {
+    Oxeye19,
+    Oxeye99,
+    Perf,
+}
+
+const CONFIGS: [Config; 3] = [Config::Oxeye19, Config::Oxeye99, Config::Perf];
+
+/// CPU seconds of the children this process has waited for (the workload runs).
+fn children_cpu_seconds() -> f64 {
+    // SAFETY: getrusage only writes the struct it is given.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: as above; RUSAGE_CHILDREN is a valid target.
+    unsafe { libc::getrusage(libc::RUSAGE_CHILDREN, &mut usage) };
+    let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    secs(usage.ru_utime) + secs(usage.ru_stime)
+}
+
+/// Kernel run time of the BPF programs `pid` holds open, in seconds (`run_time_ns` of each
+/// program's fdinfo; counted while oxeye holds run-time statistics on).
+fn bpf_seconds(pid: u32) -> f64 {
+    let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/fdinfo")) else {
+        return 0.0;
+    };
+    let mut ns = 0u64;
+    for entry in dir.flatten() {
+        let text = std::fs::read_to_string(entry.path()).unwrap_or_default();
+        if !text.contains("prog_type:") {
+            continue;
+        }
+        ns += text
+            .lines()
+            .find_map(|l| l.strip_prefix("run_time_ns:"))
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .unwrap_or(0);
+    }
+    ns as f64 / 1e9
+}
+
+/// One workload run under oxeye: its time, and oxeye's CPU (process + BPF programs) over the
+/// workload's own CPU during it, in %.
+fn run_under_oxeye(
+    exe: &Path,
+    a: &ProfilerArgs,
+    threads: usize,
+    server: &Server,
+) -> Result<(f64, f64), LabError> {
+    let pid = server.pid();
+    let (own0, bpf0, work0) = (cpu_seconds(pid), bpf_seconds(pid), children_cpu_seconds());
+    let secs = run_workload(exe, a.work, threads, &[])?;
+    let (own1, bpf1, work1) = (cpu_seconds(pid), bpf_seconds(pid), children_cpu_seconds());
+    let cost = (own1 - own0 + bpf1 - bpf0) / (work1 - work0).max(1e-9) * 100.0;
+    Ok((secs, cost))
 }
 
 fn overhead(
@@ -227,53 +368,110 @@ fn overhead(
     threads: usize,
 ) -> Result<(Overhead, Option<String>), LabError> {
     let units = (a.work * threads as u64) as f64;
-    let (mut alone, mut ox19, mut ox99, mut perf) =
-        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let rounds = a.repeats.max(1);
+    let mut alone: Vec<f64> = Vec::new();
+    // Per configuration: (seconds, slowdown % against the runs alone just before and after it,
+    // oxeye's CPU cost %) of each run.
+    let mut runs: [Vec<(f64, f64, Option<f64>)>; 3] = Default::default();
     let mut why_not = None;
     let perf_ok = has("perf");
     let perf_data = dir.join("overhead.perf.data");
     let perf_data = perf_data.to_string_lossy().into_owned();
-    for _ in 0..a.repeats.max(1) {
-        alone.push(run_workload(exe, a.work, threads, &[])?);
-        for (hz, into) in [(19, &mut ox19), (99, &mut ox99)] {
-            match profiling_server(oxeye, dir, hz)? {
-                Ok(server) => {
-                    into.push(run_workload(exe, a.work, threads, &[])?);
-                    server.stop();
+    let mut before = run_workload(exe, a.work, threads, &[])?;
+    alone.push(before);
+    for round in 0..rounds {
+        for k in 0..CONFIGS.len() {
+            let i = (k + round) % CONFIGS.len();
+            let measured = match CONFIGS[i] {
+                c @ (Config::Oxeye19 | Config::Oxeye99) => {
+                    let hz = if c == Config::Oxeye19 { 19 } else { 99 };
+                    match profiling_server(oxeye, exe, dir, hz)? {
+                        Ok(server) => {
+                            let r = run_under_oxeye(exe, a, threads, &server);
+                            server.stop();
+                            let (secs, cost) = r?;
+                            Some((secs, Some(cost)))
+                        }
+                        Err(why) => {
+                            why_not = Some(why);
+                            None
+                        }
+                    }
                 }
-                Err(why) => why_not = Some(why),
+                Config::Perf => perf_ok
+                    .then(|| {
+                        let before = children_cpu_seconds();
+                        let (secs, workload_cpu) = run_workload_cpu(
+                            exe,
+                            a.work,
+                            threads,
+                            &[
+                                "perf", "record", "-q", "-a", "-g", "-F", "99", "-o", &perf_data,
+                                "--",
+                            ],
+                        )?;
+                        // perf's own CPU: what it and the workload used, less the workload's.
+                        let perf_cpu = children_cpu_seconds() - before - workload_cpu;
+                        Ok::<_, LabError>((secs, Some(perf_cpu / workload_cpu.max(1e-9) * 100.0)))
+                    })
+                    .transpose()?,
+            };
+            // Alone again right after, so each profiled run sits between two runs alone.
+            let after = run_workload(exe, a.work, threads, &[])?;
+            alone.push(after);
+            if let Some((secs, cost)) = measured {
+                let slowdown = (secs / ((before + after) / 2.0) - 1.0) * 100.0;
+                runs[i].push((secs, slowdown, cost));
             }
+            before = after;
         }
-        if perf_ok {
-            perf.push(run_workload(
-                exe,
-                a.work,
-                threads,
-                &[
-                    "perf", "record", "-q", "-a", "-g", "-F", "99", "-o", &perf_data, "--",
-                ],
-            )?);
-        }
+        eprintln!(
+            "overhead round {}/{rounds}: slowdown oxeye 19 Hz / 99 Hz / perf: {}",
+            round + 1,
+            runs.iter()
+                .map(|r| r
+                    .last()
+                    .map_or("-".to_string(), |(_, pct, _)| format!("{pct:+.2} %")))
+                .collect::<Vec<_>>()
+                .join(" / ")
+        );
     }
-    let base = units / median(alone);
-    let slow = |v: Vec<f64>| {
-        (!v.is_empty()).then(|| {
-            let ups = units / median(v);
-            Slowdown {
-                units_per_s: ups,
-                slowdown_pct: (base / ups - 1.0) * 100.0,
-            }
+    let _ = std::fs::remove_file(&perf_data);
+    let base = units / median(alone.clone());
+    let (lo, hi) = alone
+        .iter()
+        .fold((f64::MAX, f64::MIN), |(lo, hi), &x| (lo.min(x), hi.max(x)));
+    let alone_spread_pct = (hi - lo) / median(alone.clone()) * 100.0;
+    let slow = |i: usize| {
+        let r = &runs[i];
+        if r.is_empty() {
+            return None;
+        }
+        let times: Vec<f64> = r.iter().map(|x| x.0).collect();
+        let mut paired: Vec<f64> = r.iter().map(|x| x.1).collect();
+        paired.sort_by(f64::total_cmp);
+        let costs: Vec<f64> = r.iter().filter_map(|x| x.2).collect();
+        Some(Slowdown {
+            units_per_s: units / median(times.clone()),
+            slowdown_pct: median(paired.clone()),
+            paired_min_pct: paired[0],
+            paired_max_pct: paired[paired.len() - 1],
+            runs_s: times,
+            cpu_cost_pct: (!costs.is_empty()).then(|| median(costs.clone())),
+            cpu_cost_runs_pct: costs,
         })
     };
     Ok((
         Overhead {
             work_per_thread: a.work,
             threads,
-            repeats: a.repeats.max(1),
+            repeats: rounds,
             alone_units_per_s: base,
-            oxeye_19hz: slow(ox19),
-            oxeye_99hz: slow(ox99),
-            perf_99hz: slow(perf),
+            alone_spread_pct,
+            alone_runs_s: alone,
+            oxeye_19hz: slow(0),
+            oxeye_99hz: slow(1),
+            perf_99hz: slow(2),
             target_19hz_pct: 0.5,
         },
         why_not,
@@ -347,6 +545,69 @@ fn parse_addresses(text: &str, biases: &std::collections::HashMap<String, u64>) 
     out
 }
 
+fn distinct_stacks(samples: &[RawSample]) -> u64 {
+    let set: std::collections::HashSet<(u32, &[u64], &[u64])> = samples
+        .iter()
+        .map(|s| (s.pid, s.kernel.as_slice(), s.user.as_slice()))
+        .collect();
+    set.len() as u64
+}
+
+/// Samples as little-endian records: pid, tid, comm length (u8) and bytes, kernel and user
+/// frame counts (u16), then the addresses.
+fn write_capture(path: &Path, samples: &[RawSample]) -> Result<(), LabError> {
+    let mut out = std::io::BufWriter::new(std::fs::File::create(path)?);
+    for s in samples {
+        let comm = &s.comm.as_bytes()[..s.comm.len().min(255)];
+        out.write_all(&s.pid.to_le_bytes())?;
+        out.write_all(&s.tid.to_le_bytes())?;
+        out.write_all(&[comm.len() as u8])?;
+        out.write_all(comm)?;
+        out.write_all(&(s.kernel.len().min(u16::MAX as usize) as u16).to_le_bytes())?;
+        out.write_all(&(s.user.len().min(u16::MAX as usize) as u16).to_le_bytes())?;
+        for a in s.kernel.iter().chain(&s.user) {
+            out.write_all(&a.to_le_bytes())?;
+        }
+    }
+    out.flush()?;
+    Ok(())
+}
+
+fn read_capture(path: &Path) -> Result<Vec<RawSample>, LabError> {
+    let bytes = std::fs::read(path)?;
+    let bad = || LabError::Setup(format!("{}: truncated capture", path.display()));
+    let mut at = 0usize;
+    let mut take = |n: usize| -> Result<&[u8], LabError> {
+        let s = bytes.get(at..at + n).ok_or_else(bad)?;
+        at += n;
+        Ok(s)
+    };
+    let mut out = Vec::new();
+    let u32_of = |b: &[u8]| u32::from_le_bytes([b[0], b[1], b[2], b[3]]);
+    let u16_of = |b: &[u8]| u16::from_le_bytes([b[0], b[1]]) as usize;
+    while !bytes.is_empty() {
+        let Ok(pid) = take(4).map(u32_of) else { break };
+        let tid = u32_of(take(4)?);
+        let comm_len = take(1)?[0] as usize;
+        let comm = String::from_utf8_lossy(take(comm_len)?).into_owned();
+        let nk = u16_of(take(2)?);
+        let nu = u16_of(take(2)?);
+        let mut addrs = take((nk + nu) * 8)?
+            .chunks_exact(8)
+            .map(|c| u64::from_le_bytes(c.try_into().unwrap_or_default()));
+        let kernel = addrs.by_ref().take(nk).collect();
+        let user = addrs.collect();
+        out.push(RawSample {
+            pid,
+            tid,
+            comm,
+            kernel,
+            user,
+        });
+    }
+    Ok(out)
+}
+
 /// The leaf frame with the most samples in folded text (kernel suffixes dropped).
 fn hottest_leaf(folded: &str) -> String {
     let mut by_leaf: std::collections::HashMap<String, u64> = Default::default();
@@ -364,6 +625,9 @@ fn hottest_leaf(folded: &str) -> String {
         .map(|(k, _)| k)
         .unwrap_or_default()
 }
+
+/// Rounds of the processing comparison (each tool once per round, alternating which goes first).
+const PROCESSING_ROUNDS: usize = 3;
 
 fn processing(
     exe: &Path,
@@ -403,15 +667,28 @@ fn processing(
             .output()?;
         let biases = load_biases(workload.id());
         let samples = parse_addresses(&String::from_utf8_lossy(&script.stdout), &biases);
+        drop(script);
         if samples.is_empty() {
             return Err(LabError::Setup("perf recorded no samples".into()));
         }
-        let t = Instant::now();
-        let folded = fold(&samples).map_err(LabError::Setup)?;
-        let oxeye_seconds = t.elapsed().as_secs_f64();
         let n = samples.len() as u64;
+        let distinct_raw_stacks = distinct_stacks(&samples);
+        // oxeye's input is what its sampler hands over: pid, tid, comm and addresses per sample
+        // (the ring buffer and the stack maps), kept in a file as perf keeps its own.
+        let capture = dir.join("processing.capture");
+        write_capture(&capture, &samples)?;
         drop(samples);
-        let (perf_secs, perf_leaf) = if has("inferno-collapse-perf") {
+        let oxeye_folded = dir.join("oxeye.folded");
+        let run_oxeye = || -> Result<(f64, String), LabError> {
+            let t = Instant::now();
+            let samples = read_capture(&capture)?;
+            let folded = fold(&samples).map_err(LabError::Setup)?;
+            std::fs::write(&oxeye_folded, &folded)?;
+            let secs = t.elapsed().as_secs_f64();
+            Ok((secs, folded))
+        };
+        let perf_folded = dir.join("perf.folded");
+        let run_perf = || -> Result<f64, LabError> {
             let t = Instant::now();
             let mut script = Command::new("perf")
                 .args(["script", "-i"])
@@ -419,20 +696,45 @@ fn processing(
                 .stdout(Stdio::piped())
                 .stderr(Stdio::null())
                 .spawn()?;
-            let collapse = Command::new("inferno-collapse-perf")
+            let status = Command::new("inferno-collapse-perf")
                 .stdin(
                     script
                         .stdout
                         .take()
                         .ok_or_else(|| LabError::Setup("no pipe".into()))?,
                 )
-                .output()?;
+                .stdout(std::fs::File::create(&perf_folded)?)
+                .status()?;
             script.wait()?;
             let secs = t.elapsed().as_secs_f64();
-            (
-                Some(secs),
-                Some(hottest_leaf(&String::from_utf8_lossy(&collapse.stdout))),
-            )
+            if !status.success() {
+                return Err(LabError::Setup(format!(
+                    "inferno-collapse-perf failed: {status}"
+                )));
+            }
+            Ok(secs)
+        };
+        let inferno = has("inferno-collapse-perf");
+        // Alternating rounds, medians: the machine is shared, and neither tool should always
+        // be the one that runs first (cold caches).
+        let (mut ox_runs, mut perf_runs, mut folded) = (Vec::new(), Vec::new(), String::new());
+        for round in 0..PROCESSING_ROUNDS {
+            if inferno && round % 2 == 1 {
+                perf_runs.push(run_perf()?);
+            }
+            let (secs, text) = run_oxeye()?;
+            ox_runs.push(secs);
+            folded = text;
+            if inferno && round % 2 == 0 {
+                perf_runs.push(run_perf()?);
+            }
+        }
+        let oxeye_seconds = median(ox_runs.clone());
+        let oxeye_capture_bytes = std::fs::metadata(&capture).map_or(0, |m| m.len());
+        let perf_data_bytes = std::fs::metadata(&data).map_or(0, |m| m.len());
+        let (perf_secs, perf_leaf) = if inferno {
+            let text = std::fs::read_to_string(&perf_folded)?;
+            (Some(median(perf_runs.clone())), Some(hottest_leaf(&text)))
         } else {
             (None, None)
         };
@@ -440,9 +742,14 @@ fn processing(
         let perf_rate = perf_secs.map(|s| n as f64 / s.max(1e-9));
         Ok(Processing {
             samples: n,
+            distinct_raw_stacks,
+            oxeye_capture_bytes,
+            perf_data_bytes,
             oxeye_seconds,
+            oxeye_runs_s: ox_runs,
             oxeye_samples_per_s: ox_rate,
             perf_inferno_seconds: perf_secs,
+            perf_inferno_runs_s: perf_runs,
             perf_inferno_samples_per_s: perf_rate,
             speedup: perf_rate.map(|p| ox_rate / p),
             oxeye_hottest_leaf: hottest_leaf(&folded),
@@ -462,7 +769,7 @@ fn agent(
     a: &ProfilerArgs,
     threads: usize,
 ) -> Result<Agent, LabError> {
-    let server = match profiling_server(oxeye, dir, 19)? {
+    let server = match profiling_server(oxeye, exe, dir, 19)? {
         Ok(s) => s,
         Err(why) => {
             return Ok(Agent {
@@ -505,7 +812,15 @@ fn agent(
 
 fn pct(s: &Option<Slowdown>) -> String {
     s.as_ref()
-        .map(|s| format!("{:+.2} %", s.slowdown_pct))
+        .map(|s| {
+            let cost = s
+                .cpu_cost_pct
+                .map_or(String::new(), |c| format!(", CPU cost {c:.2} %"));
+            format!(
+                "{:+.2} % [{:+.2} .. {:+.2}]{cost}",
+                s.slowdown_pct, s.paired_min_pct, s.paired_max_pct
+            )
+        })
         .unwrap_or_else(|| "n/a".into())
 }
 
@@ -518,12 +833,25 @@ pub fn bench_profiler(
     let dir = tempfile_dir()?;
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
     let exe = compile_workload(&dir)?;
-    let (overhead, why_not) = overhead(oxeye, &exe, &dir, &a, threads)?;
-    if let Some(why) = &why_not {
-        eprintln!("oxeye's profiler did not start, so its overhead is not measured: {why}");
-    }
-    let processing = processing(&exe, &dir, &a, threads, fold)?;
-    let agent = agent(oxeye, &exe, &dir, &a, threads)?;
+    let overhead = if a.no_overhead {
+        None
+    } else {
+        let (o, why_not) = overhead(oxeye, &exe, &dir, &a, threads)?;
+        if let Some(why) = &why_not {
+            eprintln!("oxeye's profiler did not start, so its overhead is not measured: {why}");
+        }
+        Some(o)
+    };
+    let processing = if a.no_processing {
+        None
+    } else {
+        Some(processing(&exe, &dir, &a, threads, fold)?)
+    };
+    let agent = if a.no_agent {
+        None
+    } else {
+        Some(agent(oxeye, &exe, &dir, &a, threads)?)
+    };
     let _ = std::fs::remove_dir_all(&dir);
     let figures = ProfilerFigures {
         cpus: threads,
@@ -540,24 +868,35 @@ pub fn bench_profiler(
             .map_err(|e| LabError::Setup(e.to_string()))?
             .as_bytes(),
     )?;
-    let o = &figures.overhead;
-    let p = &figures.processing;
-    println!(
-        "profiler: slowdown oxeye 19 Hz {}, 99 Hz {}, perf -F 99 {}; {} samples folded at {:.0}/s by oxeye vs {} by perf script | inferno ({}); agent at 19 Hz {:.2} % CPU idle, {:.2} % busy, peak RSS {:.0} MiB (JSON: {})",
-        pct(&o.oxeye_19hz),
-        pct(&o.oxeye_99hz),
-        pct(&o.perf_99hz),
-        p.samples,
-        p.oxeye_samples_per_s,
-        p.perf_inferno_samples_per_s
-            .map_or("n/a".into(), |r| format!("{r:.0}/s")),
-        p.speedup
-            .map_or("no inferno-collapse-perf".into(), |s| format!("{s:.1}x")),
-        figures.agent.idle_cpu_pct,
-        figures.agent.busy_cpu_pct,
-        figures.agent.peak_rss_mib,
-        a.out.display(),
-    );
+    let mut parts = Vec::new();
+    if let Some(o) = &figures.overhead {
+        parts.push(format!(
+            "slowdown (median of {} rounds [range], each run against the runs alone around it) oxeye 19 Hz {}, 99 Hz {}, perf -F 99 {}; runs alone vary {:.1} %",
+            o.repeats,
+            pct(&o.oxeye_19hz),
+            pct(&o.oxeye_99hz),
+            pct(&o.perf_99hz),
+            o.alone_spread_pct,
+        ));
+    }
+    if let Some(p) = &figures.processing {
+        parts.push(format!(
+            "{} samples folded at {:.0}/s by oxeye vs {} by perf script | inferno ({})",
+            p.samples,
+            p.oxeye_samples_per_s,
+            p.perf_inferno_samples_per_s
+                .map_or("n/a".into(), |r| format!("{r:.0}/s")),
+            p.speedup
+                .map_or("no inferno-collapse-perf".into(), |s| format!("{s:.1}x")),
+        ));
+    }
+    if let Some(g) = &figures.agent {
+        parts.push(format!(
+            "agent at 19 Hz {:.2} % of a CPU idle, {:.2} % busy ({:.2} % of the host), peak RSS {:.0} MiB",
+            g.idle_cpu_pct, g.busy_cpu_pct, g.busy_host_cpu_pct, g.peak_rss_mib,
+        ));
+    }
+    println!("profiler: {} (JSON: {})", parts.join("; "), a.out.display());
     Ok(figures)
 }
 
@@ -588,5 +927,39 @@ mod tests {
     fn the_hottest_leaf_sums_lines() {
         assert_eq!(hottest_leaf("a;b 3\nc;b 2\na;d 4\n"), "b");
         assert_eq!(hottest_leaf("x;schedule_[k] 9\n"), "schedule");
+    }
+
+    #[test]
+    fn a_capture_reads_back_as_written() {
+        let dir = tempfile_dir().unwrap();
+        let path = dir.join("capture-test");
+        let samples = vec![
+            RawSample {
+                pid: 7,
+                tid: 8,
+                comm: "spin".into(),
+                kernel: vec![0xffffffff81000000, 0xffffffff81000010],
+                user: vec![0x401000],
+            },
+            RawSample {
+                pid: 9,
+                tid: 9,
+                comm: String::new(),
+                kernel: Vec::new(),
+                user: Vec::new(),
+            },
+        ];
+        write_capture(&path, &samples).unwrap();
+        let back = read_capture(&path).unwrap();
+        let _ = std::fs::remove_file(&path);
+        assert_eq!(back.len(), 2);
+        assert_eq!(
+            (back[0].pid, back[0].tid, back[0].comm.as_str()),
+            (7, 8, "spin")
+        );
+        assert_eq!(back[0].kernel, samples[0].kernel);
+        assert_eq!(back[0].user, samples[0].user);
+        assert!(back[1].comm.is_empty() && back[1].user.is_empty());
+        assert_eq!(distinct_stacks(&samples), 2);
     }
 }

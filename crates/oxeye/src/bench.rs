@@ -11,16 +11,15 @@ pub fn fold(samples: &[lab::RawSample]) -> Result<String, String> {
     let mut table = StackTable::new();
     let mut aggregate = StackAggregate::new(ProfileKind::Cpu);
     for s in samples {
-        let stack = symbolizer.symbolize(&RawStack {
+        let (id, stack) = symbolizer.symbolize_interned(&RawStack {
             pid: s.pid,
             comm: &s.comm,
             user: &s.user,
             user_cut_short: false,
             kernel: &s.kernel,
         });
-        let id = stack.id();
         if table.get(id).is_none() {
-            table.insert(stack);
+            table.insert((*stack).clone());
         }
         aggregate.add(id, 1);
     }

@@ -41,6 +41,8 @@ pub struct Settings {
     pub profile_boost_threshold: Option<f64>,
     /// Share of the host's CPU (0.01: 1 %).
     pub profile_budget: f64,
+    /// How often oxeye's CPU use is measured against the budget.
+    pub profile_budget_interval: Duration,
     /// `exporters: otlp…` entries: where this host's profiles are sent.
     pub otlp_exporters: Vec<crate::otlp_export::OtlpExporterConfig>,
 }
@@ -70,6 +72,7 @@ impl Default for Settings {
             profile_boost_for: Duration::from_secs(300),
             profile_boost_threshold: None,
             profile_budget: 0.01,
+            profile_budget_interval: Duration::from_secs(30),
             otlp_exporters: Vec::new(),
         }
     }
@@ -311,6 +314,7 @@ pub fn apply_file(text: &str, s: &mut Settings) -> Result<(), Vec<String>> {
             "server",
             "security",
             "insights",
+            "profiler",
         ],
         &mut p,
     )
@@ -459,6 +463,7 @@ pub fn apply_file(text: &str, s: &mut Settings) -> Result<(), Vec<String>> {
                 }
             }
             "security" => crate::security::apply_config(val, &mut s.security, &mut p),
+            "profiler" => apply_profiler(val, s, &mut p),
             "server" => {
                 for (k, v) in mapping(val, "server", &["endpoint"], &mut p).unwrap_or_default() {
                     if let Some(a) = with(v, &join("server", &k), &mut p, parse_addr) {
@@ -541,6 +546,83 @@ pub fn apply_file(text: &str, s: &mut Settings) -> Result<(), Vec<String>> {
         }
     }
     if p.0.is_empty() { Ok(()) } else { Err(p.0) }
+}
+
+/// Sampling rate of every process: 0 (off) to 1000 per second per CPU.
+pub fn parse_profile_hz(s: &str) -> Result<u32, String> {
+    match s.trim().parse::<u32>() {
+        Ok(v) if v <= 1000 => Ok(v),
+        _ => Err(format!(
+            "expected 0 (off) to 1000 samples per second, found {s:?}"
+        )),
+    }
+}
+
+/// The boosted sampling rate: 1 to 1000 per second per CPU.
+pub fn parse_boost_hz(s: &str) -> Result<u32, String> {
+    match s.trim().parse::<u32>() {
+        Ok(v) if (1..=1000).contains(&v) => Ok(v),
+        _ => Err(format!(
+            "expected 1 to 1000 samples per second, found {s:?}"
+        )),
+    }
+}
+
+/// Requests per second above zero.
+pub fn parse_boost_threshold(s: &str) -> Result<f64, String> {
+    match s.trim().parse::<f64>() {
+        Ok(v) if v.is_finite() && v > 0.0 => Ok(v),
+        _ => Err(format!("expected requests per second above 0, found {s:?}")),
+    }
+}
+
+/// `profiler: { hz, off_cpu, boost: { hz, for, threshold }, budget }`: the same settings as
+/// the `--profile-*` and `--off-cpu` flags, which override them.
+fn apply_profiler(v: &Value, s: &mut Settings, p: &mut Problems) {
+    let known = ["hz", "off_cpu", "boost", "budget"];
+    for (k, val) in mapping(v, "profiler", &known, p).unwrap_or_default() {
+        let path = join("profiler", &k);
+        match k.as_str() {
+            "hz" => {
+                if let Some(hz) = with(val, &path, p, parse_profile_hz) {
+                    s.profile_hz = hz;
+                }
+            }
+            "off_cpu" => {
+                if let Some(mode) = with(val, &path, p, crate::profiler::OffCpuMode::parse) {
+                    s.off_cpu = mode;
+                }
+            }
+            "budget" => {
+                if let Some(share) = with(val, &path, p, crate::budget::parse_share) {
+                    s.profile_budget = share;
+                }
+            }
+            _ => {
+                let known = ["hz", "for", "threshold"];
+                for (bk, bv) in mapping(val, &path, &known, p).unwrap_or_default() {
+                    let bp = join(&path, &bk);
+                    match bk.as_str() {
+                        "hz" => {
+                            if let Some(hz) = with(bv, &bp, p, parse_boost_hz) {
+                                s.profile_boost_hz = hz;
+                            }
+                        }
+                        "for" => {
+                            if let Some(d) = with(bv, &bp, p, parse_duration) {
+                                s.profile_boost_for = d;
+                            }
+                        }
+                        _ => {
+                            if let Some(t) = with(bv, &bp, p, parse_boost_threshold) {
+                                s.profile_boost_threshold = Some(t);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
 }
 
 /// `exporters.otlp: { endpoint, headers, bearer_token, compression, interval }`.
@@ -691,6 +773,41 @@ pipelines:
         assert_eq!(s.otlp_http_addr, None, "http not listed, so off");
         assert_eq!(s.data_dir, PathBuf::from("/tmp/x"));
         assert_eq!(s.retention_bytes, Some(2 << 30));
+    }
+
+    #[test]
+    fn profiler_settings_are_read_from_the_file() {
+        let yaml = "profiler:\n  hz: 49\n  off_cpu: all\n  boost: { hz: 199, for: 2m, threshold: 250 }\n  budget: 0.5%\n";
+        let mut s = Settings::default();
+        apply_file(yaml, &mut s).unwrap();
+        assert_eq!(s.profile_hz, 49);
+        assert_eq!(s.off_cpu, crate::profiler::OffCpuMode::All);
+        assert_eq!(s.profile_boost_hz, 199);
+        assert_eq!(s.profile_boost_for, Duration::from_secs(120));
+        assert_eq!(s.profile_boost_threshold, Some(250.0));
+        assert_eq!(s.profile_budget, 0.005);
+        // 0 turns profiling off, as the flag does.
+        apply_file("profiler: { hz: 0 }\n", &mut s).unwrap();
+        assert_eq!(s.profile_hz, 0);
+    }
+
+    #[test]
+    fn bad_profiler_settings_are_named_by_path() {
+        let yaml = "profiler:\n  hz: 5000\n  off_cpu: sometimes\n  boost: { hz: 0, for: later, threshold: -1, rate: 3 }\n  budget: 150%\n  colour: red\n";
+        let errs = apply_file(yaml, &mut Settings::default()).unwrap_err();
+        assert_eq!(
+            errs,
+            vec![
+                "profiler.colour: unknown key (expected one of: hz, off_cpu, boost, budget)",
+                "profiler.hz: expected 0 (off) to 1000 samples per second, found \"5000\"",
+                "profiler.off_cpu: expected off, traced or all, found \"sometimes\"",
+                "profiler.boost.rate: unknown key (expected one of: hz, for, threshold)",
+                "profiler.boost.hz: expected 1 to 1000 samples per second, found \"0\"",
+                "profiler.boost.for: expected a duration like 30s, 15m, 12h or 7d, found \"later\"",
+                "profiler.boost.threshold: expected requests per second above 0, found \"-1\"",
+                "profiler.budget: expected a share above 0% and at most 100%, found \"150%\"",
+            ]
+        );
     }
 
     #[test]

@@ -122,6 +122,10 @@ pub struct UpArgs {
     /// sampling rates are lowered, quiet processes first [default: 1%].
     #[arg(long, env = "OXEYE_PROFILE_BUDGET")]
     pub profile_budget: Option<String>,
+    /// How often oxeye's CPU use is measured against the budget [default: 30s]. Shorter
+    /// intervals react to single flushes; tests use it to see the budget act in seconds.
+    #[arg(long, env = "OXEYE_PROFILE_BUDGET_INTERVAL", hide = true)]
+    pub profile_budget_interval: Option<String>,
 }
 
 #[derive(Args)]

@@ -33,9 +33,6 @@ const DRAIN_EVERY: Duration = Duration::from_secs(1);
 const TRACED_FOR: Duration = Duration::from_secs(600);
 /// The kernel's `targets` map holds this many processes; beyond it the most recent win.
 const MAX_FOLLOWED: usize = 1024;
-/// How often oxeye's CPU use is measured against the overhead budget: long enough that a store
-/// flush or a burst of new processes to symbolize is averaged out rather than acted upon.
-const BUDGET_EVERY: Duration = Duration::from_secs(30);
 /// The label of samples taken at the boosted rate (only high traffic boosts).
 pub const HIGH_TRAFFIC: &str = "high_traffic";
 
@@ -119,6 +116,10 @@ pub struct ProfilerConfig {
     pub boost_hz: u32,
     /// The share of the host's CPU oxeye may use (0.01: 1 %).
     pub budget_share: f64,
+    /// How often oxeye's CPU use is measured against the budget (30 s by default: long enough
+    /// that a store flush or a burst of new processes to symbolize is averaged out rather than
+    /// acted upon).
+    pub budget_interval: Duration,
     pub off_cpu: OffCpuMode,
     pub traced: TracedProcesses,
     pub traffic: TrafficMonitor,
@@ -210,6 +211,7 @@ pub fn start(
                 boost_hz: config.boost_hz,
             },
         ),
+        budget_every: config.budget_interval,
         traffic: config.traffic,
         status: config.status,
         run_time_stats,
@@ -275,6 +277,7 @@ impl OffCpu {
 /// High-traffic boosting and the overhead budget.
 struct Controls {
     governor: BudgetGovernor,
+    budget_every: Duration,
     traffic: TrafficMonitor,
     status: server::ProfilerStatus,
     /// Held while the agent runs, so the kernel times the BPF programs.
@@ -355,7 +358,7 @@ fn run(
         let now = Instant::now();
         let plan = controls.traffic.tick(now, SystemTime::now());
         apply_boost(&mut sampler, &plan);
-        if last_budget.is_none_or(|t| now.duration_since(t) >= BUDGET_EVERY) {
+        if last_budget.is_none_or(|t| now.duration_since(t) >= controls.budget_every) {
             last_budget = Some(now);
             let reading = CpuReading {
                 at_ns: now.duration_since(origin).as_nanos() as u64,
@@ -509,7 +512,7 @@ impl Agent {
     }
 
     fn add(&mut self, out: &mut ProfileBatch, r: Record) {
-        let stack = self.symbolizer.symbolize(&RawStack {
+        let (id, stack) = self.symbolizer.symbolize_interned(&RawStack {
             pid: r.pid,
             comm: r.comm,
             user: &r.user.addresses,
@@ -522,7 +525,7 @@ impl Agent {
             .clone()
             .or_else(|| self.span_services.get(&r.pid).cloned())
             .unwrap_or_else(|| r.comm.to_string());
-        let id = stack.id().0;
+        let id = id.0;
         if self.sent_stacks.insert(id) {
             out.stacks
                 .push(stored_stack(&stack, id, r.time_unix_nano, &service));

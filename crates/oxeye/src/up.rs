@@ -99,14 +99,7 @@ pub fn resolve(a: &UpArgs) -> anyhow::Result<Settings> {
     if let Some(v) = a.profile_hz {
         flag(
             "profile-hz",
-            if v <= 1000 {
-                s.profile_hz = v;
-                Ok(())
-            } else {
-                Err(format!(
-                    "expected 0 (off) to 1000 samples per second, found {v}"
-                ))
-            },
+            config::parse_profile_hz(&v.to_string()).map(|x| s.profile_hz = x),
         );
     }
     if let Some(v) = &a.off_cpu {
@@ -130,12 +123,7 @@ pub fn resolve(a: &UpArgs) -> anyhow::Result<Settings> {
     if let Some(v) = a.profile_boost_hz {
         flag(
             "profile-boost-hz",
-            if (1..=1000).contains(&v) {
-                s.profile_boost_hz = v;
-                Ok(())
-            } else {
-                Err(format!("expected 1 to 1000 samples per second, found {v}"))
-            },
+            config::parse_boost_hz(&v.to_string()).map(|x| s.profile_boost_hz = x),
         );
     }
     if let Some(v) = &a.profile_boost_for {
@@ -147,18 +135,27 @@ pub fn resolve(a: &UpArgs) -> anyhow::Result<Settings> {
     if let Some(v) = a.profile_boost_threshold {
         flag(
             "profile-boost-threshold",
-            if v.is_finite() && v > 0.0 {
-                s.profile_boost_threshold = Some(v);
-                Ok(())
-            } else {
-                Err(format!("expected requests per second above 0, found {v}"))
-            },
+            config::parse_boost_threshold(&v.to_string())
+                .map(|x| s.profile_boost_threshold = Some(x)),
         );
     }
     if let Some(v) = &a.profile_budget {
         flag(
             "profile-budget",
             crate::budget::parse_share(v).map(|x| s.profile_budget = x),
+        );
+    }
+    if let Some(v) = &a.profile_budget_interval {
+        flag(
+            "profile-budget-interval",
+            config::parse_duration(v).and_then(|d| {
+                if d >= std::time::Duration::from_millis(100) {
+                    s.profile_budget_interval = d;
+                    Ok(())
+                } else {
+                    Err(format!("expected at least 100ms, found {v:?}"))
+                }
+            }),
         );
     }
     if !problems.is_empty() {
@@ -435,6 +432,7 @@ async fn serve(s: Settings) -> anyhow::Result<()> {
             frequency_hz: s.profile_hz,
             boost_hz: s.profile_boost_hz,
             budget_share: s.profile_budget,
+            budget_interval: s.profile_budget_interval,
             off_cpu: s.off_cpu,
             traced,
             traffic,

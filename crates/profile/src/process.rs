@@ -48,13 +48,25 @@ impl Mapping {
 pub(crate) struct ProcessTable {
     root: PathBuf,
     processes: HashMap<u32, Entry>,
+    next_generation: u64,
 }
 
 struct Entry {
     info: Arc<ProcessInfo>,
+    /// Changes whenever `info` is replaced (another process under the pid, new mappings): what
+    /// was derived from the old one must not be reused.
+    generation: u64,
+    /// Start time of the process (`/proc/<pid>/stat`, clock ticks since boot) at first sight.
+    start_time: Option<u64>,
+    /// Other thread names seen for this same process.
+    thread_names: Vec<String>,
     last_seen: Instant,
     maps_refreshed: Instant,
 }
+
+/// Thread names remembered per process; beyond this a new name costs a `/proc` check per
+/// sample again (threads named by number, say), which is still right, only slower.
+const MAX_THREAD_NAMES: usize = 64;
 
 impl ProcessTable {
     /// `root` is the proc filesystem (`/proc`); tests point it elsewhere.
@@ -62,29 +74,51 @@ impl ProcessTable {
         Self {
             root: root.into(),
             processes: HashMap::new(),
+            next_generation: 1,
         }
     }
 
-    /// The process, read from `/proc` on first sight. A different `comm` than remembered means
-    /// the pid was reused or the process exec'd: read it again.
-    pub(crate) fn observe(&mut self, pid: u32, comm: &str) -> Arc<ProcessInfo> {
+    /// The process, read from `/proc` on first sight, and its generation. `comm` is the name of
+    /// the sampled thread: a name not seen before for this pid is either another thread of the
+    /// same process or a new process under a reused pid (or an exec); the process's start time
+    /// and executable tell which, and only a new process is read again.
+    pub(crate) fn observe(&mut self, pid: u32, comm: &str) -> (Arc<ProcessInfo>, u64) {
         let now = Instant::now();
-        if let Some(entry) = self.processes.get_mut(&pid)
-            && (entry.info.comm == comm || comm.is_empty())
-        {
-            entry.last_seen = now;
-            return entry.info.clone();
+        let dir = self.root.join(pid.to_string());
+        if let Some(entry) = self.processes.get_mut(&pid) {
+            let known = comm.is_empty()
+                || entry.info.comm == comm
+                || entry.thread_names.iter().any(|n| n == comm);
+            let same_process = known || {
+                let same = entry.start_time.is_some()
+                    && read_start_time(&dir) == entry.start_time
+                    && std::fs::read_link(dir.join("exe")).ok() == entry.info.exe;
+                if same && entry.thread_names.len() < MAX_THREAD_NAMES {
+                    entry.thread_names.push(comm.to_string());
+                }
+                same
+            };
+            if same_process {
+                entry.last_seen = now;
+                return (entry.info.clone(), entry.generation);
+            }
         }
+        let start_time = read_start_time(&dir);
         let info = Arc::new(read_process(&self.root, pid, comm));
+        let generation = self.next_generation;
+        self.next_generation += 1;
         self.processes.insert(
             pid,
             Entry {
                 info: info.clone(),
+                generation,
+                start_time,
+                thread_names: Vec::new(),
                 last_seen: now,
                 maps_refreshed: now,
             },
         );
-        info
+        (info, generation)
     }
 
     /// Re-reads the mappings of a live process (a library was loaded after first sight), at most
@@ -99,7 +133,16 @@ impl ProcessTable {
         let mut info = (*entry.info).clone();
         info.mappings = mappings.into();
         entry.info = Arc::new(info);
+        entry.generation = self.next_generation;
+        self.next_generation += 1;
         Some(entry.info.clone())
+    }
+
+    /// Whether `generation` is still what is known of `pid`.
+    pub(crate) fn is_current(&self, pid: u32, generation: u64) -> bool {
+        self.processes
+            .get(&pid)
+            .is_some_and(|e| e.generation == generation)
     }
 
     /// Forgets processes not seen for `idle`.
@@ -130,6 +173,15 @@ fn read_process(root: &Path, pid: u32, comm: &str) -> ProcessInfo {
         gone_at_first_sight: mappings.is_none(),
         mappings: mappings.unwrap_or_default().into(),
     }
+}
+
+/// Field 22 of `/proc/<pid>/stat`: when the process started, in clock ticks since boot. With
+/// the pid it identifies a process.
+fn read_start_time(dir: &Path) -> Option<u64> {
+    let stat = std::fs::read_to_string(dir.join("stat")).ok()?;
+    // After the parenthesised command name (which may hold spaces) come fields 3, 4, …
+    let rest = stat.rsplit_once(')')?.1;
+    rest.split_ascii_whitespace().nth(19)?.parse().ok()
 }
 
 fn split_nul(raw: &[u8]) -> Vec<String> {
@@ -232,6 +284,42 @@ mod tests {
         assert!(!parsed[1].is_file());
         assert_eq!(parsed[2].path, "[vdso]");
         assert_eq!(parsed[3].path, "/opt/my app/lib.so");
+    }
+
+    fn fake_process(root: &Path, pid: u32, start_time: u64) {
+        let dir = root.join(pid.to_string());
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(
+            dir.join("stat"),
+            format!("{pid} (my app) S 1 1 1 0 -1 0 0 0 0 0 0 0 0 0 20 0 4 0 {start_time} 0 0"),
+        )
+        .unwrap();
+        std::fs::write(
+            dir.join("maps"),
+            "55d0a1a01000-55d0a1a05000 r-xp 00001000 fd:01 1234 /usr/bin/app\n",
+        )
+        .unwrap();
+    }
+
+    #[test]
+    fn other_threads_of_a_process_are_the_same_process_and_a_reused_pid_is_not() {
+        let root = tempfile::tempdir().unwrap();
+        fake_process(root.path(), 42, 1000);
+        assert_eq!(read_start_time(&root.path().join("42")), Some(1000));
+        let mut table = ProcessTable::new(root.path());
+        let (first, generation) = table.observe(42, "app");
+        assert_eq!(first.comm, "app");
+        // A worker thread with its own name: same process, nothing re-read.
+        let (worker, same) = table.observe(42, "app-worker");
+        assert_eq!((worker.comm.as_str(), same), ("app", generation));
+        assert!(Arc::ptr_eq(&first, &worker));
+        assert_eq!(table.observe(42, "app-worker").1, generation);
+        // The pid now belongs to a process that started later.
+        fake_process(root.path(), 42, 2000);
+        let (other, newer) = table.observe(42, "other");
+        assert_eq!(other.comm, "other");
+        assert_ne!(newer, generation);
+        assert!(table.is_current(42, newer) && !table.is_current(42, generation));
     }
 
     #[test]

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use blazesym::symbolize::source::{Elf, Kernel, Source};
 use blazesym::symbolize::{Input, Sym, Symbolized};
 
-use crate::frame::{Frame, FrameKind, Stack};
+use crate::frame::{Frame, FrameKind, Stack, StackId};
 use crate::perf_map::PerfMap;
 use crate::process::{Mapping, ProcessInfo, ProcessTable};
 
@@ -75,6 +75,8 @@ pub struct Symbolizer {
     user: HashMap<(FileKey, u64), Arc<[Frame]>>,
     kernel: HashMap<u64, Arc<[Frame]>>,
     perf_maps: HashMap<u32, Option<PerfMap>>,
+    /// Whole stacks by their addresses, so a stack seen before costs one hash of its addresses.
+    raw_stacks: RawStackCache,
     stats: SymbolizerStats,
 }
 
@@ -125,6 +127,7 @@ impl Symbolizer {
             user: HashMap::new(),
             kernel: HashMap::new(),
             perf_maps: HashMap::new(),
+            raw_stacks: RawStackCache::default(),
             stats: SymbolizerStats::default(),
         }
     }
@@ -132,18 +135,66 @@ impl Symbolizer {
     /// The process's metadata, captured from `/proc` the first time its pid is seen. Call it as
     /// soon as a sample arrives so short-lived processes are caught before they exit.
     pub fn observe_process(&mut self, pid: u32, comm: &str) -> Arc<ProcessInfo> {
+        self.observe_generation(pid, comm).0
+    }
+
+    fn observe_generation(&mut self, pid: u32, comm: &str) -> (Arc<ProcessInfo>, u64) {
         let before = self.processes.len();
-        let info = self.processes.observe(pid, comm);
+        let seen = self.processes.observe(pid, comm);
         if self.processes.len() > before {
             self.stats.processes += 1;
         }
-        info
+        seen
     }
 
-    /// Drops processes whose samples stopped `idle` ago, and their perf maps.
+    /// Drops processes whose samples stopped `idle` ago, their perf maps and their stacks.
     pub fn forget_idle_processes(&mut self, idle: std::time::Duration) {
         self.processes.forget_idle(idle);
         self.perf_maps.clear();
+        let processes = &self.processes;
+        self.raw_stacks
+            .retain(|pid, generation| generation == 0 || processes.is_current(pid, generation));
+    }
+
+    /// Like [`Symbolizer::symbolize`], with the stack's id, for callers that see the same
+    /// stacks again and again (a sampler does): a stack whose addresses were symbolized before
+    /// in the same process (same pid, same mappings) is not symbolized again, and the result is
+    /// shared. Stacks with JIT or unmapped addresses are symbolized every time, since a perf map
+    /// or the process's mappings may say more later.
+    pub fn symbolize_interned(&mut self, raw: &RawStack<'_>) -> (StackId, Arc<Stack>) {
+        // Kernel-only stacks do not depend on the process.
+        let (pid, generation) = if raw.user.is_empty() {
+            (0, 0)
+        } else {
+            (raw.pid, self.observe_generation(raw.pid, raw.comm).1)
+        };
+        let key = RawKey {
+            pid,
+            generation,
+            cut_short: raw.user_cut_short,
+            kernel: raw.kernel,
+            user: raw.user,
+        };
+        let hash = key.hash();
+        if let Some(hit) = self.raw_stacks.get(hash, &key) {
+            self.stats.user_addresses += raw.user.len() as u64;
+            self.stats.kernel_addresses += raw.kernel.len() as u64;
+            return hit;
+        }
+        let (stack, stable) = self.symbolize_stack(raw);
+        let id = stack.id();
+        let stack = Arc::new(stack);
+        // Mappings re-read while symbolizing make a new generation: key under that one.
+        let generation = if raw.user.is_empty() {
+            0
+        } else {
+            self.observe_generation(raw.pid, raw.comm).1
+        };
+        if stable {
+            self.raw_stacks
+                .insert(RawKey { generation, ..key }, (id, stack.clone()));
+        }
+        (id, stack)
     }
 
     pub fn stats(&self) -> SymbolizerStats {
@@ -153,6 +204,13 @@ impl Symbolizer {
     /// Symbolizes a stack: kernel frames then user frames, leaf first, and decides whether it
     /// reaches its root.
     pub fn symbolize(&mut self, raw: &RawStack<'_>) -> Stack {
+        self.symbolize_stack(raw).0
+    }
+
+    /// The stack, and whether the same addresses in the same process would give it again (no
+    /// JIT frame, no address outside the known mappings).
+    fn symbolize_stack(&mut self, raw: &RawStack<'_>) -> (Stack, bool) {
+        let mut stable = true;
         let mut frames = Vec::with_capacity(raw.kernel.len() + raw.user.len());
         for (depth, &address) in raw.kernel.iter().enumerate() {
             frames.extend(
@@ -167,15 +225,17 @@ impl Symbolizer {
             let mut outermost = None;
             for (depth, &address) in raw.user.iter().enumerate() {
                 let resolved = self.user_frames(&process, return_address_adjusted(address, depth));
+                stable &= resolved.stable;
                 frames.extend(resolved.frames.iter().cloned());
                 outermost = Some(resolved);
             }
             reaches_root = outermost.is_some_and(|o| o.is_root(raw.user.len()));
         }
-        Stack {
+        let stack = Stack {
             frames,
             truncated: raw.user_cut_short || !reaches_root,
-        }
+        };
+        (stack, stable)
     }
 
     fn kernel_frames(&mut self, address: u64) -> Arc<[Frame]> {
@@ -264,13 +324,19 @@ impl Symbolizer {
             .and_then(|m| m.as_ref())
             .and_then(|m| m.find(address))
         {
-            Some(name) => Resolved::named(Frame::new(FrameKind::Jit, name, "[jit]")),
+            Some(name) => Resolved {
+                stable: false,
+                ..Resolved::named(Frame::new(FrameKind::Jit, name, "[jit]"))
+            },
             None => {
                 self.stats.unmapped += 1;
-                Resolved::unsymbolized(
-                    Frame::new(FrameKind::User, "[unknown]", "[unknown]"),
-                    "[unknown]",
-                )
+                Resolved {
+                    stable: false,
+                    ..Resolved::unsymbolized(
+                        Frame::new(FrameKind::User, "[unknown]", "[unknown]"),
+                        "[unknown]",
+                    )
+                }
             }
         }
     }
@@ -321,6 +387,129 @@ impl Symbolizer {
         });
         self.files.insert(identity, file.clone());
         file
+    }
+}
+
+/// A sampled stack's identity before symbolization: the process (pid and the generation of
+/// what is known of it) and the addresses.
+#[derive(Clone, Copy)]
+struct RawKey<'a> {
+    pid: u32,
+    generation: u64,
+    cut_short: bool,
+    kernel: &'a [u64],
+    user: &'a [u64],
+}
+
+impl RawKey<'_> {
+    /// FxHash-style mixing: the addresses are already well spread, and this runs per sample.
+    fn hash(&self) -> u64 {
+        const K: u64 = 0x517c_c1b7_2722_0a95;
+        let mut h = 0u64;
+        let mut add = |x: u64| h = (h.rotate_left(5) ^ x).wrapping_mul(K);
+        add(u64::from(self.pid) | (u64::from(self.cut_short) << 32));
+        add(self.generation);
+        add(self.kernel.len() as u64);
+        for &a in self.kernel.iter().chain(self.user) {
+            add(a);
+        }
+        h
+    }
+}
+
+struct CachedStack {
+    pid: u32,
+    generation: u64,
+    cut_short: bool,
+    kernel_len: usize,
+    /// Kernel addresses, then user addresses.
+    addresses: Box<[u64]>,
+    id: StackId,
+    stack: Arc<Stack>,
+}
+
+impl CachedStack {
+    fn matches(&self, key: &RawKey<'_>) -> bool {
+        self.pid == key.pid
+            && self.generation == key.generation
+            && self.cut_short == key.cut_short
+            && self.kernel_len == key.kernel.len()
+            && self.addresses[..self.kernel_len] == *key.kernel
+            && self.addresses[self.kernel_len..] == *key.user
+    }
+}
+
+/// Stacks symbolized before, by the hash of their [`RawKey`] (entries with equal hashes share
+/// a bucket and are told apart by their addresses). Cleared when it holds
+/// [`RawStackCache::MAX_STACKS`], so memory stays bounded whatever the host runs.
+#[derive(Default)]
+struct RawStackCache {
+    buckets: HashMap<u64, Vec<CachedStack>, std::hash::BuildHasherDefault<PassThrough>>,
+    len: usize,
+}
+
+impl RawStackCache {
+    const MAX_STACKS: usize = 1 << 17;
+
+    fn get(&self, hash: u64, key: &RawKey<'_>) -> Option<(StackId, Arc<Stack>)> {
+        self.buckets
+            .get(&hash)?
+            .iter()
+            .find(|c| c.matches(key))
+            .map(|c| (c.id, c.stack.clone()))
+    }
+
+    fn insert(&mut self, key: RawKey<'_>, (id, stack): (StackId, Arc<Stack>)) {
+        if self.len >= Self::MAX_STACKS {
+            self.buckets.clear();
+            self.len = 0;
+        }
+        let hash = key.hash();
+        let bucket = self.buckets.entry(hash).or_default();
+        if bucket.iter().any(|c| c.matches(&key)) {
+            return;
+        }
+        bucket.push(CachedStack {
+            pid: key.pid,
+            generation: key.generation,
+            cut_short: key.cut_short,
+            kernel_len: key.kernel.len(),
+            addresses: key.kernel.iter().chain(key.user).copied().collect(),
+            id,
+            stack,
+        });
+        self.len += 1;
+    }
+
+    /// Keeps the stacks for which `keep(pid, generation)` holds.
+    fn retain(&mut self, mut keep: impl FnMut(u32, u64) -> bool) {
+        let mut len = 0;
+        self.buckets.retain(|_, bucket| {
+            bucket.retain(|c| keep(c.pid, c.generation));
+            len += bucket.len();
+            !bucket.is_empty()
+        });
+        self.len = len;
+    }
+}
+
+/// The keys are hashes already.
+#[derive(Default)]
+struct PassThrough(u64);
+
+impl std::hash::Hasher for PassThrough {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0 << 8) | u64::from(b);
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
     }
 }
 
@@ -384,6 +573,8 @@ struct Resolved {
     frames: Arc<[Frame]>,
     module: Arc<str>,
     symbolized: bool,
+    /// The same address in the same process resolves the same way later (not JIT, not unmapped).
+    stable: bool,
 }
 
 impl Resolved {
@@ -393,6 +584,7 @@ impl Resolved {
             frames,
             module: Arc::from(module),
             symbolized,
+            stable: true,
         }
     }
 
@@ -402,6 +594,7 @@ impl Resolved {
             frames: Arc::from(vec![frame]),
             module,
             symbolized: true,
+            stable: true,
         }
     }
 
@@ -410,6 +603,7 @@ impl Resolved {
             frames: Arc::from(vec![frame]),
             module: Arc::from(module),
             symbolized: false,
+            stable: true,
         }
     }
 

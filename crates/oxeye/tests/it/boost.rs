@@ -11,9 +11,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde_json::{Value, json};
 
-const HOT: &str = "oxeye_boost_test_hot";
+pub(crate) const HOT: &str = "oxeye_boost_test_hot";
 
-fn ebpf_ready() -> bool {
+pub(crate) fn ebpf_ready() -> bool {
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } == 0 {
         return true;
@@ -27,7 +27,7 @@ fn ebpf_ready() -> bool {
 }
 
 /// A process burning CPU in [`HOT`] forever, with frame pointers so the stack is whole.
-fn burner() -> PathBuf {
+pub(crate) fn burner() -> PathBuf {
     let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("boost-test");
     std::fs::create_dir_all(&dir).expect("create the burner directory");
     let src = dir.join("burn.c");
@@ -54,7 +54,7 @@ fn burner() -> PathBuf {
     bin
 }
 
-struct Killed(Child);
+pub(crate) struct Killed(pub(crate) Child);
 
 impl Drop for Killed {
     fn drop(&mut self) {
@@ -64,7 +64,7 @@ impl Drop for Killed {
 }
 
 /// One HTTP/1.1 request; the status and the body.
-fn http(addr: &str, method: &str, path: &str, body: Option<&Value>) -> (u16, Value) {
+pub(crate) fn http(addr: &str, method: &str, path: &str, body: Option<&Value>) -> (u16, Value) {
     let mut s = TcpStream::connect(addr).expect("connect");
     s.set_read_timeout(Some(Duration::from_secs(60))).ok();
     let payload = body.map(|b| b.to_string()).unwrap_or_default();
@@ -140,7 +140,7 @@ fn spans(service: &str, pid: u32, n: usize, extra: Vec<Value>) -> Value {
     }] })
 }
 
-fn sql(api: &str, q: &str) -> Vec<Vec<Value>> {
+pub(crate) fn sql(api: &str, q: &str) -> Vec<Vec<Value>> {
     let (status, body) = http(api, "POST", "/api/v1/query", Some(&json!({ "sql": q })));
     assert_eq!(status, 200, "{q}: {body}");
     body["rows"]
@@ -152,7 +152,7 @@ fn sql(api: &str, q: &str) -> Vec<Vec<Value>> {
         .collect()
 }
 
-fn as_f64(v: &Value) -> f64 {
+pub(crate) fn as_f64(v: &Value) -> f64 {
     v.as_f64()
         .or_else(|| v.as_str().and_then(|s| s.parse().ok()))
         .unwrap_or(0.0)

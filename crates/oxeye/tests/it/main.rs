@@ -1,5 +1,6 @@
 mod bench;
 mod boost;
+mod budget;
 mod cli;
 mod otlp_profiles;
 mod tidy;

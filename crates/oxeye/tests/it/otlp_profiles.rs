@@ -291,7 +291,7 @@ fn the_profiler_benchmark_writes_its_figures() {
             "--work",
             "2000",
             "--repeats",
-            "1",
+            "2",
             "--samples",
             "2000",
             "--agent-seconds",
@@ -311,7 +311,7 @@ fn the_profiler_benchmark_writes_its_figures() {
     assert_eq!(
         stdout
             .lines()
-            .filter(|l| l.starts_with("profiler: slowdown oxeye 19 Hz"))
+            .filter(|l| l.starts_with("profiler: slowdown (median of 2 rounds"))
             .count(),
         1,
         "{stdout}"
@@ -324,8 +324,21 @@ fn the_profiler_benchmark_writes_its_figures() {
         assert!(o.get(k).is_some(), "{k} missing: {v}");
         if !o[k].is_null() {
             assert!(o[k]["slowdown_pct"].is_f64(), "{v}");
+            // Every round's run is kept, and the spread brackets the median.
+            assert_eq!(o[k]["runs_s"].as_array().map(Vec::len), Some(2), "{v}");
+            let (lo, mid, hi) = (
+                o[k]["paired_min_pct"].as_f64().unwrap(),
+                o[k]["slowdown_pct"].as_f64().unwrap(),
+                o[k]["paired_max_pct"].as_f64().unwrap(),
+            );
+            assert!(lo <= mid && mid <= hi, "{k}: {v}");
+            // Each tool's own CPU during the runs is measured.
+            assert!(o[k]["cpu_cost_pct"].is_f64(), "{k}: {v}");
         }
     }
+    // One run alone before the first profiled run and one after each.
+    assert_eq!(o["alone_runs_s"].as_array().map(Vec::len), Some(7), "{v}");
+    assert!(o["alone_spread_pct"].as_f64().unwrap() >= 0.0, "{v}");
     assert!(
         o["perf_99hz"].is_object(),
         "perf is installed with the test dependencies: {v}"
@@ -333,6 +346,8 @@ fn the_profiler_benchmark_writes_its_figures() {
     let p = &v["processing"];
     assert!(p["samples"].as_u64().unwrap() > 0, "{v}");
     assert!(p["oxeye_samples_per_s"].as_f64().unwrap() > 0.0, "{v}");
+    assert!(p["distinct_raw_stacks"].as_u64().unwrap() >= 1, "{v}");
+    assert!(p["oxeye_capture_bytes"].as_u64().unwrap() > 0, "{v}");
     // Both tools name the workload's hot loop as the hottest leaf.
     assert_eq!(p["oxeye_hottest_leaf"], "bench_leaf", "{v}");
     if !p["perf_hottest_leaf"].is_null() {

@@ -79,3 +79,45 @@ fn kernel_addresses_resolve_through_kallsyms() {
     // A kernel-only stack (a kernel thread) is whole.
     assert!(!stack.truncated);
 }
+
+#[test]
+fn a_stack_seen_again_is_shared_not_symbolized_again() {
+    let mut symbolizer = Symbolizer::new();
+    let pid = std::process::id();
+    let user = [marker_address()];
+    let raw = RawStack {
+        pid,
+        comm: "it",
+        user: &user,
+        user_cut_short: false,
+        kernel: &[],
+    };
+    let (id, stack) = symbolizer.symbolize_interned(&raw);
+    assert_eq!(id, stack.id());
+    assert_eq!(*stack, symbolizer.symbolize(&raw));
+    let (again_id, again) = symbolizer.symbolize_interned(&raw);
+    assert_eq!(again_id, id);
+    assert!(
+        std::sync::Arc::ptr_eq(&stack, &again),
+        "served from the cache"
+    );
+    // Marked cut short by the sampler, the same addresses are a truncated stack (this one is
+    // anyway: one frame that is not a thread's start).
+    let (_, cut) = symbolizer.symbolize_interned(&RawStack {
+        user_cut_short: true,
+        ..raw
+    });
+    assert!(cut.truncated);
+
+    // An address in no mapping may be explained later (a library loaded, a perf map written):
+    // it is symbolized each time.
+    let unmapped = [0x10];
+    let raw = RawStack {
+        user: &unmapped,
+        ..raw
+    };
+    let (_, first) = symbolizer.symbolize_interned(&raw);
+    let (_, second) = symbolizer.symbolize_interned(&raw);
+    assert_eq!(&*first.frames[0].function, "[unknown]");
+    assert!(!std::sync::Arc::ptr_eq(&first, &second));
+}
