@@ -136,6 +136,9 @@ pub struct OffCpuProfiler {
     reader: RecordReader<RawEvent>,
     stacks: StackMaps,
     skel: LoadedSkel<OffCpuSkel<'static>>,
+    /// The switch-out time (`CLOCK_MONOTONIC`) of the thread switched out longest, as the last
+    /// drain found the threads still off CPU.
+    oldest_blocked_ktime: Option<u64>,
 }
 
 impl OffCpuProfiler {
@@ -188,6 +191,7 @@ impl OffCpuProfiler {
             reader,
             stacks: StackMaps::new(),
             skel,
+            oldest_blocked_ktime: None,
         })
     }
 
@@ -233,7 +237,8 @@ impl OffCpuProfiler {
         // Before reading the ring buffer: a thread that wakes after this scan was in it, and one
         // that woke before has its event in the ring buffer already (the BPF side deletes the
         // entry only after committing the event). So no stack is dropped that is still needed.
-        let blocked = self.stacks_of_blocked_threads()?;
+        let (blocked, oldest) = self.blocked_threads()?;
+        self.oldest_blocked_ktime = oldest;
         let raw = self.reader.drain()?;
         let maps: [&dyn MapCore; 2] = [&self.skel.maps.stacks_0, &self.skel.maps.stacks_1];
         let mut events = Vec::with_capacity(raw.len());
@@ -264,9 +269,20 @@ impl OffCpuProfiler {
         Ok(events)
     }
 
-    /// The stacks that threads switched out right now will name when they wake.
-    fn stacks_of_blocked_threads(&self) -> Result<HashSet<StackKey>> {
+    /// When the thread switched out longest went off CPU (`CLOCK_MONOTONIC` ns), as found at the
+    /// start of the last [`Self::drain`]; `None` when no followed thread was off CPU. Its event,
+    /// stamped with that time, comes when it wakes: events stamped earlier than this are all in
+    /// that drain or before it. Threads that exited while switched out stay in the kernel's map
+    /// (LRU) until evicted, so this may be older than any block still to come.
+    pub fn oldest_block_start(&self) -> Option<u64> {
+        self.oldest_blocked_ktime
+    }
+
+    /// The stacks that threads switched out right now will name when they wake, and the oldest
+    /// switch-out time among them.
+    fn blocked_threads(&self) -> Result<(HashSet<StackKey>, Option<u64>)> {
         let mut keys = HashSet::new();
+        let mut oldest: Option<u64> = None;
         let entries = self
             .skel
             .maps
@@ -280,6 +296,8 @@ impl OffCpuProfiler {
             if value.len() < SWITCHED_OUT_SIZE {
                 continue;
             }
+            let since = u64_at(&value, 0);
+            oldest = Some(oldest.map_or(since, |o| o.min(since)));
             let generation = u32_at(&value, 24);
             for id in [i32_at(&value, 16), i32_at(&value, 20)] {
                 if id >= 0 {
@@ -287,7 +305,7 @@ impl OffCpuProfiler {
                 }
             }
         }
-        Ok(keys)
+        Ok((keys, oldest))
     }
 
     /// Stack copies held for threads still blocked.

@@ -2,15 +2,23 @@
 //! (`ProfilesService/Export`), gzip'd by default, with the configured headers.
 //!
 //! The store is the exporter's durable queue: every interval it reads the samples of the next
-//! window of time (up to a few seconds ago, so the profiler's last drain has landed), sends them
-//! and only then advances a cursor kept in `<data>/export/<name>.cursor`. A failed send is retried
-//! with doubling delays (1 s up to 30 s) until it succeeds, so an outage delays data but loses
-//! none that retention still holds, and a restart resumes where the last acknowledged send ended.
+//! window of time, sends them and only then advances a cursor kept in `<data>/export/<name>.cursor`.
+//! A failed send is retried with doubling delays (1 s up to 30 s) until it succeeds, so an outage
+//! delays data but loses none that retention still holds, and a restart resumes where the last
+//! acknowledged send ended.
+//!
+//! The cursor never passes a time for which samples may still arrive: with the profiler running,
+//! windows end at its watermark ([`StoredUpTo`]: every sample it took before that time is stored),
+//! however far the store lags behind a busy host, and never later than [`SETTLE`] ago. With the
+//! profiler off, this host's samples are those OTLP receivers stored under its `host.name`; their
+//! times are the senders', so windows end [`SETTLE`] ago and a sample that arrives stamped before
+//! the cursor is not exported. The same holds for such received samples when the profiler runs.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use model::otlp_profiles::profiles_to_otlp;
+use opentelemetry_proto::tonic::collector::profiles::v1development::ExportProfilesServiceRequest;
 use opentelemetry_proto::tonic::collector::profiles::v1development::profiles_service_client::ProfilesServiceClient;
 use store::Store;
 use store::profiles::ProfileFilter;
@@ -18,6 +26,9 @@ use store::read::TimeRange;
 use tokio::sync::watch;
 use tonic::codec::CompressionEncoding;
 use tonic::metadata::{MetadataKey, MetadataValue};
+use tonic::transport::Channel;
+
+use crate::profiler::StoredUpTo;
 
 /// `exporters: otlp…:` in the config file.
 #[derive(Clone, Debug, PartialEq)]
@@ -31,8 +42,8 @@ pub struct OtlpExporterConfig {
     pub interval: Duration,
 }
 
-/// Samples newer than this are left for the next round: the profiler drains about once a
-/// second and the write path takes a moment more.
+/// Samples newer than this are left for the next round, whatever the profiler's watermark says:
+/// it keeps requests from being cut into slivers, and gives received samples a moment to land.
 const SETTLE: Duration = Duration::from_secs(3);
 /// At most this much time goes into one request.
 const MAX_WINDOW: Duration = Duration::from_secs(60);
@@ -83,13 +94,140 @@ pub fn endpoint_uri(endpoint: &str) -> Result<String, String> {
     Ok(uri)
 }
 
+/// The end of what may be read now: [`SETTLE`] ago, and with the profiler running no later than
+/// its watermark, so samples still on their way to the store are read in a later round.
+fn readable_until(now_ns: i64, stored: Option<&StoredUpTo>) -> i64 {
+    let settled = now_ns - SETTLE.as_nanos() as i64;
+    match stored {
+        Some(s) => settled.min(i64::try_from(s.get()).unwrap_or(i64::MAX)),
+        None => settled,
+    }
+}
+
+/// Where requests go.
+trait Destination {
+    /// Delivers one request, retrying as long as it takes; `false` when the exporter is to stop
+    /// before it went through.
+    fn deliver(
+        &mut self,
+        req: ExportProfilesServiceRequest,
+        samples: usize,
+    ) -> impl Future<Output = bool> + Send;
+}
+
+/// An OTLP/gRPC `ProfilesService`.
+struct Grpc {
+    name: String,
+    client: ProfilesServiceClient<Channel>,
+    headers: Vec<(
+        MetadataKey<tonic::metadata::Ascii>,
+        MetadataValue<tonic::metadata::Ascii>,
+    )>,
+    stop: watch::Receiver<bool>,
+}
+
+impl Destination for Grpc {
+    async fn deliver(&mut self, req: ExportProfilesServiceRequest, samples: usize) -> bool {
+        let mut delay = Duration::from_secs(1);
+        loop {
+            let mut r = tonic::Request::new(req.clone());
+            for (k, v) in &self.headers {
+                r.metadata_mut().insert(k.clone(), v.clone());
+            }
+            match self.client.export(r).await {
+                Ok(resp) => {
+                    if let Some(p) = resp.into_inner().partial_success
+                        && p.rejected_profiles > 0
+                    {
+                        tracing::warn!(exporter = %self.name, rejected = p.rejected_profiles, reason = %p.error_message, "endpoint rejected profiles");
+                    }
+                    tracing::debug!(exporter = %self.name, samples, "profiles exported");
+                    return true;
+                }
+                // Bad data is not retried: it would never pass.
+                Err(status) if status.code() == tonic::Code::InvalidArgument => {
+                    tracing::warn!(exporter = %self.name, %status, "endpoint refused the profiles; skipping them");
+                    return true;
+                }
+                Err(status) => {
+                    tracing::warn!(exporter = %self.name, %status, retry_in = ?delay, "export failed");
+                    tokio::select! {
+                        _ = tokio::time::sleep(delay) => {}
+                        _ = self.stop.wait_for(|v| *v) => return false,
+                    }
+                    delay = (delay * 2).min(Duration::from_secs(30));
+                }
+            }
+        }
+    }
+}
+
+/// The samples already sent: everything before `at`.
+struct Cursor {
+    at: i64,
+    path: PathBuf,
+}
+
+impl Cursor {
+    fn moved_to(&mut self, ns: i64, exporter: &str) {
+        self.at = ns;
+        if let Err(e) = write_cursor(&self.path, ns) {
+            tracing::warn!(exporter, error = %e, path = %self.path.display(), "cannot save the export cursor");
+        }
+    }
+}
+
+/// Sends every sample of `filter` from the cursor up to `until`, window by window, moving the
+/// cursor after each delivered window; `Ok(false)` when stopped on the way.
+async fn catch_up(
+    store: &Store,
+    filter: &ProfileFilter,
+    cursor: &mut Cursor,
+    until: i64,
+    to: &mut impl Destination,
+    exporter: &str,
+) -> anyhow::Result<bool> {
+    while cursor.at < until {
+        let mut range = TimeRange {
+            start_ns: cursor.at,
+            end_ns: until.min(cursor.at + MAX_WINDOW.as_nanos() as i64),
+        };
+        let mut batch = store.profile_batch(filter, range, MAX_SAMPLES).await?;
+        if batch.samples.len() >= MAX_SAMPLES {
+            // Cut before the last timestamp read: rows sharing it may not all be here.
+            let last = batch.samples.last().map_or(0, |s| s.time_unix_nano as i64);
+            if last > cursor.at {
+                range.end_ns = last;
+                batch.samples.retain(|s| (s.time_unix_nano as i64) < last);
+            }
+        }
+        if !batch.samples.is_empty() {
+            let (req, missing) = profiles_to_otlp(&batch);
+            if missing > 0 {
+                tracing::warn!(
+                    exporter,
+                    missing,
+                    "samples without a stored stack were not exported"
+                );
+            }
+            if !to.deliver(req, batch.samples.len()).await {
+                return Ok(false);
+            }
+        }
+        cursor.moved_to(range.end_ns, exporter);
+    }
+    Ok(true)
+}
+
 /// Runs until `stop` turns true. Never returns an error: a broken endpoint is retried and logged.
+/// `stored` is the profiler's watermark, `None` when the profiler is off.
 pub async fn run(
     cfg: OtlpExporterConfig,
     store: Store,
     host: String,
     data_dir: PathBuf,
     started_ns: i64,
+    stored: Option<StoredUpTo>,
     mut stop: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
     let uri = endpoint_uri(&cfg.endpoint).map_err(|e| anyhow::anyhow!(e))?;
@@ -111,69 +249,25 @@ pub async fn run(
     }
     let path = cursor_path(&data_dir, &cfg.name);
     // A first start sends what arrived since this process started, not the whole history.
-    let mut cursor = read_cursor(&path).unwrap_or(started_ns);
+    let mut cursor = Cursor {
+        at: read_cursor(&path).unwrap_or(started_ns),
+        path,
+    };
     let filter = ProfileFilter {
         host: Some(host),
         ..ProfileFilter::default()
     };
+    let mut to = Grpc {
+        name: cfg.name.clone(),
+        client,
+        headers,
+        stop: stop.clone(),
+    };
     tracing::info!(exporter = %cfg.name, endpoint = %uri, "exporting profiles over OTLP/gRPC");
     loop {
-        let upto = now_ns() - SETTLE.as_nanos() as i64;
-        while cursor < upto {
-            let mut range = TimeRange {
-                start_ns: cursor,
-                end_ns: upto.min(cursor + MAX_WINDOW.as_nanos() as i64),
-            };
-            let mut batch = store.profile_batch(&filter, range, MAX_SAMPLES).await?;
-            if batch.samples.len() >= MAX_SAMPLES {
-                // Cut before the last timestamp read: rows sharing it may not all be here.
-                let last = batch.samples.last().map_or(0, |s| s.time_unix_nano as i64);
-                if last > cursor {
-                    range.end_ns = last;
-                    batch.samples.retain(|s| (s.time_unix_nano as i64) < last);
-                }
-            }
-            if !batch.samples.is_empty() {
-                let (req, missing) = profiles_to_otlp(&batch);
-                if missing > 0 {
-                    tracing::warn!(exporter = %cfg.name, missing, "samples without a stored stack were not exported");
-                }
-                let mut delay = Duration::from_secs(1);
-                loop {
-                    let mut r = tonic::Request::new(req.clone());
-                    for (k, v) in &headers {
-                        r.metadata_mut().insert(k.clone(), v.clone());
-                    }
-                    match client.export(r).await {
-                        Ok(resp) => {
-                            if let Some(p) = resp.into_inner().partial_success
-                                && p.rejected_profiles > 0
-                            {
-                                tracing::warn!(exporter = %cfg.name, rejected = p.rejected_profiles, reason = %p.error_message, "endpoint rejected profiles");
-                            }
-                            tracing::debug!(exporter = %cfg.name, samples = batch.samples.len(), "profiles exported");
-                            break;
-                        }
-                        // Bad data is not retried: it would never pass.
-                        Err(status) if status.code() == tonic::Code::InvalidArgument => {
-                            tracing::warn!(exporter = %cfg.name, %status, "endpoint refused the profiles; skipping them");
-                            break;
-                        }
-                        Err(status) => {
-                            tracing::warn!(exporter = %cfg.name, %status, retry_in = ?delay, "export failed");
-                            tokio::select! {
-                                _ = tokio::time::sleep(delay) => {}
-                                _ = stop.wait_for(|v| *v) => return Ok(()),
-                            }
-                            delay = (delay * 2).min(Duration::from_secs(30));
-                        }
-                    }
-                }
-            }
-            cursor = range.end_ns;
-            if let Err(e) = write_cursor(&path, cursor) {
-                tracing::warn!(exporter = %cfg.name, error = %e, path = %path.display(), "cannot save the export cursor");
-            }
+        let until = readable_until(now_ns(), stored.as_ref());
+        if !catch_up(&store, &filter, &mut cursor, until, &mut to, &cfg.name).await? {
+            return Ok(());
         }
         tokio::select! {
             _ = tokio::time::sleep(cfg.interval) => {}
@@ -198,6 +292,120 @@ mod tests {
                 .unwrap_err()
                 .contains("https is not supported")
         );
+    }
+
+    /// Collects what would have been sent.
+    #[derive(Default)]
+    struct Collect(Vec<u64>);
+
+    impl Destination for Collect {
+        async fn deliver(&mut self, req: ExportProfilesServiceRequest, _samples: usize) -> bool {
+            for rp in &req.resource_profiles {
+                for sp in &rp.scope_profiles {
+                    for p in &sp.profiles {
+                        for s in &p.samples {
+                            self.0.extend(s.timestamps_unix_nano.iter().copied());
+                        }
+                    }
+                }
+            }
+            true
+        }
+    }
+
+    fn sample(time: i64, host: &str) -> model::ProfileBatch {
+        model::ProfileBatch {
+            samples: vec![model::ProfileSample {
+                time_unix_nano: time as u64,
+                service_name: "shop".into(),
+                host_name: host.into(),
+                pid: 7,
+                tid: 7,
+                comm: "shop".into(),
+                kind: model::ProfileKind::Cpu,
+                stack_id: 1,
+                value_nanos: 10_000_000,
+                label: String::new(),
+            }],
+            stacks: vec![model::ProfileStack {
+                stack_id: 1,
+                first_seen_unix_nano: time as u64,
+                service_name: "shop".into(),
+                frames: vec!["main".into(), "work".into()],
+                modules: vec!["shop".into(), "shop".into()],
+                truncated: false,
+            }],
+        }
+    }
+
+    #[test]
+    fn without_the_profiler_windows_end_settle_ago() {
+        let now = 100_000_000_000;
+        let settled = now - SETTLE.as_nanos() as i64;
+        assert_eq!(readable_until(now, None), settled);
+        let stored = StoredUpTo::new(settled as u64 + 1);
+        assert_eq!(readable_until(now, Some(&stored)), settled);
+    }
+
+    /// On a busy host the profiler's writes land seconds after the samples were taken: a sample
+    /// stored late, but after the watermark passed it, is exported in a later round.
+    #[tokio::test]
+    async fn a_sample_stored_late_is_still_exported_and_the_cursor_waits_for_the_watermark() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(
+            &dir.path().join("data"),
+            store::StoreConfig {
+                retention_age: None,
+                ..store::StoreConfig::default()
+            },
+        )
+        .unwrap();
+        let sec = 1_000_000_000i64;
+        let t0 = now_ns() - 60 * sec;
+        store
+            .write(&model::Batch::Profiles(sample(t0 + sec, "here")))
+            .await
+            .unwrap();
+        store
+            .write(&model::Batch::Profiles(sample(t0 + sec, "elsewhere")))
+            .await
+            .unwrap();
+        // The profiler has stored everything before t0 + 2 s; a sample it took at t0 + 3 s is
+        // still on its way.
+        let stored = StoredUpTo::new((t0 + 2 * sec) as u64);
+        let filter = ProfileFilter {
+            host: Some("here".into()),
+            ..ProfileFilter::default()
+        };
+        let mut cursor = Cursor {
+            at: t0,
+            path: cursor_path(dir.path(), "otlp"),
+        };
+        let mut to = Collect::default();
+        let until = readable_until(now_ns(), Some(&stored));
+        assert!(
+            catch_up(&store, &filter, &mut cursor, until, &mut to, "otlp")
+                .await
+                .unwrap()
+        );
+        assert_eq!(to.0, vec![(t0 + sec) as u64], "this host's sample only");
+        assert_eq!(cursor.at, t0 + 2 * sec, "the cursor stops at the watermark");
+        assert_eq!(read_cursor(&cursor.path), Some(t0 + 2 * sec));
+
+        store
+            .write(&model::Batch::Profiles(sample(t0 + 3 * sec, "here")))
+            .await
+            .unwrap();
+        stored.advance((t0 + 4 * sec) as u64);
+        let until = readable_until(now_ns(), Some(&stored));
+        assert!(
+            catch_up(&store, &filter, &mut cursor, until, &mut to, "otlp")
+                .await
+                .unwrap()
+        );
+        assert_eq!(to.0, vec![(t0 + sec) as u64, (t0 + 3 * sec) as u64]);
+        assert_eq!(cursor.at, t0 + 4 * sec);
+        store.close().await;
     }
 
     #[test]

@@ -11,9 +11,9 @@
 //! rates, quiet processes first, when oxeye costs more than its share of the host's CPU.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use ebpf::{
     CpuSample, CpuSampler, CpuSamplerConfig, OffCpuConfig, OffCpuEvent, OffCpuProfiler,
@@ -35,6 +35,75 @@ const TRACED_FOR: Duration = Duration::from_secs(600);
 const MAX_FOLLOWED: usize = 1024;
 /// The label of samples taken at the boosted rate (only high traffic boosts).
 pub const HIGH_TRAFFIC: &str = "high_traffic";
+/// Taken off a drain's start time before it becomes the watermark: a sample stamped just before
+/// the drain may still be between the BPF program's clock read and its ring-buffer commit (a few
+/// microseconds), and each conversion to Unix time reads the clocks' offset afresh.
+const WATERMARK_MARGIN: Duration = Duration::from_millis(10);
+/// The longest an off-CPU block still under way holds the watermark back. A block is stored at
+/// the time it began, once the thread wakes: one that lasts longer (an idle thread, or one that
+/// exited while switched out and lingers in the kernel's map) is stored behind the watermark and
+/// counted as late rather than stalling the exporter.
+const OFF_CPU_HOLD: Duration = Duration::from_secs(30);
+
+fn unix_now_ns() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64)
+}
+
+/// The profiler's watermark: every sample it took before this time (Unix nanoseconds) is in the
+/// store, or was refused and never will be. It only grows. It starts at the profiler's start, so
+/// after a restart it vouches for nothing before it: samples of the previous run are stored or
+/// lost by then. The `otlp` exporter reads no further than this.
+#[derive(Clone, Debug)]
+pub struct StoredUpTo(Arc<AtomicU64>);
+
+impl StoredUpTo {
+    pub fn new(unix_ns: u64) -> Self {
+        Self(Arc::new(AtomicU64::new(unix_ns)))
+    }
+
+    pub fn get(&self) -> u64 {
+        self.0.load(Ordering::Acquire)
+    }
+
+    pub fn advance(&self, unix_ns: u64) {
+        self.0.fetch_max(unix_ns, Ordering::AcqRel);
+    }
+}
+
+/// Raises `stored` to each drain's promise once that drain's write, and every earlier one, has
+/// resolved (the store acknowledges after its fsync). A refused or failed write raises it too:
+/// those samples will never be stored, and waiting for them would stall the exporter for good.
+fn publish_watermarks(
+    stored: StoredUpTo,
+) -> tokio::sync::mpsc::UnboundedSender<(u64, Option<pipeline::Ack>)> {
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(u64, Option<pipeline::Ack>)>();
+    tokio::spawn(async move {
+        while let Some((complete, ack)) = rx.recv().await {
+            if let Some(ack) = ack
+                && let Err(e) = ack.wait().await
+            {
+                tracing::warn!(error = %e, "profiler: samples were not stored");
+            }
+            stored.advance(complete);
+        }
+    });
+    tx
+}
+
+/// What one drain vouches for: samples stamped before the drain started (less the margin) were
+/// in the ring buffers it read, and so were off-CPU blocks that began before the oldest one still
+/// under way (`oldest_block_unix_ns`), which is waited for at most [`OFF_CPU_HOLD`].
+fn drain_complete_before(drain_started_unix_ns: u64, oldest_block_unix_ns: Option<u64>) -> u64 {
+    let margin = WATERMARK_MARGIN.as_nanos() as u64;
+    let mut complete = drain_started_unix_ns.saturating_sub(margin);
+    if let Some(since) = oldest_block_unix_ns {
+        let floor = complete.saturating_sub(OFF_CPU_HOLD.as_nanos() as u64);
+        complete = complete.min(since.saturating_sub(margin).max(floor));
+    }
+    complete
+}
 
 /// Which processes the off-CPU profiler follows.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -128,7 +197,15 @@ pub struct ProfilerConfig {
 
 pub struct ProfilerHandle {
     stop: Arc<AtomicBool>,
+    stored: StoredUpTo,
     thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl ProfilerHandle {
+    /// The watermark of this host's samples: what the `otlp` exporter may read up to.
+    pub fn stored_up_to(&self) -> StoredUpTo {
+        self.stored.clone()
+    }
 }
 
 impl Drop for ProfilerHandle {
@@ -149,6 +226,8 @@ pub fn start(
     host_name: String,
 ) -> Result<(ProfilerHandle, String), String> {
     ebpf::check_prerequisites().map_err(|e| e.to_string())?;
+    // No sample of this run is older than this.
+    let stored = StoredUpTo::new(unix_now_ns());
     let sampler = CpuSampler::start(CpuSamplerConfig {
         frequency_hz: config.frequency_hz,
         boost_frequency_hz: config.boost_hz,
@@ -218,6 +297,7 @@ pub fn start(
     };
     let stop = Arc::new(AtomicBool::new(false));
     let runtime = tokio::runtime::Handle::current();
+    let watermarks = publish_watermarks(stored.clone());
     let thread = std::thread::Builder::new()
         .name("oxeye-profiler".into())
         .spawn({
@@ -225,7 +305,7 @@ pub fn start(
             move || {
                 let _guard = runtime.enter();
                 run(
-                    sampler, off_cpu, traced, controls, pipeline, host_name, &stop,
+                    sampler, off_cpu, traced, controls, pipeline, host_name, watermarks, &stop,
                 );
             }
         })
@@ -233,6 +313,7 @@ pub fn start(
     Ok((
         ProfilerHandle {
             stop,
+            stored,
             thread: Some(thread),
         },
         summary,
@@ -333,6 +414,7 @@ fn bpf_ns(sampler: &CpuSampler, off_cpu: Option<&OffCpu>) -> u64 {
     stats.iter().map(|s| s.run_time_ns).sum()
 }
 
+#[allow(clippy::too_many_arguments)]
 fn run(
     mut sampler: CpuSampler,
     mut off_cpu: Option<OffCpu>,
@@ -340,6 +422,7 @@ fn run(
     mut controls: Controls,
     pipeline: Pipeline,
     host_name: String,
+    watermarks: tokio::sync::mpsc::UnboundedSender<(u64, Option<pipeline::Ack>)>,
     stop: &AtomicBool,
 ) {
     let mut agent = Agent {
@@ -349,6 +432,9 @@ fn run(
         span_services: HashMap::new(),
     };
     let mut refused = 0u64;
+    // The highest watermark handed to `watermarks`, and the samples stored behind it anyway.
+    let mut promised = 0u64;
+    let mut late = 0u64;
     let mut last_cleanup = Instant::now();
     let mut off_cpu_events = 0u64;
     let origin = Instant::now();
@@ -387,8 +473,10 @@ fn run(
             "boosted": boosted,
             "traffic": controls.traffic.status(),
             "samples_refused": refused,
+            "samples_late_for_export": late,
         }));
         agent.span_services = plan.services;
+        let drain_started = unix_now_ns();
         let samples = sampler.drain().unwrap_or_else(|e| {
             tracing::warn!(error = %e, "profiler: cannot read samples");
             Vec::new()
@@ -412,21 +500,43 @@ fn run(
             None => Vec::new(),
         };
         off_cpu_events += blocks.len() as u64;
-        if samples.is_empty() && blocks.is_empty() {
-            continue;
-        }
-        let mut batch = agent.batch(&samples);
-        agent.add_blocks(&mut batch, &blocks);
-        let rows = batch.samples.len() as u64;
-        let bytes = batch.samples.len() * 128 + batch.stacks.len() * 1024;
-        if pipeline
-            .submit(Batch::Profiles(batch), bytes, Origin::default())
-            .is_err()
-        {
-            // The store is pushing back: profiles are the first thing to give way.
-            refused += rows;
-            tracing::warn!(refused, "profiler: the pipeline is full, samples dropped");
-        }
+        let oldest_block = off_cpu
+            .as_ref()
+            .and_then(|o| o.profiler.oldest_block_start())
+            .map(ebpf::unix_nanos_from_monotonic);
+        let complete = drain_complete_before(drain_started, oldest_block);
+        let ack = if samples.is_empty() && blocks.is_empty() {
+            None
+        } else {
+            let mut batch = agent.batch(&samples);
+            agent.add_blocks(&mut batch, &blocks);
+            let behind = batch
+                .samples
+                .iter()
+                .filter(|s| s.time_unix_nano < promised)
+                .count() as u64;
+            if behind > 0 {
+                late += behind;
+                tracing::debug!(
+                    late,
+                    "profiler: samples stored behind the export watermark (long off-CPU blocks)"
+                );
+            }
+            let rows = batch.samples.len() as u64;
+            let bytes = batch.samples.len() * 128 + batch.stacks.len() * 1024;
+            match pipeline.submit(Batch::Profiles(batch), bytes, Origin::default()) {
+                Ok(ack) => Some(ack),
+                Err(_) => {
+                    // The store is pushing back: profiles are the first thing to give way.
+                    refused += rows;
+                    tracing::warn!(refused, "profiler: the pipeline is full, samples dropped");
+                    None
+                }
+            }
+        };
+        // In drain order, so a drain's promise waits for the writes of the drains before it.
+        promised = promised.max(complete);
+        let _ = watermarks.send((complete, ack));
         if last_cleanup.elapsed() > Duration::from_secs(60) {
             tracing::debug!(
                 off_cpu_events,
@@ -606,6 +716,81 @@ mod tests {
         let window = later.duration_since(t0) - Duration::from_millis(1);
         assert_eq!(traced.recent(later, window, 10), vec![30]);
         assert_eq!(traced.recent(later, TRACED_FOR, 10), vec![30], "forgotten");
+    }
+
+    #[test]
+    fn a_drain_vouches_for_its_start_unless_a_block_under_way_began_earlier() {
+        let sec = 1_000_000_000u64;
+        let margin = WATERMARK_MARGIN.as_nanos() as u64;
+        let hold = OFF_CPU_HOLD.as_nanos() as u64;
+        let t = 1_000 * sec;
+        assert_eq!(drain_complete_before(t, None), t - margin);
+        // A thread off CPU since t - 5 s reports a block stamped t - 5 s when it wakes.
+        assert_eq!(
+            drain_complete_before(t, Some(t - 5 * sec)),
+            t - 5 * sec - margin
+        );
+        assert_eq!(drain_complete_before(t, Some(t + sec)), t - margin);
+        // One blocked for longer than the hold no longer holds the watermark back.
+        assert_eq!(
+            drain_complete_before(t, Some(t - 10 * hold)),
+            t - margin - hold
+        );
+    }
+
+    #[test]
+    fn the_watermark_only_grows() {
+        let w = StoredUpTo::new(10);
+        w.advance(5);
+        assert_eq!(w.get(), 10);
+        w.clone().advance(20);
+        assert_eq!(w.get(), 20);
+    }
+
+    /// A drain's promise is kept only once its write and every earlier one resolved.
+    #[tokio::test]
+    async fn watermarks_follow_the_writes_in_drain_order() {
+        struct Gate(Arc<tokio::sync::Notify>);
+        impl pipeline::DurableSink for Gate {
+            fn write(
+                &self,
+                _: Batch,
+            ) -> std::pin::Pin<
+                Box<dyn std::future::Future<Output = Result<(), pipeline::SinkError>> + Send + '_>,
+            > {
+                Box::pin(async move {
+                    self.0.notified().await;
+                    Ok(())
+                })
+            }
+        }
+        let gate = Arc::new(tokio::sync::Notify::new());
+        let p = Pipeline::new(Gate(gate.clone()), pipeline::Enricher::disabled(), 1 << 20);
+        let stored = StoredUpTo::new(1);
+        let tx = publish_watermarks(stored.clone());
+        let write = || {
+            p.submit(
+                Batch::Profiles(ProfileBatch::default()),
+                1,
+                Origin::default(),
+            )
+            .unwrap()
+        };
+        tx.send((100, Some(write()))).unwrap();
+        // An empty drain after a pending write vouches for nothing until that write lands.
+        tx.send((200, None)).unwrap();
+        for _ in 0..20 {
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(stored.get(), 1, "the write has not resolved");
+        gate.notify_one();
+        for _ in 0..200 {
+            if stored.get() == 200 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        assert_eq!(stored.get(), 200);
     }
 
     #[test]

@@ -411,20 +411,6 @@ async fn serve(s: Settings) -> anyhow::Result<()> {
                 .map_err(|e| anyhow!("otlp http: {e}"))
         });
     }
-    let mut export_lines = Vec::new();
-    for cfg in s.otlp_exporters.iter().cloned() {
-        export_lines.push(format!(
-            "\n  export      profiles → {} ({})",
-            cfg.endpoint, cfg.name
-        ));
-        let (st, h, d, rx) = (
-            store.clone(),
-            host.clone(),
-            data_dir.clone(),
-            stop_rx_for_export.clone(),
-        );
-        tasks.spawn(crate::otlp_export::run(cfg, st, h, d, started_ns, rx));
-    }
     let (profiler, profiler_line) = if s.profile_hz == 0 {
         (None, "off (--profile-hz 0)".to_string())
     } else {
@@ -438,7 +424,7 @@ async fn serve(s: Settings) -> anyhow::Result<()> {
             traffic,
             status: profiler_status,
         };
-        match crate::profiler::start(config, pipeline.clone(), host) {
+        match crate::profiler::start(config, pipeline.clone(), host.clone()) {
             Ok((h, summary)) => (Some(h), summary),
             Err(e) => {
                 tracing::warn!(reason = %e, "CPU profiling is off");
@@ -446,6 +432,32 @@ async fn serve(s: Settings) -> anyhow::Result<()> {
             }
         }
     };
+    // After the profiler starts: the exporter reads no further than its watermark.
+    let stored_up_to = profiler
+        .as_ref()
+        .map(crate::profiler::ProfilerHandle::stored_up_to);
+    let mut export_lines = Vec::new();
+    for cfg in s.otlp_exporters.iter().cloned() {
+        export_lines.push(format!(
+            "\n  export      profiles → {} ({})",
+            cfg.endpoint, cfg.name
+        ));
+        let (st, h, d, rx) = (
+            store.clone(),
+            host.clone(),
+            data_dir.clone(),
+            stop_rx_for_export.clone(),
+        );
+        tasks.spawn(crate::otlp_export::run(
+            cfg,
+            st,
+            h,
+            d,
+            started_ns,
+            stored_up_to.clone(),
+            rx,
+        ));
+    }
     let insights_line = if s.insight_interval.is_zero() {
         "off (--insight-interval 0)".to_string()
     } else {
