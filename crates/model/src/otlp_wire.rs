@@ -108,6 +108,13 @@ fn fields(buf: &[u8]) -> Fields<'_> {
 
 impl<'a> Fields<'a> {
     fn varint(&mut self) -> Result<u64, WireError> {
+        // Tags, lengths of short strings and small enums: one byte.
+        if let Some(&b) = self.buf.get(self.pos)
+            && b < 0x80
+        {
+            self.pos += 1;
+            return Ok(u64::from(b));
+        }
         let mut v = 0u64;
         for shift in (0..64).step_by(7) {
             let Some(&b) = self.buf.get(self.pos) else {

@@ -492,6 +492,7 @@ impl InsightsJob {
                     score: r.score,
                     expected: format!("{}..{}", v(r.expected_low), v(r.expected_high)),
                     seen: v(r.peak_value),
+                    departure: None,
                 };
                 let id = format!("{}-insight-{}-{}", self.config.host, r.id, r.severity);
                 out.push(self.alert(
@@ -592,6 +593,7 @@ impl InsightsJob {
                     score: c.confidence,
                     expected: format!("below {}", round_sig(limit)),
                     seen: format!("{} now, limit in {}", round_sig(last.1), human_ms(in_ms)),
+                    departure: None,
                 };
                 let severity = if level == SaturationLevel::Critical {
                     Severity::High

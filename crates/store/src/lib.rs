@@ -279,20 +279,26 @@ impl Store {
 
     /// Stores `batch`; resolves once it is on disk (fsynced in the WAL).
     pub async fn write(&self, batch: &Batch) -> Result<usize, StoreError> {
-        self.write_tables(encode::encode(batch)?).await
+        let raw = match batch {
+            Batch::RawSpans(raw) => Some(raw),
+            _ => None,
+        };
+        self.write_tables(encode::encode(batch)?, raw).await
     }
 
-    /// Stores rows already encoded for their tables; resolves once they are in the WAL.
+    /// Stores rows already encoded for their tables; resolves once they are in the WAL. When
+    /// they came from `raw`, the request itself is logged instead of the rows.
     pub(crate) async fn write_tables(
         &self,
         tables: Vec<(Table, RecordBatch)>,
+        raw: Option<&model::otlp_wire::RawSpans>,
     ) -> Result<usize, StoreError> {
         let writer = self.writer.as_ref().ok_or(StoreError::ReadOnly)?;
         let mut frames = Vec::new();
         let mut rows = 0;
         for (t, b) in &tables {
             rows += b.num_rows();
-            if let Batch::RawSpans(raw) = batch {
+            if let Some(raw) = raw {
                 // The request itself is the log record: smaller than its rows, and already encoded.
                 wal::encode_raw_frame(&mut frames, raw);
             } else {
