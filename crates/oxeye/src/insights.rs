@@ -539,12 +539,7 @@ impl InsightsJob {
             };
             let limit = utilization_limit(&m.unit);
             for series in m.series {
-                let points: Vec<(i64, f64)> = series
-                    .points
-                    .iter()
-                    .filter_map(|p| Some((p["t"].as_f64()? as i64, p["value"].as_f64()?)))
-                    .filter(|(_, v)| v.is_finite())
-                    .collect();
+                let points: Vec<(i64, f64)> = series.finite_points();
                 let Some(last) = points.last().copied() else {
                     continue;
                 };

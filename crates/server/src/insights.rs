@@ -494,12 +494,7 @@ pub async fn forecast_series(
             }
         },
     };
-    let points: Vec<(i64, f64)> = series
-        .points
-        .iter()
-        .filter_map(|p| Some((p["t"].as_f64()? as i64, p["value"].as_f64()?)))
-        .filter(|(_, v)| v.is_finite())
-        .collect();
+    let points: Vec<(i64, f64)> = series.finite_points();
     let regular = RegularSeries::from_points(&points).ok_or_else(|| {
         bad(format!(
             "metric {name:?}: too few points to forecast ({})",
@@ -581,12 +576,7 @@ pub async fn saturation(
                 break;
             }
             checked += 1;
-            let points: Vec<(i64, f64)> = series
-                .points
-                .iter()
-                .filter_map(|p| Some((p["t"].as_f64()? as i64, p["value"].as_f64()?)))
-                .filter(|(_, v)| v.is_finite())
-                .collect();
+            let points: Vec<(i64, f64)> = series.finite_points();
             let Some(last) = points.last().copied() else {
                 continue;
             };

@@ -169,6 +169,17 @@ pub struct Series {
     pub points: Vec<Value>,
 }
 
+impl Series {
+    /// The points as (time in ms, value), leaving out those without a finite number.
+    pub fn finite_points(&self) -> Vec<(i64, f64)> {
+        self.points
+            .iter()
+            .filter_map(|p| Some((p["t"].as_f64()? as i64, p["value"].as_f64()?)))
+            .filter(|(_, v)| v.is_finite())
+            .collect()
+    }
+}
+
 #[derive(Debug, Serialize)]
 pub struct MetricSeries {
     pub name: String,

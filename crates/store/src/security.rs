@@ -536,7 +536,8 @@ impl Store {
             }
         }
         let version = RecordBatch::try_new(schema, arrays)?;
-        self.write_tables(vec![(Table::Alerts, version)], None).await?;
+        self.write_tables(vec![(Table::Alerts, version)], None)
+            .await?;
         self.security_alert(id).await
     }
 
