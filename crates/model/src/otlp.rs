@@ -49,7 +49,7 @@ fn scope(s: Option<InstrumentationScope>, schema_url: String) -> Arc<Scope> {
 
 /// An id that must be exactly `N` bytes; `Ok(None)` when empty and `optional`. A required id of
 /// all zeros is invalid (the OTLP spec reserves it).
-fn id<const N: usize>(
+pub(crate) fn id<const N: usize>(
     bytes: &[u8],
     optional: bool,
     what: &dyn Fn() -> String,

@@ -263,29 +263,13 @@ fn owned(attrs: AttrsView<'_>) -> Attrs {
         .collect()
 }
 
-/// An id that must be `N` bytes and not all zeros (`optional`: or empty).
+/// [`crate::otlp`]'s id check, with its error as a [`WireError`].
 fn id<const N: usize>(
     bytes: &[u8],
     optional: bool,
     what: &dyn Fn() -> String,
 ) -> Result<Option<[u8; N]>, WireError> {
-    if bytes.is_empty() && optional {
-        return Ok(None);
-    }
-    let Ok(id) = <[u8; N]>::try_from(bytes) else {
-        return Err(WireError::Invalid(InvalidData(format!(
-            "{}: expected {N} bytes, found {}",
-            what(),
-            bytes.len()
-        ))));
-    };
-    if !optional && id.iter().all(|b| *b == 0) {
-        return Err(WireError::Invalid(InvalidData(format!(
-            "{}: must not be all zeros",
-            what()
-        ))));
-    }
-    Ok(Some(id))
+    crate::otlp::id(bytes, optional, what).map_err(WireError::Invalid)
 }
 
 /// A span event; its attributes are `SpanView::event_attributes[attributes]`.
@@ -625,7 +609,6 @@ pub fn scan_traces(bytes: Bytes) -> Result<RawSpans, WireError> {
         }
         ri += 1;
     }
-    drop(view);
     Ok(RawSpans {
         bytes,
         groups,

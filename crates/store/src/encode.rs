@@ -167,7 +167,7 @@ fn spans(groups: &[Group<Span>]) -> Result<RecordBatch, ArrowError> {
 }
 
 /// Spans read straight from their OTLP request into columns (validated when received).
-fn raw_spans(raw: &RawSpans) -> Result<RecordBatch, ArrowError> {
+pub(crate) fn raw_spans(raw: &RawSpans) -> Result<RecordBatch, ArrowError> {
     let n = raw.len();
     let mut size = SpanSizes::default();
     for g in &raw.groups {

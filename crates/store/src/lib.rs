@@ -294,19 +294,19 @@ impl Store {
         raw: Option<&model::otlp_wire::RawSpans>,
     ) -> Result<usize, StoreError> {
         let writer = self.writer.as_ref().ok_or(StoreError::ReadOnly)?;
-        let mut frames = Vec::new();
-        let mut rows = 0;
-        for (t, b) in &tables {
-            rows += b.num_rows();
-            if let Some(raw) = raw {
-                // The request itself is the log record: smaller than its rows, and already encoded.
-                wal::encode_raw_frame(&mut frames, raw);
-            } else {
-                wal::encode_frame(&mut frames, *t, b)?;
-            }
-        }
+        let rows: usize = tables.iter().map(|(_, b)| b.num_rows()).sum();
         if rows == 0 {
             return Ok(0);
+        }
+        let mut frames = Vec::new();
+        match raw {
+            // The request itself is the log record: smaller than its rows, and already encoded.
+            Some(raw) => wal::encode_raw_frame(&mut frames, raw),
+            None => {
+                for (t, b) in &tables {
+                    wal::encode_frame(&mut frames, *t, b)?;
+                }
+            }
         }
         let (tx, rx) = oneshot::channel();
         writer.send(writer::Msg::Write {

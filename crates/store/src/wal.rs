@@ -18,8 +18,8 @@ use datafusion::arrow::ipc::writer::StreamWriter;
 use std::sync::Arc;
 
 use bytes::Bytes;
+use model::Resource;
 use model::otlp_wire::{RawSpans, scan_traces};
-use model::{Batch, Resource};
 
 use crate::encode;
 use crate::table::Table;
@@ -133,11 +133,7 @@ fn decode_raw_frame(payload: &[u8]) -> Option<RecordBatch> {
     for (g, r) in raw.groups.iter_mut().zip(resources) {
         g.resource = Arc::new(r);
     }
-    encode::encode(&Batch::RawSpans(raw))
-        .ok()?
-        .into_iter()
-        .next()
-        .map(|(_, b)| b)
+    encode::raw_spans(&raw).ok()
 }
 
 /// What replaying one segment found.
@@ -239,6 +235,7 @@ pub fn sync_dir(dir: &Path) -> io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use model::Batch;
     use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
     use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value::Value};
     use opentelemetry_proto::tonic::resource::v1::Resource as OtlpResource;
