@@ -3,24 +3,10 @@
 
 use std::process::Command;
 
-/// The sensor benchmark needs root (eBPF, auditd); it skips only when not root, and never when
-/// `OXEYE_REQUIRE_EBPF=1`.
-fn root(test: &str) -> bool {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } == 0 {
-        return true;
-    }
-    assert!(
-        std::env::var("OXEYE_REQUIRE_EBPF").as_deref() != Ok("1"),
-        "{test}: OXEYE_REQUIRE_EBPF=1 but not running as root"
-    );
-    eprintln!("{test}: skipped: needs root");
-    false
-}
-
 #[test]
 fn the_sensor_benchmark_compares_the_storms_alone_under_oxeye_and_under_auditd() {
-    if !root("the_sensor_benchmark_compares_the_storms_alone_under_oxeye_and_under_auditd") {
+    // Needs root (eBPF, auditd); never skipped with OXEYE_REQUIRE_EBPF=1.
+    if !crate::boost::ebpf_ready() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -68,7 +54,7 @@ fn the_sensor_benchmark_compares_the_storms_alone_under_oxeye_and_under_auditd()
 
 #[test]
 fn the_sensor_rate_benchmark_finds_every_driven_event_in_the_store() {
-    if !root("the_sensor_rate_benchmark_finds_every_driven_event_in_the_store") {
+    if !crate::boost::ebpf_ready() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();

@@ -13,6 +13,8 @@ use serde_json::{Value, json};
 
 pub(crate) const HOT: &str = "oxeye_boost_test_hot";
 
+/// Whether the eBPF tests can run: root. Skips only when not root, and never when
+/// `OXEYE_REQUIRE_EBPF=1`.
 pub(crate) fn ebpf_ready() -> bool {
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } == 0 {
@@ -22,7 +24,7 @@ pub(crate) fn ebpf_ready() -> bool {
         std::env::var("OXEYE_REQUIRE_EBPF").as_deref() != Ok("1"),
         "OXEYE_REQUIRE_EBPF=1 but not running as root"
     );
-    eprintln!("skipped: profiling needs root");
+    eprintln!("skipped: needs root (eBPF)");
     false
 }
 
