@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use libbpf_cargo::SkeletonBuilder;
 
-const PROGRAMS: &[&str] = &["cpu_sampler", "off_cpu", "security"];
+const PROGRAMS: &[&str] = &["cpu_sampler", "off_cpu", "security", "syscall_floor"];
 
 fn main() {
     let manifest = PathBuf::from(std::env::var_os("CARGO_MANIFEST_DIR").expect("set by cargo"));

@@ -2,7 +2,7 @@
 //! attached, and read back as plain records (samples, events, stacks as addresses, counters).
 //! Interpreting them — symbols, aggregation, formats — is `profile`'s job.
 //!
-//! One module per program (`cpu_sampler`, `off_cpu`, `security`); `loader`, `ring`, `stacks` and
+//! One module per program (`cpu_sampler`, `off_cpu`, `security`, `syscall_floor`); `loader`, `ring`, `stacks` and
 //! `counters` are shared by all of them.
 
 mod counters;
@@ -15,6 +15,7 @@ mod program_stats;
 mod ring;
 mod security;
 mod stacks;
+mod syscall_floor;
 
 mod skel {
     pub(crate) mod cpu_sampler {
@@ -28,6 +29,10 @@ mod skel {
     pub(crate) mod security {
         #![allow(unused_imports)]
         include!(concat!(env!("OUT_DIR"), "/security.skel.rs"));
+    }
+    pub(crate) mod syscall_floor {
+        #![allow(unused_imports)]
+        include!(concat!(env!("OUT_DIR"), "/syscall_floor.skel.rs"));
     }
 }
 
@@ -45,6 +50,7 @@ pub use security::{
     SecuritySensor, SyscallClass, default_watched_prefixes,
 };
 pub use stacks::{MAX_STACK_DEPTH, Stack, StackError, StackStatus};
+pub use syscall_floor::SyscallHookFloor;
 
 /// Converts a BPF timestamp (`bpf_ktime_get_ns`, `CLOCK_MONOTONIC`) to nanoseconds since the
 /// Unix epoch, with the clocks' offset as it is now.

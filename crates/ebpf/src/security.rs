@@ -122,7 +122,16 @@ struct InodeKey {
     dev: u32,
 }
 
+/// Bits in the kernel's filter over the watched inodes (`watched_inode_filter`).
+const INODE_FILTER_BITS: usize = 4096;
+
 impl InodeKey {
+    /// The key's bit in `watched_inode_filter`; the same hash as `inode_bit` in security.bpf.c.
+    fn filter_bit(&self) -> usize {
+        ((self.ino ^ (u64::from(self.dev) << 32)).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 52)
+            as usize
+    }
+
     fn bytes(&self) -> [u8; 16] {
         let mut b = [0u8; 16];
         b[..8].copy_from_slice(&self.ino.to_ne_bytes());
@@ -395,6 +404,9 @@ impl SecuritySensor {
             self.forget_inode(old);
         }
         if let Some(key) = now {
+            // The filter first: a set bit with no key only costs a lookup, a key without its
+            // bit would be missed.
+            self.publish_inode_filter()?;
             self.skel
                 .maps
                 .watched_inodes
@@ -413,6 +425,26 @@ impl SecuritySensor {
             return;
         }
         let _ = self.skel.maps.watched_inodes.delete(&key.bytes());
+        // A stale bit only costs a lookup; rebuilt so that removed keys stop costing one.
+        let _ = self.publish_inode_filter();
+    }
+
+    /// Rebuilds the kernel's filter over the watched inodes from the watched paths.
+    fn publish_inode_filter(&self) -> Result<()> {
+        let mut words = [0u64; INODE_FILTER_BITS / 64];
+        for key in self.watched_paths().values().flatten() {
+            let bit = key.filter_bit();
+            words[bit / 64] |= 1 << (bit % 64);
+        }
+        let bytes: Vec<u8> = words.iter().flat_map(|w| w.to_ne_bytes()).collect();
+        self.skel
+            .maps
+            .watched_inode_filter
+            .update(&0u32.to_ne_bytes(), &bytes, MapFlags::ANY)
+            .map_err(|source| EbpfError::Map {
+                what: "writing the watched-inode filter",
+                source,
+            })
     }
 
     /// Re-checks every watched path's inode at most every few seconds (called from `drain`).

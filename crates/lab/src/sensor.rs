@@ -2,7 +2,8 @@
 //!
 //! Syscall storms (trivial `getpid`, open/read/close of a small file, TCP connect/accept/close to
 //! a local listener) run in a child process, alone, under a fresh `oxeye up` whose security sensor
-//! is on (profiler off), and under auditd watching the same syscalls, in one run. Each storm is
+//! is on (profiler off), under an empty program on the same tracepoint (the floor any
+//! syscall-level hook pays here), and under auditd watching the same syscalls, in one run. Each storm is
 //! timed inside the child (ns per iteration); the figure is the median over rounds. The server's
 //! CPU time and RSS while the storms ran are reported too.
 
@@ -305,6 +306,10 @@ pub struct StormFigures {
     pub alone_ns_per_op: f64,
     pub oxeye_ns_per_op: f64,
     pub oxeye_slowdown_pct: f64,
+    /// Under an empty program on the same tracepoint (sys_exit): what any syscall-level hook
+    /// costs here before it does anything.
+    pub empty_hook_ns_per_op: Option<f64>,
+    pub empty_hook_slowdown_pct: Option<f64>,
     pub auditd_ns_per_op: Option<f64>,
     pub auditd_slowdown_pct: Option<f64>,
 }
@@ -319,6 +324,8 @@ pub struct SensorFigures {
     pub oxeye_cpu_seconds: f64,
     pub oxeye_cpu_pct: f64,
     pub oxeye_peak_rss_mib: f64,
+    /// Why the empty hook could not be attached, when it could not.
+    pub empty_hook_unavailable: Option<String>,
     /// Why auditd was left out, when it was.
     pub auditd_unavailable: Option<String>,
     pub target_slowdown_pct: f64,
@@ -384,6 +391,21 @@ pub fn bench_sensor(exe: &Path, a: SensorArgs) -> Result<SensorFigures, LabError
     }
     result?;
 
+    eprintln!("storms under an empty sys_exit hook (the floor of any syscall-level sensor)…");
+    let mut empty = vec![Vec::new(); Storm::ALL.len()];
+    let empty_hook_unavailable = match ebpf::SyscallHookFloor::attach() {
+        Ok(hook) => {
+            for _ in 0..rounds {
+                for (i, s) in Storm::ALL.iter().enumerate() {
+                    empty[i].push(run_storm(exe, *s, s.ops(a.ops))?);
+                }
+            }
+            drop(hook);
+            None
+        }
+        Err(e) => Some(e.to_string()),
+    };
+
     let mut auditd_unavailable = None;
     if a.no_auditd {
         auditd_unavailable = Some("--no-auditd".into());
@@ -419,12 +441,15 @@ pub fn bench_sensor(exe: &Path, a: SensorArgs) -> Result<SensorFigures, LabError
             let base = median(alone[i].clone());
             let ox = median(oxeye[i].clone());
             let au = (!audit[i].is_empty()).then(|| median(audit[i].clone()));
+            let floor = (!empty[i].is_empty()).then(|| median(empty[i].clone()));
             StormFigures {
                 storm: *s,
                 ops: s.ops(a.ops),
                 alone_ns_per_op: base,
                 oxeye_ns_per_op: ox,
                 oxeye_slowdown_pct: slowdown(ox, base),
+                empty_hook_ns_per_op: floor,
+                empty_hook_slowdown_pct: floor.map(|v| slowdown(v, base)),
                 auditd_ns_per_op: au,
                 auditd_slowdown_pct: au.map(|v| slowdown(v, base)),
             }
@@ -448,6 +473,7 @@ pub fn bench_sensor(exe: &Path, a: SensorArgs) -> Result<SensorFigures, LabError
         oxeye_cpu_seconds: cpu,
         oxeye_cpu_pct: if wall > 0.0 { cpu / wall * 100.0 } else { 0.0 },
         oxeye_peak_rss_mib: peak_rss as f64 / 1048576.0,
+        empty_hook_unavailable,
         auditd_unavailable,
         target_slowdown_pct: target,
         beats_auditd,
@@ -463,15 +489,17 @@ pub fn bench_sensor(exe: &Path, a: SensorArgs) -> Result<SensorFigures, LabError
         .storms
         .iter()
         .map(|s| {
-            let au = match s.auditd_slowdown_pct {
+            let pct = |p: Option<f64>| match p {
                 Some(p) => format!("{p:+.0} %"),
                 None => "n/a".into(),
             };
             format!(
-                "{} {:.0} ns: oxeye {:+.0} %, auditd {au}",
+                "{} {:.0} ns: oxeye {:+.0} % (empty hook {}), auditd {}",
                 s.storm.name(),
                 s.alone_ns_per_op,
-                s.oxeye_slowdown_pct
+                s.oxeye_slowdown_pct,
+                pct(s.empty_hook_slowdown_pct),
+                pct(s.auditd_slowdown_pct)
             )
         })
         .collect();

@@ -38,6 +38,12 @@
 #define NR_FINIT_MODULE 313
 #define NR_OPENAT2 437
 
+/* A syscall's arguments in its saved registers (x86_64: di, si, dx, r10), from a typed pt_regs. */
+#define ARG1(regs) ((regs)->di)
+#define ARG2(regs) ((regs)->si)
+#define ARG3(regs) ((regs)->dx)
+#define ARG4(regs) ((regs)->r10)
+
 #define AF_INET 2
 #define AF_INET6 10
 #define S_IFMT 00170000
@@ -186,6 +192,27 @@ struct {
 	__type(key, struct inode_key);
 	__type(value, __u8);
 } watched_inodes SEC(".maps");
+
+/* A 4096-bit filter over watched_inodes (bit inode_bit() of each key set; userspace sets it
+ * before adding a key and rebuilds it after removing one): most directories on an opened path
+ * are ruled out by one load instead of a hash lookup. */
+#define INODE_FILTER_WORDS 64
+struct inode_filter {
+	__u64 bits[INODE_FILTER_WORDS];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct inode_filter);
+} watched_inode_filter SEC(".maps");
+
+/* Mirrored by security.rs (InodeKey::filter_bit). */
+static __always_inline __u32 inode_bit(__u64 ino, __u32 dev)
+{
+	return ((ino ^ ((__u64)dev << 32)) * 0x9E3779B97F4A7C15ULL) >> 52;
+}
 
 /* A watched file by its directory and name, so that an open of it by a relative path that
  * fails (it opened nothing to check) is caught too: the directory's s_dev and inode number, and
@@ -439,16 +466,17 @@ static __always_inline void count_syscall(struct task_struct *task, long nr)
 	__sync_fetch_and_add(&counts->counts[class & (SYSCALL_CLASSES - 1)], 1);
 }
 
-/* The open file behind a file descriptor of the current task, or NULL. */
+/* The open file behind a file descriptor of the current task, or NULL. Typed loads down to the
+ * fd array, one probe read for the slot. */
 static __always_inline struct file *file_of_fd(struct task_struct *task, long fd)
 {
-	struct fdtable *fdt = BPF_CORE_READ(task, files, fdt);
+	struct fdtable *fdt = bpf_core_cast(task, struct task_struct)->files->fdt;
 	struct file **fds;
 	struct file *file = 0;
 
-	if (fd < 0 || (__u64)fd >= BPF_CORE_READ(fdt, max_fds))
+	if (!fdt || fd < 0 || (__u64)fd >= fdt->max_fds)
 		return 0;
-	fds = BPF_CORE_READ(fdt, fd);
+	fds = fdt->fd;
 	if (bpf_probe_read_kernel(&file, sizeof(file), &fds[fd]))
 		return 0;
 	return file;
@@ -507,16 +535,23 @@ static __always_inline int watched_dentry(struct dentry *start)
 {
 	struct dentry *dentry = bpf_core_cast(start, struct dentry);
 	struct inode_key key = {};
+	__u32 zero = 0;
+	struct inode_filter *filter = bpf_map_lookup_elem(&watched_inode_filter, &zero);
 
+	if (!filter)
+		return 0;
 	for (int i = 0; i < INODE_DEPTH; i++) {
 		struct inode *inode = dentry->d_inode;
 		struct dentry *parent;
+		__u32 bit;
 
 		if (!inode)
 			return 0;
 		key.ino = inode->i_ino;
 		key.dev = inode->i_sb->s_dev;
-		if (bpf_map_lookup_elem(&watched_inodes, &key))
+		bit = inode_bit(key.ino, key.dev);
+		if ((filter->bits[(bit >> 6) & (INODE_FILTER_WORDS - 1)] & (1ULL << (bit & 63))) &&
+		    bpf_map_lookup_elem(&watched_inodes, &key))
 			return 1;
 		parent = dentry->d_parent;
 		if (!parent || parent == dentry)
@@ -682,10 +717,10 @@ static __always_inline void syscall_event(struct task_struct *task, __u32 kind, 
 	event->nr = nr;
 	event->pad = 0;
 	event->ret = ret;
-	event->args[0] = PT_REGS_PARM1_CORE_SYSCALL(regs);
-	event->args[1] = PT_REGS_PARM2_CORE_SYSCALL(regs);
-	event->args[2] = PT_REGS_PARM3_CORE_SYSCALL(regs);
-	event->args[3] = PT_REGS_PARM4_CORE_SYSCALL(regs);
+	event->args[0] = ARG1(regs);
+	event->args[1] = ARG2(regs);
+	event->args[2] = ARG3(regs);
+	event->args[3] = ARG4(regs);
 	__builtin_memset(event->data, 0, sizeof(event->data));
 	if (nr == NR_CAPSET) {
 		/* struct __user_cap_data_struct { effective, permitted, inheritable } */
@@ -716,8 +751,10 @@ static __always_inline int ptrace_request_watched(long request)
 SEC("raw_tp/sys_exit")
 int on_sys_exit(struct bpf_raw_tracepoint_args *ctx)
 {
-	/* TP_PROTO(struct pt_regs *regs, long ret): the arguments are still in regs. */
-	struct pt_regs *regs = (struct pt_regs *)ctx->args[0];
+	/* TP_PROTO(struct pt_regs *regs, long ret): the arguments are still in regs, read with
+	 * typed loads: on this path, run for every syscall, a probe read costs more than the rest
+	 * of the program. */
+	struct pt_regs *regs = bpf_core_cast((void *)ctx->args[0], struct pt_regs);
 	long ret = (long)ctx->args[1];
 	struct task_struct *me = bpf_get_current_task_btf();
 	__u32 tgid = me->tgid;
@@ -726,15 +763,14 @@ int on_sys_exit(struct bpf_raw_tracepoint_args *ctx)
 
 	if (tgid == ignore_tgid || tgid == 0)
 		return 0;
-	/* The same registers as `regs`, but typed: a plain load instead of a probe read. */
-	nr = ((struct pt_regs *)bpf_task_pt_regs(me))->orig_ax;
+	nr = regs->orig_ax;
 	count_syscall(me, nr);
 	switch (nr) {
 	case NR_CONNECT:
 		/* Failed connects are reported too (probes of closed ports), but not EINPROGRESS's
 		 * later outcome: that needs a sock tracepoint. */
 		task = (struct task_struct *)bpf_get_current_task();
-		connection(task, EVENT_CONNECT, (int)PT_REGS_PARM1_CORE_SYSCALL(regs), ret);
+		connection(task, EVENT_CONNECT, (int)ARG1(regs), ret);
 		return 0;
 	case NR_ACCEPT:
 	case NR_ACCEPT4:
@@ -746,25 +782,25 @@ int on_sys_exit(struct bpf_raw_tracepoint_args *ctx)
 	case NR_OPEN:
 	case NR_CREAT:
 		task = (struct task_struct *)bpf_get_current_task();
-		file_open(task, AT_FDCWD, (const char *)PT_REGS_PARM1_CORE_SYSCALL(regs),
+		file_open(task, AT_FDCWD, (const char *)ARG1(regs),
 			  nr == NR_CREAT ? 0x241 /* O_CREAT|O_WRONLY|O_TRUNC */ :
-					   (__u32)PT_REGS_PARM2_CORE_SYSCALL(regs),
+					   (__u32)ARG2(regs),
 			  ret);
 		return 0;
 	case NR_OPENAT:
 		task = (struct task_struct *)bpf_get_current_task();
-		file_open(task, (int)PT_REGS_PARM1_CORE_SYSCALL(regs),
-			  (const char *)PT_REGS_PARM2_CORE_SYSCALL(regs),
-			  (__u32)PT_REGS_PARM3_CORE_SYSCALL(regs), ret);
+		file_open(task, (int)ARG1(regs),
+			  (const char *)ARG2(regs),
+			  (__u32)ARG3(regs), ret);
 		return 0;
 	case NR_OPENAT2: {
 		__u64 how_flags = 0;
 
 		bpf_probe_read_user(&how_flags, sizeof(how_flags),
-				    (const void *)PT_REGS_PARM3_CORE_SYSCALL(regs));
+				    (const void *)ARG3(regs));
 		task = (struct task_struct *)bpf_get_current_task();
-		file_open(task, (int)PT_REGS_PARM1_CORE_SYSCALL(regs),
-			  (const char *)PT_REGS_PARM2_CORE_SYSCALL(regs), (__u32)how_flags, ret);
+		file_open(task, (int)ARG1(regs),
+			  (const char *)ARG2(regs), (__u32)how_flags, ret);
 		return 0;
 	}
 	case NR_SETUID:
@@ -781,7 +817,7 @@ int on_sys_exit(struct bpf_raw_tracepoint_args *ctx)
 		syscall_event(task, EVENT_PRIVILEGE, nr, ret, regs);
 		return 0;
 	case NR_PTRACE:
-		if (!ptrace_request_watched((long)PT_REGS_PARM1_CORE_SYSCALL(regs)))
+		if (!ptrace_request_watched((long)ARG1(regs)))
 			return 0;
 		task = (struct task_struct *)bpf_get_current_task();
 		syscall_event(task, EVENT_PTRACE, nr, ret, regs);
