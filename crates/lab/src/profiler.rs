@@ -85,11 +85,18 @@ pub struct Overhead {
     /// (slowest − fastest) / median of the runs alone, in %: slowdowns smaller than this are
     /// within the noise of the machine.
     pub alone_spread_pct: f64,
+    /// CPU seconds the workload itself used in each run alone.
+    pub alone_cpu_s: Vec<f64>,
+    /// (most − least) / median of those, in %.
+    pub alone_cpu_spread_pct: f64,
     /// `None` when the profiler could not start (not root, no BTF) or the tool is missing.
     pub oxeye_19hz: Option<Slowdown>,
     pub oxeye_99hz: Option<Slowdown>,
     pub perf_99hz: Option<Slowdown>,
     pub target_19hz_pct: f64,
+    /// oxeye at 19 Hz added at most `target_19hz_pct` of CPU (`extra_cpu_pct`), and at 99 Hz no
+    /// more than perf at 99 Hz.
+    pub meets_target: Option<bool>,
 }
 
 #[derive(Debug, Serialize)]
@@ -110,6 +117,14 @@ pub struct Slowdown {
     /// little). Unlike the slowdown it hardly depends on what else the machine runs.
     pub cpu_cost_pct: Option<f64>,
     pub cpu_cost_runs_pct: Vec<f64>,
+    /// The CPU the same work cost in all, against the runs alone around it, in %, median of
+    /// the runs: the workload's own CPU time (which holds what sampling costs inside it: the
+    /// interrupt, the BPF program, colder caches) plus the tool's process. Time the workload
+    /// waited for a CPU or its virtual CPU did not run (steal) is not in it, so, unlike the
+    /// slowdown, it hardly moves with the rest of the machine. The target is checked on it.
+    pub extra_cpu_pct: f64,
+    pub extra_cpu_min_pct: f64,
+    pub extra_cpu_max_pct: f64,
 }
 
 #[derive(Debug, Serialize)]
@@ -214,11 +229,6 @@ fn has(tool: &str) -> bool {
         .stdout(Stdio::null())
         .status()
         .is_ok_and(|s| s.success())
-}
-
-/// Seconds one workload run took by its own clock, optionally wrapped (`perf record … --`).
-fn run_workload(exe: &Path, work: u64, threads: usize, wrap: &[&str]) -> Result<f64, LabError> {
-    run_workload_cpu(exe, work, threads, wrap).map(|(wall, _)| wall)
 }
 
 /// Seconds one workload run took by its own clock and the CPU seconds it used.
@@ -344,20 +354,32 @@ fn bpf_seconds(pid: u32) -> f64 {
     ns as f64 / 1e9
 }
 
-/// One workload run under oxeye: its time, and oxeye's CPU (process + BPF programs) over the
-/// workload's own CPU during it, in %.
+/// One measured run: its time and CPU seconds, the tool's own CPU (process and, for oxeye, BPF
+/// programs) over the workload's, in %, and the tool's process CPU seconds alone.
+struct Measured {
+    wall: f64,
+    cpu: f64,
+    cost_pct: f64,
+    tool_process_cpu: f64,
+}
+
+/// One workload run under oxeye.
 fn run_under_oxeye(
     exe: &Path,
     a: &ProfilerArgs,
     threads: usize,
     server: &Server,
-) -> Result<(f64, f64), LabError> {
+) -> Result<Measured, LabError> {
     let pid = server.pid();
-    let (own0, bpf0, work0) = (cpu_seconds(pid), bpf_seconds(pid), children_cpu_seconds());
-    let secs = run_workload(exe, a.work, threads, &[])?;
-    let (own1, bpf1, work1) = (cpu_seconds(pid), bpf_seconds(pid), children_cpu_seconds());
-    let cost = (own1 - own0 + bpf1 - bpf0) / (work1 - work0).max(1e-9) * 100.0;
-    Ok((secs, cost))
+    let (own0, bpf0) = (cpu_seconds(pid), bpf_seconds(pid));
+    let (wall, cpu) = run_workload_cpu(exe, a.work, threads, &[])?;
+    let (own1, bpf1) = (cpu_seconds(pid), bpf_seconds(pid));
+    Ok(Measured {
+        wall,
+        cpu,
+        cost_pct: (own1 - own0 + bpf1 - bpf0) / cpu.max(1e-9) * 100.0,
+        tool_process_cpu: own1 - own0,
+    })
 }
 
 fn overhead(
@@ -370,15 +392,17 @@ fn overhead(
     let units = (a.work * threads as u64) as f64;
     let rounds = a.repeats.max(1);
     let mut alone: Vec<f64> = Vec::new();
-    // Per configuration: (seconds, slowdown % against the runs alone just before and after it,
-    // oxeye's CPU cost %) of each run.
-    let mut runs: [Vec<(f64, f64, Option<f64>)>; 3] = Default::default();
+    let mut alone_cpu: Vec<f64> = Vec::new();
+    // Per configuration, each run: seconds, slowdown % against the runs alone just before and
+    // after it, the tool's CPU cost %, extra CPU %.
+    let mut runs: [Vec<(f64, f64, f64, f64)>; 3] = Default::default();
     let mut why_not = None;
     let perf_ok = has("perf");
     let perf_data = dir.join("overhead.perf.data");
     let perf_data = perf_data.to_string_lossy().into_owned();
-    let mut before = run_workload(exe, a.work, threads, &[])?;
-    alone.push(before);
+    let mut before = run_workload_cpu(exe, a.work, threads, &[])?;
+    alone.push(before.0);
+    alone_cpu.push(before.1);
     for round in 0..rounds {
         for k in 0..CONFIGS.len() {
             let i = (k + round) % CONFIGS.len();
@@ -389,8 +413,7 @@ fn overhead(
                         Ok(server) => {
                             let r = run_under_oxeye(exe, a, threads, &server);
                             server.stop();
-                            let (secs, cost) = r?;
-                            Some((secs, Some(cost)))
+                            Some(r?)
                         }
                         Err(why) => {
                             why_not = Some(why);
@@ -412,16 +435,24 @@ fn overhead(
                         )?;
                         // perf's own CPU: what it and the workload used, less the workload's.
                         let perf_cpu = children_cpu_seconds() - before - workload_cpu;
-                        Ok::<_, LabError>((secs, Some(perf_cpu / workload_cpu.max(1e-9) * 100.0)))
+                        Ok::<_, LabError>(Measured {
+                            wall: secs,
+                            cpu: workload_cpu,
+                            cost_pct: perf_cpu / workload_cpu.max(1e-9) * 100.0,
+                            tool_process_cpu: perf_cpu,
+                        })
                     })
                     .transpose()?,
             };
             // Alone again right after, so each profiled run sits between two runs alone.
-            let after = run_workload(exe, a.work, threads, &[])?;
-            alone.push(after);
-            if let Some((secs, cost)) = measured {
-                let slowdown = (secs / ((before + after) / 2.0) - 1.0) * 100.0;
-                runs[i].push((secs, slowdown, cost));
+            let after = run_workload_cpu(exe, a.work, threads, &[])?;
+            alone.push(after.0);
+            alone_cpu.push(after.1);
+            if let Some(m) = measured {
+                let slowdown = (m.wall / ((before.0 + after.0) / 2.0) - 1.0) * 100.0;
+                let base_cpu = (before.1 + after.1) / 2.0;
+                let extra = (m.cpu - base_cpu + m.tool_process_cpu) / base_cpu.max(1e-9) * 100.0;
+                runs[i].push((m.wall, slowdown, m.cost_pct, extra));
             }
             before = after;
         }
@@ -431,7 +462,9 @@ fn overhead(
             runs.iter()
                 .map(|r| r
                     .last()
-                    .map_or("-".to_string(), |(_, pct, _)| format!("{pct:+.2} %")))
+                    .map_or("-".to_string(), |(_, pct, _, extra)| format!(
+                        "{pct:+.2} % (CPU {extra:+.2} %)"
+                    )))
                 .collect::<Vec<_>>()
                 .join(" / ")
         );
@@ -442,6 +475,10 @@ fn overhead(
         .iter()
         .fold((f64::MAX, f64::MIN), |(lo, hi), &x| (lo.min(x), hi.max(x)));
     let alone_spread_pct = (hi - lo) / median(alone.clone()) * 100.0;
+    let (clo, chi) = alone_cpu
+        .iter()
+        .fold((f64::MAX, f64::MIN), |(lo, hi), &x| (lo.min(x), hi.max(x)));
+    let alone_cpu_spread_pct = (chi - clo) / median(alone_cpu.clone()) * 100.0;
     let slow = |i: usize| {
         let r = &runs[i];
         if r.is_empty() {
@@ -450,7 +487,9 @@ fn overhead(
         let times: Vec<f64> = r.iter().map(|x| x.0).collect();
         let mut paired: Vec<f64> = r.iter().map(|x| x.1).collect();
         paired.sort_by(f64::total_cmp);
-        let costs: Vec<f64> = r.iter().filter_map(|x| x.2).collect();
+        let costs: Vec<f64> = r.iter().map(|x| x.2).collect();
+        let mut extra: Vec<f64> = r.iter().map(|x| x.3).collect();
+        extra.sort_by(f64::total_cmp);
         Some(Slowdown {
             units_per_s: units / median(times.clone()),
             slowdown_pct: median(paired.clone()),
@@ -459,7 +498,18 @@ fn overhead(
             runs_s: times,
             cpu_cost_pct: (!costs.is_empty()).then(|| median(costs.clone())),
             cpu_cost_runs_pct: costs,
+            extra_cpu_pct: median(extra.clone()),
+            extra_cpu_min_pct: extra[0],
+            extra_cpu_max_pct: extra[extra.len() - 1],
         })
+    };
+    let (oxeye_19hz, oxeye_99hz, perf_99hz) = (slow(0), slow(1), slow(2));
+    let target_19hz_pct = 0.5;
+    let meets_target = match (&oxeye_19hz, &oxeye_99hz, &perf_99hz) {
+        (Some(o19), Some(o99), Some(perf)) => {
+            Some(o19.extra_cpu_pct <= target_19hz_pct && o99.extra_cpu_pct <= perf.extra_cpu_pct)
+        }
+        _ => None,
     };
     Ok((
         Overhead {
@@ -469,10 +519,13 @@ fn overhead(
             alone_units_per_s: base,
             alone_spread_pct,
             alone_runs_s: alone,
-            oxeye_19hz: slow(0),
-            oxeye_99hz: slow(1),
-            perf_99hz: slow(2),
-            target_19hz_pct: 0.5,
+            alone_cpu_s: alone_cpu,
+            alone_cpu_spread_pct,
+            oxeye_19hz,
+            oxeye_99hz,
+            perf_99hz,
+            target_19hz_pct,
+            meets_target,
         },
         why_not,
     ))
@@ -815,10 +868,15 @@ fn pct(s: &Option<Slowdown>) -> String {
         .map(|s| {
             let cost = s
                 .cpu_cost_pct
-                .map_or(String::new(), |c| format!(", CPU cost {c:.2} %"));
+                .map_or(String::new(), |c| format!(", own CPU {c:.2} %"));
             format!(
-                "{:+.2} % [{:+.2} .. {:+.2}]{cost}",
-                s.slowdown_pct, s.paired_min_pct, s.paired_max_pct
+                "extra CPU {:+.2} % [{:+.2} .. {:+.2}], time {:+.2} % [{:+.2} .. {:+.2}]{cost}",
+                s.extra_cpu_pct,
+                s.extra_cpu_min_pct,
+                s.extra_cpu_max_pct,
+                s.slowdown_pct,
+                s.paired_min_pct,
+                s.paired_max_pct
             )
         })
         .unwrap_or_else(|| "n/a".into())
@@ -871,12 +929,19 @@ pub fn bench_profiler(
     let mut parts = Vec::new();
     if let Some(o) = &figures.overhead {
         parts.push(format!(
-            "slowdown (median of {} rounds [range], each run against the runs alone around it) oxeye 19 Hz {}, 99 Hz {}, perf -F 99 {}; runs alone vary {:.1} %",
+            "overhead (median of {} rounds [range], each run against the runs alone around it) oxeye 19 Hz {}; 99 Hz {}; perf -F 99 {}; runs alone vary {:.1} % in time, {:.1} % in CPU (target: 19 Hz extra CPU <= {} %, 99 Hz <= perf: {})",
             o.repeats,
             pct(&o.oxeye_19hz),
             pct(&o.oxeye_99hz),
             pct(&o.perf_99hz),
             o.alone_spread_pct,
+            o.alone_cpu_spread_pct,
+            o.target_19hz_pct,
+            match o.meets_target {
+                Some(true) => "met",
+                Some(false) => "missed",
+                None => "not measured",
+            },
         ));
     }
     if let Some(p) = &figures.processing {

@@ -4,7 +4,8 @@
 use std::process::Command;
 
 #[test]
-fn the_sensor_benchmark_compares_the_storms_alone_under_oxeye_and_under_auditd() {
+fn the_sensor_benchmark_compares_the_storms_alone_under_oxeye_under_an_empty_hook_and_under_auditd()
+{
     // Needs root (eBPF, auditd); never skipped with OXEYE_REQUIRE_EBPF=1.
     if !crate::boost::ebpf_ready() {
         return;
@@ -37,11 +38,15 @@ fn the_sensor_benchmark_compares_the_storms_alone_under_oxeye_and_under_auditd()
         .collect();
     assert_eq!(names, ["getpid", "open-read-close", "connect-close"]);
     let audited = figures["auditd_unavailable"].is_null();
+    // The empty hook needs nothing the sensor does not.
+    assert!(figures["empty_hook_unavailable"].is_null(), "{figures}");
     for s in storms {
         assert!(s["alone_ns_per_op"].as_f64().unwrap() > 0.0, "{s}");
         assert!(s["oxeye_ns_per_op"].as_f64().unwrap() > 0.0, "{s}");
         assert!(s["oxeye_slowdown_pct"].is_number(), "{s}");
         assert_eq!(s["auditd_ns_per_op"].is_number(), audited, "{s}");
+        assert!(s["empty_hook_ns_per_op"].as_f64().unwrap() > 0.0, "{s}");
+        assert!(s["empty_hook_slowdown_pct"].is_number(), "{s}");
     }
     // auditd was put back as it was found: no rule of ours is left behind.
     if let Ok(rules) = Command::new("auditctl").arg("-l").output() {

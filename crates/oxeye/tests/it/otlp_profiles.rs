@@ -311,7 +311,7 @@ fn the_profiler_benchmark_writes_its_figures() {
     assert_eq!(
         stdout
             .lines()
-            .filter(|l| l.starts_with("profiler: slowdown (median of 2 rounds"))
+            .filter(|l| l.starts_with("profiler: overhead (median of 2 rounds"))
             .count(),
         1,
         "{stdout}"
@@ -332,13 +332,30 @@ fn the_profiler_benchmark_writes_its_figures() {
                 o[k]["paired_max_pct"].as_f64().unwrap(),
             );
             assert!(lo <= mid && mid <= hi, "{k}: {v}");
-            // Each tool's own CPU during the runs is measured.
+            // Each tool's own CPU during the runs is measured, and the CPU the work cost in all.
             assert!(o[k]["cpu_cost_pct"].is_f64(), "{k}: {v}");
+            let (lo, mid, hi) = (
+                o[k]["extra_cpu_min_pct"].as_f64().unwrap(),
+                o[k]["extra_cpu_pct"].as_f64().unwrap(),
+                o[k]["extra_cpu_max_pct"].as_f64().unwrap(),
+            );
+            assert!(lo <= mid && mid <= hi, "{k}: {v}");
         }
     }
     // One run alone before the first profiled run and one after each.
     assert_eq!(o["alone_runs_s"].as_array().map(Vec::len), Some(7), "{v}");
     assert!(o["alone_spread_pct"].as_f64().unwrap() >= 0.0, "{v}");
+    let cpu = o["alone_cpu_s"].as_array().unwrap();
+    assert_eq!(cpu.len(), 7, "{v}");
+    assert!(cpu.iter().all(|c| c.as_f64().unwrap() > 0.0), "{v}");
+    // Judged only when all three ran.
+    assert_eq!(
+        o["meets_target"].is_boolean(),
+        ["oxeye_19hz", "oxeye_99hz", "perf_99hz"]
+            .iter()
+            .all(|k| o[*k].is_object()),
+        "{v}"
+    );
     assert!(
         o["perf_99hz"].is_object(),
         "perf is installed with the test dependencies: {v}"
