@@ -72,24 +72,41 @@ impl StoredUpTo {
     }
 }
 
+/// One drain's write, as [`publish_watermarks`] follows it.
+struct Drained {
+    /// What the drain vouches for ([`drain_complete_before`]).
+    complete: u64,
+    /// The write's acknowledgement; `None` when nothing was written (or it was refused).
+    ack: Option<pipeline::Ack>,
+    /// Stacks the write carried for the first time. If it fails they were never stored: they go
+    /// back to the agent, which sends them again with the next sample that uses them.
+    new_stacks: Vec<u64>,
+}
+
 /// Raises `stored` to each drain's promise once that drain's write, and every earlier one, has
 /// resolved (the store acknowledges after its fsync). A refused or failed write raises it too:
 /// those samples will never be stored, and waiting for them would stall the exporter for good.
+/// The new stacks of a failed write are sent back on the returned receiver.
 fn publish_watermarks(
     stored: StoredUpTo,
-) -> tokio::sync::mpsc::UnboundedSender<(u64, Option<pipeline::Ack>)> {
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(u64, Option<pipeline::Ack>)>();
+) -> (
+    tokio::sync::mpsc::UnboundedSender<Drained>,
+    std::sync::mpsc::Receiver<Vec<u64>>,
+) {
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Drained>();
+    let (unsent_tx, unsent_rx) = std::sync::mpsc::channel();
     tokio::spawn(async move {
-        while let Some((complete, ack)) = rx.recv().await {
-            if let Some(ack) = ack
+        while let Some(d) = rx.recv().await {
+            if let Some(ack) = d.ack
                 && let Err(e) = ack.wait().await
             {
                 tracing::warn!(error = %e, "profiler: samples were not stored");
+                let _ = unsent_tx.send(d.new_stacks);
             }
-            stored.advance(complete);
+            stored.advance(d.complete);
         }
     });
-    tx
+    (tx, unsent_rx)
 }
 
 /// What one drain vouches for: samples stamped before the drain started (less the margin) were
@@ -297,7 +314,7 @@ pub fn start(
     };
     let stop = Arc::new(AtomicBool::new(false));
     let runtime = tokio::runtime::Handle::current();
-    let watermarks = publish_watermarks(stored.clone());
+    let (watermarks, unsent_stacks) = publish_watermarks(stored.clone());
     let thread = std::thread::Builder::new()
         .name("oxeye-profiler".into())
         .spawn({
@@ -305,7 +322,14 @@ pub fn start(
             move || {
                 let _guard = runtime.enter();
                 run(
-                    sampler, off_cpu, traced, controls, pipeline, host_name, watermarks, &stop,
+                    sampler,
+                    off_cpu,
+                    traced,
+                    controls,
+                    pipeline,
+                    host_name,
+                    (watermarks, unsent_stacks),
+                    &stop,
                 );
             }
         })
@@ -422,7 +446,10 @@ fn run(
     mut controls: Controls,
     pipeline: Pipeline,
     host_name: String,
-    watermarks: tokio::sync::mpsc::UnboundedSender<(u64, Option<pipeline::Ack>)>,
+    (watermarks, unsent_stacks): (
+        tokio::sync::mpsc::UnboundedSender<Drained>,
+        std::sync::mpsc::Receiver<Vec<u64>>,
+    ),
     stop: &AtomicBool,
 ) {
     let mut agent = Agent {
@@ -441,6 +468,9 @@ fn run(
     let mut last_budget: Option<Instant> = None;
     while !stop.load(Ordering::Relaxed) {
         std::thread::sleep(DRAIN_EVERY);
+        for ids in unsent_stacks.try_iter() {
+            agent.forget_stacks(&ids);
+        }
         let now = Instant::now();
         let plan = controls.traffic.tick(now, SystemTime::now());
         apply_boost(&mut sampler, &plan);
@@ -505,6 +535,7 @@ fn run(
             .and_then(|o| o.profiler.oldest_block_start())
             .map(ebpf::unix_nanos_from_monotonic);
         let complete = drain_complete_before(drain_started, oldest_block);
+        let mut new_stacks = Vec::new();
         let ack = if samples.is_empty() && blocks.is_empty() {
             None
         } else {
@@ -524,10 +555,13 @@ fn run(
             }
             let rows = batch.samples.len() as u64;
             let bytes = batch.samples.len() * 128 + batch.stacks.len() * 1024;
+            new_stacks = batch.stacks.iter().map(|s| s.stack_id).collect();
             match pipeline.submit(Batch::Profiles(batch), bytes, Origin::default()) {
                 Ok(ack) => Some(ack),
                 Err(_) => {
-                    // The store is pushing back: profiles are the first thing to give way.
+                    // The store is pushing back: profiles are the first thing to give way. Their
+                    // new stacks were not stored either.
+                    agent.forget_stacks(&std::mem::take(&mut new_stacks));
                     refused += rows;
                     tracing::warn!(refused, "profiler: the pipeline is full, samples dropped");
                     None
@@ -536,7 +570,11 @@ fn run(
         };
         // In drain order, so a drain's promise waits for the writes of the drains before it.
         promised = promised.max(complete);
-        let _ = watermarks.send((complete, ack));
+        let _ = watermarks.send(Drained {
+            complete,
+            ack,
+            new_stacks,
+        });
         if last_cleanup.elapsed() > Duration::from_secs(60) {
             tracing::debug!(
                 off_cpu_events,
@@ -618,6 +656,13 @@ impl Agent {
                     label: "",
                 },
             );
+        }
+    }
+
+    /// Stacks whose write did not reach the store: the next sample using one sends it again.
+    fn forget_stacks(&mut self, ids: &[u64]) {
+        for id in ids {
+            self.sent_stacks.remove(id);
         }
     }
 
@@ -767,7 +812,7 @@ mod tests {
         let gate = Arc::new(tokio::sync::Notify::new());
         let p = Pipeline::new(Gate(gate.clone()), pipeline::Enricher::disabled(), 1 << 20);
         let stored = StoredUpTo::new(1);
-        let tx = publish_watermarks(stored.clone());
+        let (tx, _) = publish_watermarks(stored.clone());
         let write = || {
             p.submit(
                 Batch::Profiles(ProfileBatch::default()),
@@ -776,9 +821,14 @@ mod tests {
             )
             .unwrap()
         };
-        tx.send((100, Some(write()))).unwrap();
+        let drained = |complete, ack| Drained {
+            complete,
+            ack,
+            new_stacks: Vec::new(),
+        };
+        tx.send(drained(100, Some(write()))).unwrap();
         // An empty drain after a pending write vouches for nothing until that write lands.
-        tx.send((200, None)).unwrap();
+        tx.send(drained(200, None)).unwrap();
         for _ in 0..20 {
             tokio::task::yield_now().await;
         }
@@ -791,6 +841,86 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
         assert_eq!(stored.get(), 200);
+    }
+
+    /// A write the store fails hands its new stacks back; the agent then sends such a stack
+    /// again with the next sample that uses it, instead of samples pointing at nothing.
+    #[tokio::test]
+    async fn stacks_of_a_failed_write_are_sent_again() {
+        struct Failing;
+        impl pipeline::DurableSink for Failing {
+            fn write(
+                &self,
+                _: Batch,
+            ) -> std::pin::Pin<
+                Box<dyn std::future::Future<Output = Result<(), pipeline::SinkError>> + Send + '_>,
+            > {
+                Box::pin(async { Err(pipeline::SinkError("disk full".into())) })
+            }
+        }
+        let mut agent = Agent {
+            symbolizer: Symbolizer::new(),
+            sent_stacks: HashSet::new(),
+            host_name: "h".into(),
+            span_services: HashMap::new(),
+        };
+        let user = ebpf::Stack {
+            addresses: Arc::from(&[0x1000u64, 0x2000][..]),
+            status: ebpf::StackStatus::Walked,
+        };
+        let kernel = ebpf::Stack {
+            addresses: Arc::from(&[][..]),
+            status: ebpf::StackStatus::Walked,
+        };
+        let record = || Record {
+            pid: std::process::id(),
+            tid: std::process::id(),
+            comm: "t",
+            user: &user,
+            kernel: &kernel,
+            time_unix_nano: 1,
+            kind: ProfileKind::Cpu,
+            value_nanos: 1,
+            label: "",
+        };
+        let mut first = ProfileBatch::default();
+        agent.add(&mut first, record());
+        agent.add(&mut first, record());
+        assert_eq!((first.samples.len(), first.stacks.len()), (2, 1));
+
+        let p = Pipeline::new(Failing, pipeline::Enricher::disabled(), 1 << 20);
+        let stored = StoredUpTo::new(1);
+        let (tx, unsent) = publish_watermarks(stored.clone());
+        let new_stacks: Vec<u64> = first.stacks.iter().map(|s| s.stack_id).collect();
+        let ack = p
+            .submit(Batch::Profiles(first), 1, Origin::default())
+            .unwrap();
+        tx.send(Drained {
+            complete: 100,
+            ack: Some(ack),
+            new_stacks: new_stacks.clone(),
+        })
+        .unwrap();
+        for _ in 0..200 {
+            if stored.get() == 100 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        // The failed write still raises the watermark (it will never land) ...
+        assert_eq!(stored.get(), 100);
+        // ... and gives its stacks back.
+        let back: Vec<u64> = unsent.try_iter().flatten().collect();
+        assert_eq!(back, new_stacks);
+
+        let mut before_forgetting = ProfileBatch::default();
+        agent.add(&mut before_forgetting, record());
+        assert!(before_forgetting.stacks.is_empty(), "still marked as sent");
+        agent.forget_stacks(&back);
+        let mut again = ProfileBatch::default();
+        agent.add(&mut again, record());
+        assert_eq!(again.stacks.len(), 1);
+        assert_eq!(again.stacks[0].stack_id, new_stacks[0]);
     }
 
     #[test]
