@@ -7,6 +7,13 @@ mod profiler;
 mod sensor;
 mod sensor_rate;
 
+/// A command-line value's name as clap spells it (`open-read-close`).
+fn cli_name(v: impl clap::ValueEnum) -> String {
+    v.to_possible_value()
+        .map(|p| p.get_name().to_owned())
+        .unwrap_or_default()
+}
+
 pub use ingest::{IngestArgs, bench_ingest};
 pub use profiler::{FoldFn, ProfilerArgs, ProfilerFigures, RawSample, bench_profiler};
 pub use sensor::{SensorArgs, SensorFigures, Storm, bench_sensor, storm_child};

@@ -53,12 +53,8 @@ pub enum Storm {
 impl Storm {
     pub const ALL: [Storm; 3] = [Storm::Getpid, Storm::OpenReadClose, Storm::ConnectClose];
 
-    fn name(self) -> &'static str {
-        match self {
-            Storm::Getpid => "getpid",
-            Storm::OpenReadClose => "open-read-close",
-            Storm::ConnectClose => "connect-close",
-        }
+    fn name(self) -> String {
+        crate::cli_name(self)
     }
 
     /// Connects are far slower than the rest: fewer of them keep each round short.
@@ -155,7 +151,7 @@ fn tempfile_dir() -> Result<PathBuf, LabError> {
 /// Runs `exe lab storm KIND OPS` and returns its ns per iteration.
 fn run_storm(exe: &Path, kind: Storm, ops: u64) -> Result<f64, LabError> {
     let out = Command::new(exe)
-        .args(["lab", "storm", kind.name(), &ops.to_string()])
+        .args(["lab", "storm", &kind.name(), &ops.to_string()])
         .stderr(Stdio::inherit())
         .output()?;
     if !out.status.success() {

@@ -58,12 +58,8 @@ pub enum RateStorm {
 impl RateStorm {
     pub const ALL: [RateStorm; 3] = [RateStorm::Exec, RateStorm::Connect, RateStorm::Open];
 
-    fn name(self) -> &'static str {
-        match self {
-            RateStorm::Exec => "exec",
-            RateStorm::Connect => "connect",
-            RateStorm::Open => "open",
-        }
+    fn name(self) -> String {
+        crate::cli_name(self)
     }
 
     fn events_per_op(self) -> u64 {
@@ -264,7 +260,7 @@ fn step(
         .args([
             "lab",
             "storm-paced",
-            kind.name(),
+            &kind.name(),
             &rate.to_string(),
             &format!("{seconds}"),
         ])
