@@ -162,11 +162,11 @@ impl TracedProcesses {
 
     /// Notes the local processes a batch's spans came from. Resources naming another host are
     /// someone else's processes.
-    pub fn note(&self, batch: &Batch) {
+    /// `groups`: the batch's [`Batch::span_groups`].
+    pub fn note(&self, groups: &[(&model::Resource, usize)]) {
         let now = Instant::now();
-        let pids: Vec<u32> = batch
-            .span_groups()
-            .into_iter()
+        let pids: Vec<u32> = groups
+            .iter()
             .filter(|(r, _)| r.get("host.name").is_none_or(|h| h == &*self.host_name))
             .filter_map(|(r, _)| r.get("process.pid")?.parse().ok())
             .collect();
@@ -746,14 +746,15 @@ mod tests {
     fn local_span_senders_are_followed_most_recent_first_until_they_go_quiet() {
         let traced = TracedProcesses::new("here");
         let t0 = Instant::now();
-        traced.note(&spans_from(&[
+        let first = spans_from(&[
             &[("process.pid", "10"), ("host.name", "here")],
             &[("process.pid", "20"), ("host.name", "elsewhere")],
             &[("process.pid", "not a pid")],
             &[("service.name", "no pid")],
-        ]));
+        ]);
+        traced.note(&first.span_groups());
         std::thread::sleep(Duration::from_millis(5));
-        traced.note(&spans_from(&[&[("process.pid", "30")]]));
+        traced.note(&spans_from(&[&[("process.pid", "30")]]).span_groups());
         let later = Instant::now();
         assert_eq!(traced.recent(later, TRACED_FOR, 10), vec![30, 10]);
         assert_eq!(traced.recent(later, TRACED_FOR, 1), vec![30]);

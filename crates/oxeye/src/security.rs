@@ -199,12 +199,11 @@ impl ServiceNames {
         }
     }
 
-    /// Notes `process.pid` → `service.name` of each resource of this host in `batch`.
-    pub fn note(&self, batch: &Batch) {
+    /// Notes `process.pid` → `service.name` of each resource of this host in `batch`, whose
+    /// [`Batch::span_groups`] are `span_groups`.
+    pub fn note(&self, batch: &Batch, span_groups: &[(&model::Resource, usize)]) {
         let resources: Vec<&model::Resource> = match batch {
-            Batch::Spans(_) | Batch::RawSpans(_) => {
-                batch.span_groups().into_iter().map(|(r, _)| r).collect()
-            }
+            Batch::Spans(_) | Batch::RawSpans(_) => span_groups.iter().map(|(r, _)| *r).collect(),
             Batch::Metrics(g) => g.iter().map(|g| &*g.resource).collect(),
             Batch::Logs(g) => g.iter().map(|g| &*g.resource).collect(),
             _ => return,
@@ -1178,14 +1177,17 @@ mod tests {
             scope: Arc::new(Scope::default()),
             items: Vec::new(),
         };
-        names.note(&Batch::Metrics(vec![
-            group(&[("process.pid", "10"), ("service.name", "shop")]),
-            group(&[
-                ("process.pid", "11"),
-                ("service.name", "far"),
-                ("host.name", "elsewhere"),
+        names.note(
+            &Batch::Metrics(vec![
+                group(&[("process.pid", "10"), ("service.name", "shop")]),
+                group(&[
+                    ("process.pid", "11"),
+                    ("service.name", "far"),
+                    ("host.name", "elsewhere"),
+                ]),
             ]),
-        ]));
+            &[],
+        );
         assert_eq!(names.get(10).as_deref(), Some("shop"));
         assert_eq!(names.get(11), None);
         assert_eq!(status_ids("Uid:\t1000\t0\t0\t0\n", "Uid:"), (1000, 0));

@@ -19,7 +19,6 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use model::Batch;
 use serde_json::{Value, json};
 
 /// A process is boosted for its service while it sent spans this recently.
@@ -182,15 +181,15 @@ impl TrafficMonitor {
 
     /// Counts the requests among a batch's spans, per service, and notes which local process
     /// sent them. Resources naming another host are someone else's processes and traffic.
-    pub fn note(&self, batch: &Batch, now: Instant) {
-        let groups = batch.span_groups();
+    /// `groups`: the batch's [`model::Batch::span_groups`].
+    pub fn note(&self, groups: &[(&model::Resource, usize)], now: Instant) {
         if groups.is_empty() {
             return;
         }
         let Ok(mut inner) = self.inner.lock() else {
             return;
         };
-        for (resource, requests) in groups {
+        for &(resource, requests) in groups {
             if resource
                 .get("host.name")
                 .is_some_and(|h| h != &*self.host_name)
@@ -366,7 +365,7 @@ impl TrafficMonitor {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use model::{Group, Resource, Scope, Span, SpanId, StatusCode, TraceId};
+    use model::{Batch, Group, Resource, Scope, Span, SpanId, StatusCode, TraceId};
 
     /// `n` spans of `kind` (roots when `root`) from `service` in process `pid` on `host`.
     use model::SpanKind;
@@ -425,7 +424,10 @@ mod tests {
         fn bucket(&mut self, m: &TrafficMonitor, svc: &str, pid: u32, per_s: usize) -> BoostPlan {
             let at = self.t0 + self.bucket * self.i;
             let n = per_s * self.bucket.as_secs() as usize;
-            m.note(&spans(svc, pid, "here", n, SpanKind::Server, false), at);
+            m.note(
+                &spans(svc, pid, "here", n, SpanKind::Server, false).span_groups(),
+                at,
+            );
             self.i += 1;
             m.tick(
                 self.t0 + self.bucket * self.i,
@@ -486,7 +488,10 @@ mod tests {
             c2.bucket(&quiet, "quiet", 1, 0);
         }
         let at = c2.t0 + c2.bucket * c2.i;
-        quiet.note(&spans("quiet", 1, "here", 5, SpanKind::Server, false), at);
+        quiet.note(
+            &spans("quiet", 1, "here", 5, SpanKind::Server, false).span_groups(),
+            at,
+        );
         c2.i += 1;
         let plan = quiet.tick(c2.t0 + c2.bucket * c2.i, c2.w0);
         assert!(plan.boosted.is_empty(), "0.5/s is under min_rate");
@@ -519,10 +524,22 @@ mod tests {
         let w0 = SystemTime::now();
         m.tick(t0, w0);
         // Internal child spans are not requests; another host's spans are not ours.
-        m.note(&spans("a", 1, "here", 100, SpanKind::Internal, false), t0);
-        m.note(&spans("b", 2, "elsewhere", 100, SpanKind::Server, true), t0);
-        m.note(&spans("c", 3, "here", 100, SpanKind::Internal, true), t0);
-        m.note(&spans("d", 4, "here", 100, SpanKind::Consumer, false), t0);
+        m.note(
+            &spans("a", 1, "here", 100, SpanKind::Internal, false).span_groups(),
+            t0,
+        );
+        m.note(
+            &spans("b", 2, "elsewhere", 100, SpanKind::Server, true).span_groups(),
+            t0,
+        );
+        m.note(
+            &spans("c", 3, "here", 100, SpanKind::Internal, true).span_groups(),
+            t0,
+        );
+        m.note(
+            &spans("d", 4, "here", 100, SpanKind::Consumer, false).span_groups(),
+            t0,
+        );
         let plan = m.tick(t0 + Duration::from_secs(10), w0);
         let mut boosted: Vec<u32> = plan.boosted.keys().copied().collect();
         boosted.sort();

@@ -199,9 +199,11 @@ impl DurableSink for StoreSink {
         &self,
         batch: Batch,
     ) -> Pin<Box<dyn Future<Output = Result<(), SinkError>> + Send + '_>> {
-        self.1.note(&batch);
-        self.2.note(&batch);
-        self.3.note(&batch, Instant::now());
+        let groups = batch.span_groups();
+        self.1.note(&groups);
+        self.2.note(&batch, &groups);
+        self.3.note(&groups, Instant::now());
+        drop(groups);
         Box::pin(async move {
             self.0
                 .write(&batch)
