@@ -106,6 +106,14 @@ pub struct Settings {
     pub art_learning: u32,
     pub art_rate: f64,
     pub art_evidence: f64,
+    /// A run of identical values (a stuck sensor, a flatlined feed) longer than `stuck_factor`
+    /// times the longest run seen before, and at least `stuck_min` points, scores `stuck_score`
+    /// once, at the point that makes it that long, after the first `art_learning` points (0
+    /// turns it off). Series whose values often repeat (counts, coarse gauges) have long runs
+    /// already, so only a much longer one counts.
+    pub stuck_min: u32,
+    pub stuck_factor: f64,
+    pub stuck_score: f64,
 }
 
 impl Default for Settings {
@@ -149,6 +157,9 @@ impl Default for Settings {
             art_learning: 400,
             art_rate: 0.002,
             art_evidence: 7.0,
+            stuck_min: 12,
+            stuck_factor: 2.0,
+            stuck_score: 0.5,
         }
     }
 }
@@ -206,6 +217,13 @@ pub struct SeasonalDetector {
     art_novel_rate: f64,
     #[serde(default)]
     art_windows: u32,
+    /// The current run of identical values, the longest finished one, and the last value.
+    #[serde(default)]
+    run: u32,
+    #[serde(default)]
+    longest_run: u32,
+    #[serde(default, with = "crate::state::float")]
+    last_value: f64,
 }
 
 impl Default for SeasonalDetector {
@@ -248,6 +266,7 @@ impl SeasonalDetector {
                     range_after: settings.coarse_range_after,
                     coarse_block: 0,
                     art_window: 0,
+                    stuck_score: 0.5,
                     ..settings
                 }))
             }),
@@ -257,6 +276,9 @@ impl SeasonalDetector {
                 .then(|| Box::new(ArtNovelty::new(settings.art_window, settings.art_vigilance))),
             art_novel_rate: 0.0,
             art_windows: 0,
+            run: 0,
+            longest_run: 0,
+            last_value: f64::NAN,
         }
     }
 
@@ -446,6 +468,21 @@ impl Detector for SeasonalDetector {
             let rate = (1.0 / f64::from(self.art_windows)).max(s.art_rate);
             let novel = if r.novel { 1.0 } else { 0.0 };
             self.art_novel_rate += rate * (novel - self.art_novel_rate);
+        }
+
+        if value == self.last_value {
+            self.run = self.run.saturating_add(1);
+        } else {
+            self.longest_run = self.longest_run.max(self.run);
+            self.run = 1;
+        }
+        self.last_value = value;
+        let stuck_at = (s.stuck_factor * f64::from(self.longest_run.max(1))).floor() as u32 + 1;
+        if s.stuck_score > 0.0
+            && self.points >= s.art_learning.max(s.warmup_points)
+            && self.run == stuck_at.max(s.stuck_min)
+        {
+            score = score.max(s.stuck_score);
         }
 
         // Surprises mean nothing until the error scale has settled.

@@ -46,6 +46,9 @@ fn apply(settings: &mut Settings, key: &str, value: f64) {
         "art_learning" => settings.art_learning = value as u32,
         "art_rate" => settings.art_rate = value,
         "art_evidence" => settings.art_evidence = value,
+        "stuck_min" => settings.stuck_min = value as u32,
+        "stuck_factor" => settings.stuck_factor = value,
+        "stuck_score" => settings.stuck_score = value,
         _ => panic!("unknown setting {key}"),
     }
 }
