@@ -3,10 +3,12 @@
 //! recent error, feed the anomaly likelihood; so does the drift of the slow forecaster's recent
 //! signed errors (ramps, shifts, a missing cycle); values outside everything seen so far by more
 //! than the forecast noise alarm at once; so does a burst of never-seen sequences of quantised
-//! levels (contextual novelty, judged by an HTM-style likelihood); a second, coarse detector of
-//! the same kind runs on means of blocks of points and catches shifts too small to see in single
-//! noisy points; after an alarm, further alarms are muted for a while because one event is one
-//! anomaly.
+//! levels (contextual novelty, judged by an HTM-style likelihood); so does a window of values
+//! whose shape no learned adaptive-resonance category holds, when new shapes have been rare
+//! (`art.rs`); a flatline (a run of identical values far longer than any seen) alarms once; a
+//! second, coarse detector of the same kind runs on means of blocks of points and catches shifts
+//! too small to see in single noisy points; after an alarm, further alarms are muted for a while
+//! because one event is one anomaly.
 
 use crate::art::ArtNovelty;
 use crate::context::ContextNovelty;
