@@ -5,6 +5,7 @@
 //! Read `detector.rs` (the `Detector` seam) and `seasonal.rs` (the default detector) first; for
 //! prediction, `forecast.rs`, then `saturation.rs` and `usl.rs`.
 
+mod art;
 pub mod backtest;
 mod context;
 mod detector;

@@ -3,11 +3,14 @@
 //! recent error, feed the anomaly likelihood; so does the drift of the slow forecaster's recent
 //! signed errors (ramps, shifts, a missing cycle); values outside everything seen so far by more
 //! than the forecast noise alarm at once; so does a burst of never-seen sequences of quantised
-//! levels (contextual novelty, judged by an HTM-style likelihood); a second, coarse detector of
-//! the same kind runs on means of blocks of points and catches shifts too small to see in single
-//! noisy points; after an alarm, further alarms are muted for a while because one event is one
-//! anomaly.
+//! levels (contextual novelty, judged by an HTM-style likelihood); so does a window of values
+//! whose shape no learned adaptive-resonance category holds, when new shapes have been rare
+//! (`art.rs`); a flatline (a run of identical values far longer than any seen) alarms once; a
+//! second, coarse detector of the same kind runs on means of blocks of points and catches shifts
+//! too small to see in single noisy points; after an alarm, further alarms are muted for a while
+//! because one event is one anomaly.
 
+use crate::art::ArtNovelty;
 use crate::context::ContextNovelty;
 use crate::likelihood::{ExceedanceTail, ScoreLikelihood};
 use crate::moments::RunningMoments;
@@ -27,6 +30,7 @@ const FORECASTERS: usize = LEVEL_RATES.len() * MODES;
 
 /// Settings shared by every series; chosen once, never per series.
 #[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
 pub struct Settings {
     /// Points scored 0 while the detector learns.
     pub warmup_points: u32,
@@ -92,6 +96,26 @@ pub struct Settings {
     pub coarse_range_noise: f64,
     /// Blocks the coarse detector must have seen before its range evidence counts.
     pub coarse_range_after: u32,
+    /// Shape novelty by adaptive resonance (`art.rs`): windows of `art_window` values (0 turns
+    /// it off) matched with vigilance `art_vigilance`. After `art_learning` points, a window that
+    /// founds a new category brings evidence `−ln` of the recent rate of new categories (learned
+    /// at `art_rate`) plus `ln` of its distance from the closest one (in vigilance allowances);
+    /// it scores `art_weight` times that evidence over `art_evidence`, at most `art_weight`. A
+    /// series that keeps founding categories (noise) so earns little; a settled one, a lot.
+    pub art_window: usize,
+    pub art_vigilance: f64,
+    pub art_weight: f64,
+    pub art_learning: u32,
+    pub art_rate: f64,
+    pub art_evidence: f64,
+    /// A run of identical values (a stuck sensor, a flatlined feed) longer than `stuck_factor`
+    /// times the longest run seen before, and at least `stuck_min` points, scores `stuck_score`
+    /// once, at the point that makes it that long, after the first `art_learning` points (0
+    /// turns it off). Series whose values often repeat (counts, coarse gauges) have long runs
+    /// already, so only a much longer one counts.
+    pub stuck_min: u32,
+    pub stuck_factor: f64,
+    pub stuck_score: f64,
 }
 
 impl Default for Settings {
@@ -129,6 +153,15 @@ impl Default for Settings {
             coarse_weight: 0.5,
             coarse_range_noise: 1.5,
             coarse_range_after: 40,
+            art_window: 8,
+            art_vigilance: 0.9,
+            art_weight: 0.5,
+            art_learning: 400,
+            art_rate: 0.002,
+            art_evidence: 7.0,
+            stuck_min: 12,
+            stuck_factor: 2.0,
+            stuck_score: 0.5,
         }
     }
 }
@@ -178,6 +211,21 @@ pub struct SeasonalDetector {
     block_sum: f64,
     #[serde(default)]
     block_count: u32,
+    /// Shape novelty.
+    #[serde(default)]
+    art: Option<Box<ArtNovelty>>,
+    /// The recent fraction of windows that founded a category, and windows seen.
+    #[serde(default)]
+    art_novel_rate: f64,
+    #[serde(default)]
+    art_windows: u32,
+    /// The current run of identical values, the longest finished one, and the last value.
+    #[serde(default)]
+    run: u32,
+    #[serde(default)]
+    longest_run: u32,
+    #[serde(default, with = "crate::state::float")]
+    last_value: f64,
 }
 
 impl Default for SeasonalDetector {
@@ -219,11 +267,20 @@ impl SeasonalDetector {
                     range_noise: settings.range_noise * settings.coarse_range_noise,
                     range_after: settings.coarse_range_after,
                     coarse_block: 0,
+                    art_window: 0,
+                    stuck_score: 0.5,
                     ..settings
                 }))
             }),
             block_sum: 0.0,
             block_count: 0,
+            art: (settings.art_window > 1)
+                .then(|| Box::new(ArtNovelty::new(settings.art_window, settings.art_vigilance))),
+            art_novel_rate: 0.0,
+            art_windows: 0,
+            run: 0,
+            longest_run: 0,
+            last_value: f64::NAN,
         }
     }
 
@@ -402,6 +459,34 @@ impl Detector for SeasonalDetector {
             }
         }
 
+        if let Some(r) = self.art.as_mut().and_then(|art| art.observe(value)) {
+            if r.novel && self.points >= s.art_learning.max(s.warmup_points) {
+                // How rare founding a category has been lately (never below 1 in 10⁴), and how
+                // far this window is from every known shape.
+                let rare = -self.art_novel_rate.max(1e-4).ln() + r.distance.ln();
+                score = score.max(s.art_weight * (rare / s.art_evidence).min(1.0));
+            }
+            self.art_windows = self.art_windows.saturating_add(1);
+            let rate = (1.0 / f64::from(self.art_windows)).max(s.art_rate);
+            let novel = if r.novel { 1.0 } else { 0.0 };
+            self.art_novel_rate += rate * (novel - self.art_novel_rate);
+        }
+
+        if value == self.last_value {
+            self.run = self.run.saturating_add(1);
+        } else {
+            self.longest_run = self.longest_run.max(self.run);
+            self.run = 1;
+        }
+        self.last_value = value;
+        let stuck_at = (s.stuck_factor * f64::from(self.longest_run.max(1))).floor() as u32 + 1;
+        if s.stuck_score > 0.0
+            && self.points >= s.art_learning.max(s.warmup_points)
+            && self.run == stuck_at.max(s.stuck_min)
+        {
+            score = score.max(s.stuck_score);
+        }
+
         // Surprises mean nothing until the error scale has settled.
         if self.points >= s.warmup_points / 4 {
             self.error_tail
@@ -440,6 +525,8 @@ impl Detector for SeasonalDetector {
     }
 
     fn memory_bytes(&self) -> usize {
-        std::mem::size_of_val(self) + self.coarse.as_ref().map_or(0, |c| c.memory_bytes())
+        std::mem::size_of_val(self)
+            + self.coarse.as_ref().map_or(0, |c| c.memory_bytes())
+            + self.art.as_ref().map_or(0, |a| std::mem::size_of_val(&**a))
     }
 }

@@ -40,6 +40,15 @@ fn apply(settings: &mut Settings, key: &str, value: f64) {
         "coarse_range_noise" => settings.coarse_range_noise = value,
         "coarse_range_after" => settings.coarse_range_after = value as u32,
         "range_after" => settings.range_after = value as u32,
+        "art_window" => settings.art_window = value as usize,
+        "art_vigilance" => settings.art_vigilance = value,
+        "art_weight" => settings.art_weight = value,
+        "art_learning" => settings.art_learning = value as u32,
+        "art_rate" => settings.art_rate = value,
+        "art_evidence" => settings.art_evidence = value,
+        "stuck_min" => settings.stuck_min = value as u32,
+        "stuck_factor" => settings.stuck_factor = value,
+        "stuck_score" => settings.stuck_score = value,
         _ => panic!("unknown setting {key}"),
     }
 }

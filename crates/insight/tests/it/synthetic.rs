@@ -133,6 +133,44 @@ fn variance_burst_is_flagged() {
     }
 }
 
+/// A feed that flatlines (the same value repeated, inside the usual range) is flagged, once.
+#[test]
+fn flatline_is_flagged_once() {
+    for seed in 1..=3 {
+        let mut series = seasonal_series(seed, 10.0);
+        let stuck = series[ONSET].1;
+        for p in &mut series[ONSET..ONSET + 200] {
+            p.1 = stuck;
+        }
+        assert_flagged("flatline", seed, &series, 24);
+        let s = scores(&series);
+        let flat_alarms = s[ONSET..ONSET + 200]
+            .iter()
+            .filter(|&&x| x >= ALARM)
+            .count();
+        assert_eq!(flat_alarms, 1, "seed {seed}");
+    }
+}
+
+/// A series of small counts repeats values all the time; its ordinary runs are not flatlines.
+#[test]
+fn repeated_counts_are_not_flatlines() {
+    let mut noise = Noise::new(9);
+    let series: Vec<(i64, f64)> = (0..POINTS)
+        .map(|i| {
+            let quiet = (i / 96) % 3 == 0;
+            let v = if quiet {
+                0.0
+            } else {
+                (2.0 + noise.normal()).round().max(0.0)
+            };
+            (1_400_000_000_000 + i as i64 * STEP, v)
+        })
+        .collect();
+    let s = scores(&series);
+    assert!(alarms(&s) <= 2, "{} alarms", alarms(&s));
+}
+
 /// An hourly sawtooth (12 points rising slowly from 90 to 110, then dropping) with unit noise;
 /// from the onset it is reversed when `reversed`: it jumps up and falls slowly. Range, mean and
 /// period stay the same; only the shape changes.
