@@ -16,7 +16,7 @@ fn cli_name(v: impl clap::ValueEnum) -> String {
 
 pub use ingest::{IngestArgs, bench_ingest};
 pub use profiler::{FoldFn, ProfilerArgs, ProfilerFigures, RawSample, bench_profiler};
-pub use sensor::{SensorArgs, SensorFigures, Storm, bench_sensor, storm_child};
+pub use sensor::{EmptyHookFn, SensorArgs, SensorFigures, Storm, bench_sensor, storm_child};
 pub use sensor_rate::{
     RateStorm, SensorRateArgs, SensorRateFigures, bench_sensor_rate, storm_paced,
 };

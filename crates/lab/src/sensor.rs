@@ -329,8 +329,17 @@ pub struct SensorFigures {
     pub meets_target: bool,
 }
 
-/// Runs every storm alone, under `oxeye up` and under auditd; writes JSON and prints one line.
-pub fn bench_sensor(exe: &Path, a: SensorArgs) -> Result<SensorFigures, LabError> {
+/// Attaches an empty program to the `sys_exit` tracepoint, supplied by the binary (lab links no
+/// BPF); the hook stays attached until the returned value is dropped.
+pub type EmptyHookFn<'a> = &'a dyn Fn() -> Result<Box<dyn std::any::Any>, String>;
+
+/// Runs every storm alone, under `oxeye up`, under the empty hook and under auditd; writes JSON
+/// and prints one line.
+pub fn bench_sensor(
+    exe: &Path,
+    a: SensorArgs,
+    empty_hook: EmptyHookFn<'_>,
+) -> Result<SensorFigures, LabError> {
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
         return Err(LabError::Setup(
@@ -389,7 +398,7 @@ pub fn bench_sensor(exe: &Path, a: SensorArgs) -> Result<SensorFigures, LabError
 
     eprintln!("storms under an empty sys_exit hook (the floor of any syscall-level sensor)…");
     let mut empty = vec![Vec::new(); Storm::ALL.len()];
-    let empty_hook_unavailable = match ebpf::SyscallHookFloor::attach() {
+    let empty_hook_unavailable = match empty_hook() {
         Ok(hook) => {
             for _ in 0..rounds {
                 for (i, s) in Storm::ALL.iter().enumerate() {
@@ -399,7 +408,7 @@ pub fn bench_sensor(exe: &Path, a: SensorArgs) -> Result<SensorFigures, LabError
             drop(hook);
             None
         }
-        Err(e) => Some(e.to_string()),
+        Err(e) => Some(e),
     };
 
     let mut auditd_unavailable = None;

@@ -246,7 +246,12 @@ fn main() {
         } => std::env::current_exe()
             .map_err(anyhow::Error::from)
             .and_then(|exe| {
-                lab::bench_sensor(&exe, a)
+                let empty_hook = || {
+                    ebpf::SyscallHookFloor::attach()
+                        .map(|h| Box::new(h) as Box<dyn std::any::Any>)
+                        .map_err(|e| e.to_string())
+                };
+                lab::bench_sensor(&exe, a, &empty_hook)
                     .map(|_| ())
                     .map_err(anyhow::Error::from)
             }),
