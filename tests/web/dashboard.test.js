@@ -175,7 +175,10 @@ function insightPayloads(start) {
       scopeSpans: [{
         scope: { name: 'e2e' },
         spans: [0, 1, 2].map((k) => {
-          const t = start + atMinute * 60_000 + k * 1000;
+          // Inside one minute (the RED bucket), whatever the start: spread over two, the few
+          // spans could make enough buckets for a load-to-latency fit.
+          const minute = Math.floor((start + atMinute * 60_000) / 60_000) * 60_000;
+          const t = minute + 10_000 + k * 1000;
           return { traceId: hex(16), spanId: hex(8), name: 'POST /enqueue', kind: 2, startTimeUnixNano: nanos(t), endTimeUnixNano: nanos(t + 5) };
         }),
       }],
