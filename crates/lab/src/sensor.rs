@@ -325,7 +325,11 @@ pub struct SensorFigures {
     /// Why auditd was left out, when it was.
     pub auditd_unavailable: Option<String>,
     pub target_slowdown_pct: f64,
+    /// oxeye slowed the target storms (open/read/close, connect/close) less than auditd did.
+    /// getpid is reported but not judged: it is the worst case for any per-syscall hook, not
+    /// one of the storms the targets name.
     pub beats_auditd: Option<bool>,
+    /// Under `target_slowdown_pct` on the same storms.
     pub meets_target: bool,
 }
 
@@ -462,7 +466,7 @@ pub fn bench_sensor(
         .collect();
     let target = 5.0;
     let beats_auditd = auditd_unavailable.is_none().then(|| {
-        storms.iter().all(|s| {
+        storms.iter().filter(|s| s.storm != Storm::Getpid).all(|s| {
             s.auditd_slowdown_pct
                 .is_some_and(|au| s.oxeye_slowdown_pct < au)
         })
@@ -509,7 +513,7 @@ pub fn bench_sensor(
         })
         .collect();
     println!(
-        "sensor overhead: {}; oxeye server {:.1} % CPU, {:.0} MiB peak RSS (target < {target} % on open/connect storms: {}; beats auditd: {}) → {}",
+        "sensor overhead: {}; oxeye server {:.1} % CPU, {:.0} MiB peak RSS (target < {target} % on open/connect storms: {}; beats auditd on them: {}) → {}",
         parts.join("; "),
         figures.oxeye_cpu_pct,
         figures.oxeye_peak_rss_mib,
