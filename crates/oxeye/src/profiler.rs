@@ -798,12 +798,7 @@ mod tests {
     async fn watermarks_follow_the_writes_in_drain_order() {
         struct Gate(Arc<tokio::sync::Notify>);
         impl pipeline::DurableSink for Gate {
-            fn write(
-                &self,
-                _: Batch,
-            ) -> std::pin::Pin<
-                Box<dyn std::future::Future<Output = Result<(), pipeline::SinkError>> + Send + '_>,
-            > {
+            fn write(&self, _: Batch) -> pipeline::WriteFuture<'_> {
                 Box::pin(async move {
                     self.0.notified().await;
                     Ok(())
@@ -850,12 +845,7 @@ mod tests {
     async fn stacks_of_a_failed_write_are_sent_again() {
         struct Failing;
         impl pipeline::DurableSink for Failing {
-            fn write(
-                &self,
-                _: Batch,
-            ) -> std::pin::Pin<
-                Box<dyn std::future::Future<Output = Result<(), pipeline::SinkError>> + Send + '_>,
-            > {
+            fn write(&self, _: Batch) -> pipeline::WriteFuture<'_> {
                 Box::pin(async { Err(pipeline::SinkError("disk full".into())) })
             }
         }

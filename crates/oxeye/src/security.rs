@@ -1196,12 +1196,7 @@ mod tests {
     struct StoreSink(store::Store);
 
     impl pipeline::DurableSink for StoreSink {
-        fn write(
-            &self,
-            batch: Batch,
-        ) -> std::pin::Pin<
-            Box<dyn std::future::Future<Output = Result<(), pipeline::SinkError>> + Send + '_>,
-        > {
+        fn write(&self, batch: Batch) -> pipeline::WriteFuture<'_> {
             Box::pin(async move {
                 self.0
                     .write(&batch)

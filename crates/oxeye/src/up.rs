@@ -1,12 +1,10 @@
 //! `oxeye up`: resolve settings, bind every listener, open the store, then serve.
 //! Anything that can fail is tried before anything starts, so a failure leaves nothing running.
 
-use std::future::Future;
 use std::io::Write;
 use std::net::SocketAddr;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -195,10 +193,7 @@ async fn bind(addr: SocketAddr, what: &str, knob: &str) -> anyhow::Result<TcpLis
 struct StoreSink(Store, TracedProcesses, ServiceNames, TrafficMonitor);
 
 impl DurableSink for StoreSink {
-    fn write(
-        &self,
-        batch: Batch,
-    ) -> Pin<Box<dyn Future<Output = Result<(), SinkError>> + Send + '_>> {
+    fn write(&self, batch: Batch) -> pipeline::WriteFuture<'_> {
         let groups = batch.span_groups();
         self.1.note(&groups);
         self.2.note(&batch, &groups);

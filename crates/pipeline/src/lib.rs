@@ -20,11 +20,11 @@ use tokio::sync::oneshot;
 pub use enrich::{EnrichConfig, Enricher};
 
 /// The durable sink whose commit completes an acknowledgement (the store).
+/// What [`DurableSink::write`] returns: resolves once the batch is durable, or why it is not.
+pub type WriteFuture<'a> = Pin<Box<dyn Future<Output = Result<(), SinkError>> + Send + 'a>>;
+
 pub trait DurableSink: Send + Sync + 'static {
-    fn write(
-        &self,
-        batch: Batch,
-    ) -> Pin<Box<dyn Future<Output = Result<(), SinkError>> + Send + '_>>;
+    fn write(&self, batch: Batch) -> WriteFuture<'_>;
 }
 
 #[derive(Debug, Clone, thiserror::Error)]
@@ -152,10 +152,7 @@ mod tests {
     struct Gate(Arc<Mutex<Vec<usize>>>, Arc<tokio::sync::Notify>);
 
     impl DurableSink for Gate {
-        fn write(
-            &self,
-            b: Batch,
-        ) -> Pin<Box<dyn Future<Output = Result<(), SinkError>> + Send + '_>> {
+        fn write(&self, b: Batch) -> WriteFuture<'_> {
             Box::pin(async move {
                 self.1.notified().await;
                 self.0.lock().unwrap().push(b.len());

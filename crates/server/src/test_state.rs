@@ -1,13 +1,11 @@
 //! The state the API tests serve from: a real store, a pipeline that discards, token `t`.
 
-use std::future::Future;
 use std::path::Path;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Instant;
 
 use model::Batch;
-use pipeline::{DurableSink, Enricher, Pipeline, SinkError};
+use pipeline::{DurableSink, Enricher, Pipeline};
 use store::Store;
 
 use crate::{SecurityControl, ServerState};
@@ -15,7 +13,7 @@ use crate::{SecurityControl, ServerState};
 struct NoSink;
 
 impl DurableSink for NoSink {
-    fn write(&self, _: Batch) -> Pin<Box<dyn Future<Output = Result<(), SinkError>> + Send + '_>> {
+    fn write(&self, _: Batch) -> pipeline::WriteFuture<'_> {
         Box::pin(async { Ok(()) })
     }
 }
