@@ -42,10 +42,6 @@ pub fn rss_bytes(pid: u32) -> (u64, u64) {
     (field("VmRSS:"), field("VmHWM:"))
 }
 
-pub fn free_port() -> Result<u16, LabError> {
-    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
-}
-
 /// An `oxeye up` started for a benchmark, on free ports and a fresh data directory.
 pub struct Server {
     pub child: Child,
@@ -58,7 +54,15 @@ pub struct Server {
 
 impl Server {
     pub fn start(exe: &Path, data_dir: &Path, extra: &[&str]) -> Result<Server, LabError> {
-        let (api, grpc, http) = (free_port()?, free_port()?, free_port()?);
+        // Held together while chosen, so the three are distinct.
+        let listeners = [
+            TcpListener::bind("127.0.0.1:0")?,
+            TcpListener::bind("127.0.0.1:0")?,
+            TcpListener::bind("127.0.0.1:0")?,
+        ];
+        let [api, grpc, http] = [0, 1, 2].map(|i| listeners[i].local_addr().map(|a| a.port()));
+        let (api, grpc, http) = (api?, grpc?, http?);
+        drop(listeners);
         let mut child = Command::new(exe)
             .arg("up")
             .arg("--data-dir")
