@@ -458,6 +458,9 @@ fn run(
         host_name,
         span_services: HashMap::new(),
     };
+    if !agent.symbolizer.load_kernel_symbols() {
+        tracing::debug!("profiler: kernel symbols not loaded up front");
+    }
     let mut refused = 0u64;
     // The highest watermark handed to `watermarks`, and the samples stored behind it anyway.
     let mut promised = 0u64;

@@ -238,6 +238,30 @@ impl Symbolizer {
         (stack, stable)
     }
 
+    /// Loads the kernel's symbols now instead of at the first kernel frame, so that one-time
+    /// cost falls at start-up rather than in whatever the host is busy with when the first
+    /// kernel sample comes. Returns whether a kernel address could be resolved.
+    pub fn load_kernel_symbols(&mut self) -> bool {
+        use std::io::BufRead;
+        let Ok(file) = std::fs::File::open(self.proc_root.join("kallsyms")) else {
+            return false;
+        };
+        // The first symbol with an address (all read as 0 without the right to see them).
+        let address = std::io::BufReader::new(file)
+            .lines()
+            .take(64)
+            .find_map(|l| {
+                let l = l.ok()?;
+                let a = u64::from_str_radix(l.split_whitespace().next()?, 16).ok()?;
+                (a != 0).then_some(a)
+            });
+        address.is_some_and(|a| {
+            self.kernel_frames(a)
+                .first()
+                .is_some_and(|f| &*f.function != "[unknown]")
+        })
+    }
+
     fn kernel_frames(&mut self, address: u64) -> Arc<[Frame]> {
         self.stats.kernel_addresses += 1;
         if let Some(frames) = self.kernel.get(&address) {

@@ -66,6 +66,8 @@ fn kernel_addresses_resolve_through_kallsyms() {
         return;
     };
     let mut symbolizer = Symbolizer::new();
+    // Loading them up front works where addresses are visible (and is what the agent does).
+    assert!(symbolizer.load_kernel_symbols());
     let stack = symbolizer.symbolize(&RawStack {
         pid: 0,
         comm: "",
