@@ -476,14 +476,15 @@ fn overhead(
     }
     let _ = std::fs::remove_file(&perf_data);
     let base = units / median(alone.clone());
-    let (lo, hi) = alone
-        .iter()
-        .fold((f64::MAX, f64::MIN), |(lo, hi), &x| (lo.min(x), hi.max(x)));
-    let alone_spread_pct = (hi - lo) / median(alone.clone()) * 100.0;
-    let (clo, chi) = alone_cpu
-        .iter()
-        .fold((f64::MAX, f64::MIN), |(lo, hi), &x| (lo.min(x), hi.max(x)));
-    let alone_cpu_spread_pct = (chi - clo) / median(alone_cpu.clone()) * 100.0;
+    // (most − least) / median, in %.
+    let spread_pct = |v: &[f64]| {
+        let (lo, hi) = v
+            .iter()
+            .fold((f64::MAX, f64::MIN), |(lo, hi), &x| (lo.min(x), hi.max(x)));
+        (hi - lo) / median(v.to_vec()) * 100.0
+    };
+    let alone_spread_pct = spread_pct(&alone);
+    let alone_cpu_spread_pct = spread_pct(&alone_cpu);
     let slow = |i: usize| {
         let r = &runs[i];
         if r.is_empty() {

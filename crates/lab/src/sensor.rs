@@ -351,7 +351,7 @@ pub fn bench_sensor(
         ));
     }
     let rounds = a.rounds.max(1);
-    let alone_round = |out: &mut Vec<Vec<f64>>| -> Result<(), LabError> {
+    let storm_round = |out: &mut Vec<Vec<f64>>| -> Result<(), LabError> {
         for (i, s) in Storm::ALL.iter().enumerate() {
             out[i].push(run_storm(exe, *s, s.ops(a.ops))?);
         }
@@ -362,7 +362,7 @@ pub fn bench_sensor(
     let mut audit = vec![Vec::new(); Storm::ALL.len()];
     eprintln!("storms alone…");
     for _ in 0..rounds {
-        alone_round(&mut alone)?;
+        storm_round(&mut alone)?;
     }
 
     eprintln!("storms under oxeye up (security sensor on, profiler off)…");
@@ -405,9 +405,7 @@ pub fn bench_sensor(
     let empty_hook_unavailable = match empty_hook() {
         Ok(hook) => {
             for _ in 0..rounds {
-                for (i, s) in Storm::ALL.iter().enumerate() {
-                    empty[i].push(run_storm(exe, *s, s.ops(a.ops))?);
-                }
+                storm_round(&mut empty)?;
             }
             drop(hook);
             None
@@ -439,7 +437,7 @@ pub fn bench_sensor(
     }
     // Alone again, so drift of the machine over the run shows in the baseline too.
     for _ in 0..rounds {
-        alone_round(&mut alone)?;
+        storm_round(&mut alone)?;
     }
 
     let slowdown = |with: f64, base: f64| (with / base - 1.0) * 100.0;

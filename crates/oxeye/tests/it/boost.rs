@@ -166,16 +166,8 @@ fn a_traffic_burst_boosts_the_services_process_and_labels_its_samples() {
         return;
     }
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut up = Command::new(env!("CARGO_BIN_EXE_oxeye"))
-        .args(["up", "--data-dir"])
-        .arg(dir.path())
+    let mut up = crate::oxeye_up(dir.path())
         .args([
-            "--http-addr",
-            "127.0.0.1:0",
-            "--otlp-grpc-addr",
-            "127.0.0.1:0",
-            "--otlp-http-addr",
-            "127.0.0.1:0",
             "--off-cpu",
             "off",
             // A threshold instead of the learned baseline, which needs minutes of warm-up.

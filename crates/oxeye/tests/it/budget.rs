@@ -25,16 +25,8 @@ fn over_its_budget_oxeye_lowers_the_quiet_rate_first_and_says_why() {
     // A CPU-bound process for the profiler to sample (and symbolize).
     let burner = Killed(Command::new(burner()).spawn().expect("start the burner"));
     let pid = burner.0.id();
-    let mut up = Command::new(env!("CARGO_BIN_EXE_oxeye"))
-        .args(["up", "--data-dir"])
-        .arg(dir.path())
+    let mut up = crate::oxeye_up(dir.path())
         .args([
-            "--http-addr",
-            "127.0.0.1:0",
-            "--otlp-grpc-addr",
-            "127.0.0.1:0",
-            "--otlp-http-addr",
-            "127.0.0.1:0",
             "--off-cpu",
             "off",
             "--security",

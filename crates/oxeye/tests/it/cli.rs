@@ -37,19 +37,7 @@ fn a_port_in_use_names_the_address_and_the_flag() {
 #[test]
 fn a_file_as_data_dir_is_refused_naming_the_flag() {
     let f = tempfile::NamedTempFile::new().unwrap();
-    let out = oxeye()
-        .args(["up", "--data-dir"])
-        .arg(f.path())
-        .args([
-            "--http-addr",
-            "127.0.0.1:0",
-            "--otlp-grpc-addr",
-            "127.0.0.1:0",
-            "--otlp-http-addr",
-            "127.0.0.1:0",
-        ])
-        .output()
-        .unwrap();
+    let out = crate::oxeye_up(f.path()).output().unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(

@@ -4,3 +4,17 @@ mod budget;
 mod cli;
 mod otlp_profiles;
 mod tidy;
+
+/// `oxeye up` on `data_dir` with every listener on a free loopback port; tests add their flags.
+fn oxeye_up(data_dir: &std::path::Path) -> std::process::Command {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_oxeye"));
+    cmd.args(["up", "--data-dir"]).arg(data_dir).args([
+        "--http-addr",
+        "127.0.0.1:0",
+        "--otlp-grpc-addr",
+        "127.0.0.1:0",
+        "--otlp-http-addr",
+        "127.0.0.1:0",
+    ]);
+    cmd
+}

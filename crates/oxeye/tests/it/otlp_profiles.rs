@@ -33,19 +33,8 @@ fn start(config: Option<&str>) -> Server {
 
 fn start_with(config: Option<&str>, hz: u32) -> Server {
     let dir = tempfile::tempdir().unwrap();
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_oxeye"));
-    cmd.args(["up", "--data-dir"])
-        .arg(dir.path().join("data"))
-        .args([
-            "--http-addr",
-            "127.0.0.1:0",
-            "--otlp-grpc-addr",
-            "127.0.0.1:0",
-            "--otlp-http-addr",
-            "127.0.0.1:0",
-            "--profile-hz",
-            &hz.to_string(),
-        ])
+    let mut cmd = crate::oxeye_up(&dir.path().join("data"));
+    cmd.args(["--profile-hz", &hz.to_string()])
         .stdout(Stdio::piped())
         .stderr(Stdio::null());
     if let Some(c) = config {
