@@ -103,6 +103,52 @@ def test_api_rejects(oxeye_module, case_id, method, path, headers, body, expecte
         assert not os.path.exists("/tmp/oxeye-interop-copy.csv"), "COPY TO wrote a file through the read-only API"
 
 
+def _spoiled_requests():
+    """Protobuf trace requests whose outline is sound but one span inside is not valid OTLP,
+    next to a good span: (id, request bytes, substring of the message, the good span's trace id)."""
+    out = []
+    spoilers = [
+        ("short-span-id", lambda s: setattr(s, "span_id", b"\x01\x02\x03"), "spanId"),
+        ("zero-trace-id", lambda s: setattr(s, "trace_id", bytes(16)), "traceId"),
+        ("bad-link-span-id", lambda s: s.links.add(trace_id=b"\x01" * 16, span_id=b"\x02" * 7), "links[0].spanId"),
+        ("non-utf8-attribute", lambda s: s.attributes.add(key="k").value.__setattr__("string_value", "\x01XYZ"),
+         "UTF-8"),
+    ]
+    for case_id, spoil, substr in spoilers:
+        req = big_request(unique(f"it-spoiled-{case_id}"), n_spans=2, payload=5)
+        spans = req.resource_spans[0].scope_spans[0].spans
+        spoil(spans[1])
+        body = req.SerializeToString()
+        if case_id == "non-utf8-attribute":
+            at = body.index(b"\x01XYZ")
+            body = body[:at] + b"\xff" + body[at + 1:]
+        out.append((case_id, body, substr, spans[0].trace_id.hex()))
+    return out
+
+
+@pytest.mark.parametrize("transport", ["http", "grpc"])
+def test_a_bad_span_inside_refuses_the_whole_request(oxeye_module, transport):
+    """The receiver checks a trace request's outline; its spans are checked as the store reads
+    them. A fault found there still answers 400 / INVALID_ARGUMENT naming the field, and the
+    request's good span is not stored either."""
+    srv = oxeye_module
+    for case_id, body, substr, good_trace in _spoiled_requests():
+        if transport == "http":
+            r = requests.post(f"{srv.otlp_http}/v1/traces", data=body,
+                              headers={"Content-Type": "application/x-protobuf"}, timeout=30)
+            status, text = r.status_code, r.text
+            assert status == 400, f"{case_id}: expected 400, got {status}: {text[:300]!r}"
+        else:
+            status, text = grpc_raw_call(srv.grpc_target, "traces", body)
+            assert status == grpc.StatusCode.INVALID_ARGUMENT, f"{case_id}: got {status} {text!r}"
+        assert substr.lower() in text.lower(), f"{case_id}: message should name {substr!r}: {text[:300]!r}"
+        if case_id != "non-utf8-attribute":
+            assert "spans[1]" in text, f"{case_id}: message should name the span: {text[:300]!r}"
+        assert srv.get(f"/api/v1/traces/{good_trace}").status_code == 404, \
+            f"{case_id}: the request was refused, so its good span must not be stored"
+    assert srv.alive()
+
+
 def test_tables_intact_and_flush_with_token_works(oxeye_module):
     res = oxeye_module.query("SELECT count(*) FROM otel_traces")
     assert len(res["rows"]) == 1, res

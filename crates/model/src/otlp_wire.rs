@@ -2,11 +2,14 @@
 //!
 //! Decoding a request into `opentelemetry-proto` messages and then into [`Span`]s allocated a
 //! string per key, value and name and freed them all once the spans were encoded into columns:
-//! most of a receiver's CPU. Here a receiver validates the request in one pass that allocates
-//! only for resources and scopes ([`scan_traces`]), keeps the bytes, and the store reads each span
-//! straight from them into its columns ([`parse_span`] into a reused [`SpanView`]).
+//! most of a receiver's CPU. Here a receiver checks the request's outline in one pass that
+//! allocates only for resources and scopes ([`scan_traces`]: messages and their lengths, each
+//! span's start time and whether it is a request), keeps the bytes, and the store reads each span
+//! straight from them into its columns ([`RawSpans::read_span`] into a reused [`SpanView`]),
+//! checking it as it goes: a span is parsed once. A request whose span fails that check is
+//! refused whole, with the same message a receiver would have given.
 //!
-//! Both passes apply exactly the rules of [`crate::otlp::spans_from_otlp`]: the same ids are
+//! Reading applies exactly the rules of [`crate::otlp::spans_from_otlp`]: the same ids are
 //! refused with the same messages, attribute values become the same text, a repeated key keeps
 //! its last value.
 
@@ -20,7 +23,8 @@ use prost::Message;
 use crate::otlp::InvalidData;
 use crate::{Attrs, Resource, Scope, Span, SpanId, SpanKind, StatusCode, TraceId};
 
-/// A validated `ExportTraceServiceRequest`, kept as the bytes it came in.
+/// An `ExportTraceServiceRequest` whose outline is checked, kept as the bytes it came in; its
+/// spans are checked as they are read ([`RawSpans::read_span`], [`RawSpans::check`]).
 #[derive(Clone, Debug, PartialEq)]
 pub struct RawSpans {
     pub bytes: Bytes,
@@ -38,12 +42,16 @@ pub struct RawGroup {
     pub spans: usize,
     /// Spans that are requests: roots, and server or consumer spans.
     pub requests: usize,
+    /// Where the group is in the request (`resourceSpans[.0].scopeSpans[.1]`), for messages.
+    pub at: (u32, u32),
 }
 
 /// Where one span's message lies in [`RawSpans::bytes`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct SpanRef {
     pub group: u32,
+    /// Its index in its group's `spans`, for messages.
+    pub index: u32,
     pub offset: u32,
     pub len: u32,
     pub start_unix_nano: u64,
@@ -62,6 +70,26 @@ impl RawSpans {
     pub fn span_bytes(&self, span: &SpanRef) -> &[u8] {
         let start = span.offset as usize;
         &self.bytes[start..start + span.len as usize]
+    }
+
+    /// Reads span `i` (request order) into `view`, refusing what the decoded path refuses,
+    /// with its message (`resourceSpans[r].scopeSpans[s].spans[k].<field>: …`).
+    pub fn read_span<'a>(&'a self, i: usize, view: &mut SpanView<'a>) -> Result<(), WireError> {
+        let s = &self.spans[i];
+        let (ri, si) = self.groups[s.group as usize].at;
+        let k = s.index;
+        parse_span(self.span_bytes(s), view, &|f| {
+            format!("resourceSpans[{ri}].scopeSpans[{si}].spans[{k}].{f}")
+        })
+    }
+
+    /// Reads every span: `Ok` when the whole request is valid OTLP.
+    pub fn check(&self) -> Result<(), WireError> {
+        let mut view = SpanView::default();
+        for i in 0..self.spans.len() {
+            self.read_span(i, &mut view)?;
+        }
+        Ok(())
     }
 }
 
@@ -546,14 +574,32 @@ fn parse_scope(buf: Option<&[u8]>, schema_url: &str) -> Result<Scope, WireError>
     Ok(s)
 }
 
-/// Validates an `ExportTraceServiceRequest` and indexes its spans, keeping `bytes`.
+/// What a span's outline says before it is read: when it started, and whether it is a request
+/// (a root, or a server or consumer span). Its ids and the rest are checked when it is read.
+fn skim_span(buf: &[u8]) -> Result<(u64, bool), WireError> {
+    const M: &str = "Span";
+    let (mut start, mut child, mut kind) = (0, false, SpanKind::Unspecified);
+    for f in fields(buf) {
+        match f? {
+            (4, v) => child = !bytes_of(v, M, "parent_span_id")?.is_empty(),
+            (6, v) => kind = SpanKind::from_otlp(varint_of(v, M, "kind")? as i32),
+            (7, v) => start = fixed64_of(v, M, "start_time_unix_nano")?,
+            _ => {}
+        }
+    }
+    Ok((
+        start,
+        !child || matches!(kind, SpanKind::Server | SpanKind::Consumer),
+    ))
+}
+
+/// Checks the outline of an `ExportTraceServiceRequest` and indexes its spans, keeping `bytes`.
 pub fn scan_traces(bytes: Bytes) -> Result<RawSpans, WireError> {
     let buf: &[u8] = &bytes;
     if u32::try_from(buf.len()).is_err() {
         return Err(malformed("request larger than 4 GiB"));
     }
     let (mut groups, mut spans) = (Vec::new(), Vec::new());
-    let mut view = SpanView::default();
     let mut ri = 0;
     for f in fields(buf) {
         let (1, v) = f? else { continue };
@@ -585,19 +631,15 @@ pub fn scan_traces(bytes: Bytes) -> Result<RawSpans, WireError> {
             let group = u32::try_from(groups.len()).unwrap_or(u32::MAX);
             let mut requests = 0;
             for (i, s) in items.iter().enumerate() {
-                let at = |f: &str| format!("resourceSpans[{ri}].scopeSpans[{si}].spans[{i}].{f}");
-                parse_span(s, &mut view, &at)?;
-                if view.parent_span_id.is_none()
-                    || matches!(view.kind, SpanKind::Server | SpanKind::Consumer)
-                {
-                    requests += 1;
-                }
+                let (start_unix_nano, request) = skim_span(s)?;
+                requests += usize::from(request);
                 spans.push(SpanRef {
                     group,
+                    index: i as u32,
                     // Inside `buf`, whose length fits in u32 (checked above).
                     offset: (s.as_ptr() as usize - buf.as_ptr() as usize) as u32,
                     len: s.len() as u32,
-                    start_unix_nano: view.start_unix_nano,
+                    start_unix_nano,
                 });
             }
             groups.push(RawGroup {
@@ -605,6 +647,7 @@ pub fn scan_traces(bytes: Bytes) -> Result<RawSpans, WireError> {
                 scope: Arc::new(scope),
                 spans: items.len(),
                 requests,
+                at: (ri, si as u32),
             });
         }
         ri += 1;
@@ -753,8 +796,15 @@ mod tests {
         let bytes = Bytes::from(req.encode_to_vec());
         (
             spans_from_otlp(req.clone()).map_err(|e| e.0),
-            scan_traces(bytes).map_err(|e| e.to_string()),
+            scan_traces(bytes)
+                .and_then(|raw| raw.check().map(|()| raw))
+                .map_err(|e| e.to_string()),
         )
+    }
+
+    /// The outline check and then reading every span, as a store does.
+    fn scan_and_read(bytes: Bytes) -> Result<RawSpans, WireError> {
+        scan_traces(bytes).and_then(|raw| raw.check().map(|()| raw))
     }
 
     #[test]
@@ -767,16 +817,16 @@ mod tests {
                 panic!("both paths accept generated requests");
             };
             assert_eq!(groups.len(), raw.groups.len());
-            let mut spans = raw.spans.iter();
+            let mut spans = raw.spans.iter().enumerate();
             let (mut a, mut b) = (SpanView::default(), SpanView::default());
             for (g, rg) in groups.iter().zip(&raw.groups) {
                 assert_eq!(g.resource, rg.resource);
                 assert_eq!(g.scope, rg.scope);
                 assert_eq!(g.items.len(), rg.spans);
                 for s in &g.items {
-                    let sr = spans.next().expect("as many spans");
+                    let (i, sr) = spans.next().expect("as many spans");
                     a.fill_from(s);
-                    parse_span(raw.span_bytes(sr), &mut b, &|f| f.to_string()).unwrap();
+                    raw.read_span(i, &mut b).unwrap();
                     assert_eq!(a, b);
                     assert_eq!(sr.start_unix_nano, s.start_unix_nano);
                     seen += 1;
@@ -842,7 +892,7 @@ mod tests {
             if cut == 0 || cut >= good.len() {
                 continue;
             }
-            let e = scan_traces(Bytes::copy_from_slice(&good[..cut]));
+            let e = scan_and_read(Bytes::copy_from_slice(&good[..cut]));
             // A cut may land on a field boundary of the outer message only at its end.
             if let Err(e) = e {
                 assert!(matches!(e, WireError::Protobuf(_)), "{e}");
@@ -866,7 +916,9 @@ mod tests {
         let mut bytes = req.encode_to_vec();
         let at = bytes.windows(4).position(|w| w == b"\x01XYZ").unwrap();
         bytes[at] = 0xff;
-        let e = scan_traces(Bytes::from(bytes)).unwrap_err();
+        let raw = scan_traces(Bytes::from(bytes)).expect("the outline is sound");
+        let e = raw.check().unwrap_err();
         assert!(e.to_string().contains("UTF-8"), "{e}");
+        assert!(e.to_string().contains("Span.name"), "{e}");
     }
 }

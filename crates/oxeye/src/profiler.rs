@@ -849,7 +849,7 @@ mod tests {
         struct Failing;
         impl pipeline::DurableSink for Failing {
             fn write(&self, _: Batch) -> pipeline::WriteFuture<'_> {
-                Box::pin(async { Err(pipeline::SinkError("disk full".into())) })
+                Box::pin(async { Err(pipeline::SinkError::Unavailable("disk full".into())) })
             }
         }
         let mut agent = Agent {

@@ -1202,7 +1202,7 @@ mod tests {
                     .write(&batch)
                     .await
                     .map(|_| ())
-                    .map_err(|e| pipeline::SinkError(e.to_string()))
+                    .map_err(crate::up::sink_error)
             })
         }
     }

@@ -194,18 +194,24 @@ struct StoreSink(Store, TracedProcesses, ServiceNames, TrafficMonitor);
 
 impl DurableSink for StoreSink {
     fn write(&self, batch: Batch) -> pipeline::WriteFuture<'_> {
-        let groups = batch.span_groups();
-        self.1.note(&groups);
-        self.2.note(&batch, &groups);
-        self.3.note(&groups, Instant::now());
-        drop(groups);
         Box::pin(async move {
-            self.0
-                .write(&batch)
-                .await
-                .map(|_| ())
-                .map_err(|e| SinkError(e.to_string()))
+            self.0.write(&batch).await.map_err(sink_error)?;
+            // Only what was stored counts: a request refused as malformed is not traffic.
+            let groups = batch.span_groups();
+            self.1.note(&groups);
+            self.2.note(&batch, &groups);
+            self.3.note(&groups, Instant::now());
+            Ok(())
         })
+    }
+}
+
+/// A store's refusal as the pipeline reports it: malformed data is the sender's fault (4xx),
+/// anything else is the store's (retry later).
+pub(crate) fn sink_error(e: store::StoreError) -> SinkError {
+    match e {
+        store::StoreError::Malformed(e) => SinkError::Malformed(e),
+        other => SinkError::Unavailable(other.to_string()),
     }
 }
 

@@ -27,9 +27,16 @@ pub trait DurableSink: Send + Sync + 'static {
     fn write(&self, batch: Batch) -> WriteFuture<'_>;
 }
 
+/// Why a batch was not stored.
 #[derive(Debug, Clone, thiserror::Error)]
-#[error("{0}")]
-pub struct SinkError(pub String);
+pub enum SinkError {
+    /// The sink cannot take it now (disk full, store error, shutting down): retry later.
+    #[error("{0}")]
+    Unavailable(String),
+    /// The data is not valid OTLP, found when the sink read it: refused, retrying will not help.
+    #[error("{0}")]
+    Malformed(model::otlp_wire::WireError),
+}
 
 /// The queue is full: try again later.
 #[derive(Debug, Clone, Copy, thiserror::Error)]
@@ -45,7 +52,7 @@ pub struct Ack(oneshot::Receiver<Result<(), SinkError>>);
 impl Ack {
     pub async fn wait(self) -> Result<(), SinkError> {
         self.0.await.unwrap_or_else(|_| {
-            Err(SinkError(
+            Err(SinkError::Unavailable(
                 "the pipeline stopped before the data was stored".into(),
             ))
         })

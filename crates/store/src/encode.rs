@@ -10,7 +10,7 @@ use datafusion::arrow::array::{
 use datafusion::arrow::buffer::OffsetBuffer;
 use datafusion::arrow::datatypes::{DataType, Field, Fields};
 use datafusion::arrow::error::ArrowError;
-use model::otlp_wire::{RawSpans, SpanView, parse_span};
+use model::otlp_wire::{RawSpans, SpanView};
 use model::{
     Attrs, Batch, Group, LogRecord, Metric, MetricPoint, PointValue, ProfileBatch, Resource, Scope,
     Span,
@@ -80,7 +80,13 @@ impl ListOfStruct {
 pub fn encode(batch: &Batch) -> Result<Vec<(Table, RecordBatch)>, ArrowError> {
     match batch {
         Batch::Spans(g) => Ok(vec![(Table::Traces, spans(g)?)]),
-        Batch::RawSpans(r) => Ok(vec![(Table::Traces, raw_spans(r)?)]),
+        Batch::RawSpans(r) => Ok(vec![(
+            Table::Traces,
+            raw_spans(r).map_err(|e| match e {
+                RawSpansError::Arrow(e) => e,
+                RawSpansError::Malformed(e) => ArrowError::ParseError(e.to_string()),
+            })?,
+        )]),
         Batch::Logs(g) => Ok(vec![(Table::Logs, logs(g)?)]),
         Batch::Metrics(g) => metrics(g),
         Batch::Profiles(p) => profiles(p),
@@ -166,8 +172,16 @@ fn spans(groups: &[Group<Span>]) -> Result<RecordBatch, ArrowError> {
     cols.finish()
 }
 
-/// Spans read straight from their OTLP request into columns (validated when received).
-pub(crate) fn raw_spans(raw: &RawSpans) -> Result<RecordBatch, ArrowError> {
+/// Why a raw request's spans did not become a batch.
+#[derive(Debug)]
+pub(crate) enum RawSpansError {
+    /// A span is not valid OTLP (the request is refused whole).
+    Malformed(model::otlp_wire::WireError),
+    Arrow(ArrowError),
+}
+
+/// Spans read straight from their OTLP request into columns, each checked as it is read.
+pub(crate) fn raw_spans(raw: &RawSpans) -> Result<RecordBatch, RawSpansError> {
     let n = raw.len();
     let mut size = SpanSizes::default();
     for g in &raw.groups {
@@ -193,13 +207,12 @@ pub(crate) fn raw_spans(raw: &RawSpans) -> Result<RecordBatch, ArrowError> {
     let mut cols = SpanColumns::with_capacity(n, &size);
     let mut view = SpanView::default();
     for i in sorted_order(rows) {
-        let s = &raw.spans[i];
-        let g = &raw.groups[s.group as usize];
-        parse_span(raw.span_bytes(s), &mut view, &|f| f.to_string())
-            .map_err(|e| ArrowError::ParseError(format!("span {i}: {e}")))?;
+        let g = &raw.groups[raw.spans[i].group as usize];
+        raw.read_span(i, &mut view)
+            .map_err(RawSpansError::Malformed)?;
         cols.append(&g.resource, &g.scope, &view);
     }
-    cols.finish()
+    cols.finish().map_err(RawSpansError::Arrow)
 }
 
 /// Room the columns of a span batch need.

@@ -39,6 +39,9 @@ pub enum StoreError {
     },
     #[error("cannot encode batch: {0}")]
     Encode(#[from] datafusion::arrow::error::ArrowError),
+    /// The data is not valid OTLP (found while reading it into columns): refused, nothing stored.
+    #[error("{0}")]
+    Malformed(model::otlp_wire::WireError),
     #[error("cannot write parquet: {0}")]
     Parquet(#[from] datafusion::parquet::errors::ParquetError),
     #[error("{0}")]
@@ -279,11 +282,17 @@ impl Store {
 
     /// Stores `batch`; resolves once it is on disk (fsynced in the WAL).
     pub async fn write(&self, batch: &Batch) -> Result<usize, StoreError> {
-        let raw = match batch {
-            Batch::RawSpans(raw) => Some(raw),
-            _ => None,
-        };
-        self.write_tables(encode::encode(batch)?, raw).await
+        match batch {
+            Batch::RawSpans(raw) => {
+                let rows = encode::raw_spans(raw).map_err(|e| match e {
+                    encode::RawSpansError::Malformed(e) => StoreError::Malformed(e),
+                    encode::RawSpansError::Arrow(e) => StoreError::Encode(e),
+                })?;
+                self.write_tables(vec![(Table::Traces, rows)], Some(raw))
+                    .await
+            }
+            _ => self.write_tables(encode::encode(batch)?, None).await,
+        }
     }
 
     /// Stores rows already encoded for their tables; resolves once they are in the WAL. When

@@ -28,7 +28,7 @@ use opentelemetry_proto::tonic::collector::profiles::v1development::{
 use opentelemetry_proto::tonic::collector::trace::v1::{
     ExportTraceServiceRequest, ExportTraceServiceResponse,
 };
-use pipeline::Origin;
+use pipeline::{Origin, SinkError};
 use prost::Message;
 use tokio::net::TcpListener;
 use tonic::codec::CompressionEncoding;
@@ -70,9 +70,23 @@ impl Otlp {
             .pipeline
             .submit(batch, bytes, Origin { peer })
             .map_err(|busy| Status::resource_exhausted(busy.to_string()))?;
-        ack.wait()
-            .await
-            .map_err(|e| Status::unavailable(format!("not stored, retry later: {e}")))
+        ack.wait().await.map_err(|e| match e {
+            SinkError::Malformed(e) => refused(e),
+            SinkError::Unavailable(e) => {
+                Status::unavailable(format!("not stored, retry later: {e}"))
+            }
+        })
+    }
+}
+
+/// The answer to a trace request that is not valid OTLP, whether the receiver or the store
+/// found the fault.
+fn refused(e: WireError) -> Status {
+    match e {
+        WireError::Invalid(e) => Status::invalid_argument(format!("invalid data: {e}")),
+        WireError::Protobuf(m) => {
+            Status::invalid_argument(format!("failed to decode ExportTraceServiceRequest: {m}"))
+        }
     }
 }
 
@@ -186,16 +200,8 @@ impl tonic::server::UnaryService<bytes::Bytes> for ExportRaw {
             let peer = req.remote_addr();
             let body = req.into_inner();
             let n = body.len();
-            let batch = match scan_traces(body) {
-                Ok(raw) => Ok(Batch::RawSpans(raw)),
-                Err(WireError::Invalid(e)) => Err(e),
-                Err(WireError::Protobuf(m)) => {
-                    return Err(Status::invalid_argument(format!(
-                        "failed to decode ExportTraceServiceRequest: {m}"
-                    )));
-                }
-            };
-            svc.accept(batch, n, peer).await?;
+            let batch = scan_traces(body).map_err(refused)?;
+            svc.accept(Ok(Batch::RawSpans(batch)), n, peer).await?;
             Ok(Response::new(ExportTraceServiceResponse {
                 partial_success: None,
             }))

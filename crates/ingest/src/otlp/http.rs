@@ -13,11 +13,11 @@ use axum::extract::{ConnectInfo, DefaultBodyLimit, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
-use pipeline::Origin;
+use pipeline::{Origin, SinkError};
 use prost::Message;
 use tokio::net::TcpListener;
 
-use super::{Encoding, Signal, decode_bytes};
+use super::{DecodeError, Encoding, Signal, decode_bytes};
 use crate::{ReceiverContext, reservation};
 
 /// `google.rpc.Status`, the OTLP error body.
@@ -199,11 +199,18 @@ async fn handle(
                 message: busy.to_string(),
                 retry_after: Some(1),
             })?;
-        ack.wait().await.map_err(|e| Failure {
-            status: StatusCode::SERVICE_UNAVAILABLE,
-            encoding,
-            message: format!("not stored, retry later: {e}"),
-            retry_after: Some(5),
+        ack.wait().await.map_err(|e| match e {
+            SinkError::Malformed(e) => Failure::new(
+                StatusCode::BAD_REQUEST,
+                encoding,
+                DecodeError::wire(signal, e).to_string(),
+            ),
+            SinkError::Unavailable(e) => Failure {
+                status: StatusCode::SERVICE_UNAVAILABLE,
+                encoding,
+                message: format!("not stored, retry later: {e}"),
+                retry_after: Some(5),
+            },
         })?;
     }
     // Every Export*ServiceResponse without partial success is the empty message.

@@ -62,16 +62,23 @@ pub fn decode_bytes(
     body: bytes::Bytes,
 ) -> Result<Batch, DecodeError> {
     match (signal, encoding) {
-        (Signal::Traces, Encoding::Protobuf) => {
-            scan_traces(body).map(Batch::RawSpans).map_err(|e| match e {
-                WireError::Protobuf(detail) => DecodeError::Protobuf {
-                    message: signal.message_name(),
-                    detail,
-                },
-                WireError::Invalid(e) => DecodeError::Invalid(e.0),
-            })
-        }
+        (Signal::Traces, Encoding::Protobuf) => scan_traces(body)
+            .map(Batch::RawSpans)
+            .map_err(|e| DecodeError::wire(signal, e)),
         _ => decode(signal, encoding, &body),
+    }
+}
+
+impl DecodeError {
+    /// A request body that is not valid OTLP, found by the receiver or by the store reading it.
+    pub fn wire(signal: Signal, e: WireError) -> DecodeError {
+        match e {
+            WireError::Protobuf(detail) => DecodeError::Protobuf {
+                message: signal.message_name(),
+                detail,
+            },
+            WireError::Invalid(e) => DecodeError::Invalid(e.0),
+        }
     }
 }
 
