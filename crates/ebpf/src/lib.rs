@@ -16,6 +16,7 @@ mod ring;
 mod security;
 mod stacks;
 mod syscall_floor;
+mod unwind;
 mod unwind_table;
 
 mod skel {
@@ -52,6 +53,7 @@ pub use security::{
 };
 pub use stacks::{MAX_STACK_DEPTH, Stack, StackError, StackStatus};
 pub use syscall_floor::SyscallHookFloor;
+pub use unwind::UnwindStats;
 pub use unwind_table::{
     LoadSegment, RowKind, UnwindRow, UnwindTable, UnwindTableError, build_unwind_table,
 };

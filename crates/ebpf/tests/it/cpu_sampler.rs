@@ -2,8 +2,8 @@ use ebpf::{CpuSampler, CpuSamplerConfig, StackStatus};
 use profile::{FoldedValue, ProfileKind, StackAggregate, StackTable, Symbolizer, to_folded};
 
 use crate::support::{
-    Build, CALLER_FUNCTION, HOT_FUNCTION, Workload, ebpf_ready, leaf_histogram, sample_until_exit,
-    workload,
+    Build, CALLER_FUNCTION, HOT_FUNCTION, OUTER_FUNCTION, Workload, ebpf_ready, leaf_histogram,
+    sample_until_exit, workload,
 };
 
 #[test]
@@ -105,6 +105,66 @@ fn leaf_is_right_and_stack_flagged_truncated_without_frame_pointers() {
     for s in &hot {
         assert_ne!(s.sample.user_stack.status, StackStatus::Absent);
     }
+}
+
+#[test]
+fn eh_frame_tables_give_whole_stacks_without_frame_pointers() {
+    if !ebpf_ready("eh_frame_tables_give_whole_stacks_without_frame_pointers") {
+        return;
+    }
+    let mut sampler = CpuSampler::start(CpuSamplerConfig::default()).expect("start sampler");
+    let mut symbolizer = Symbolizer::new();
+    let mut burner = Workload::spawn(&workload(Build::NoFramePointers), &["deep", "4"]);
+    // The C library is mapped by the dynamic loader after exec: wait for it, so the process's
+    // tables cover it.
+    let maps = format!("/proc/{}/maps", burner.pid());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !std::fs::read_to_string(&maps).is_ok_and(|m| m.contains("libc.so")) {
+        assert!(std::time::Instant::now() < deadline, "libc never mapped");
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    assert!(
+        sampler.unwind_process(burner.pid()).expect("load tables"),
+        "no table for the workload"
+    );
+    let stats = sampler.unwind_stats();
+    assert!(stats.tables >= 2 && stats.processes >= 1, "{stats:?}");
+    let samples = sample_until_exit(&mut sampler, &mut symbolizer, &mut [&mut burner]);
+    let leaves = leaf_histogram(&samples);
+    eprintln!("{} samples, leaves {leaves:?}, {stats:?}", samples.len());
+    assert!(samples.len() >= 20, "too few samples: {}", samples.len());
+    assert_eq!(leaves[0].0, HOT_FUNCTION, "hottest user frame: {leaves:?}");
+
+    let hot: Vec<_> = samples
+        .iter()
+        .filter(|s| s.user_leaf().is_some_and(|f| &*f.function == HOT_FUNCTION))
+        .collect();
+    let chain = [HOT_FUNCTION, CALLER_FUNCTION, OUTER_FUNCTION, "main"];
+    let whole: Vec<_> = hot
+        .iter()
+        .filter(|s| {
+            let users: Vec<&str> = s
+                .stack
+                .frames
+                .iter()
+                .filter(|f| f.kind == profile::FrameKind::User)
+                .map(|f| &*f.function)
+                .collect();
+            !s.stack.truncated && users.starts_with(&chain)
+        })
+        .collect();
+    if let Some(s) = whole.first() {
+        let names: Vec<&str> = s.stack.frames.iter().map(|f| &*f.function).collect();
+        eprintln!("a whole stack: {names:?}");
+    }
+    assert!(
+        whole.len() * 10 >= hot.len() * 8,
+        "{} of {} hot stacks whole through {chain:?}; e.g. {:?}",
+        whole.len(),
+        hot.len(),
+        hot.iter().find(|s| s.stack.truncated).map(|s| &s.stack)
+    );
+    assert_eq!(sampler.counters().expect("counters").malformed_records, 0);
 }
 
 #[test]

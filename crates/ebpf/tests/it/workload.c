@@ -1,5 +1,6 @@
 /* Test workload: burns CPU in a function with a known name, or sleeps in nanosleep.
  *   workload burn SECONDS   (seconds of CPU time, so a loaded machine still gets the samples)
+ *   workload deep SECONDS   (the same, one call deeper: main, outer, caller, hot function)
  *   workload sleep SECONDS MILLIS_PER_SLEEP
  * Built twice by the tests: with frame pointers (and DWARF) and without. */
 #include <stdlib.h>
@@ -29,6 +30,11 @@ __attribute__((noinline)) unsigned long oxeye_test_caller(unsigned long rounds)
 	return oxeye_test_hot_function(rounds) + 1;
 }
 
+__attribute__((noinline)) unsigned long oxeye_test_outer(unsigned long rounds)
+{
+	return oxeye_test_caller(rounds) * 3;
+}
+
 __attribute__((noinline)) void oxeye_test_sleeper(long millis)
 {
 	struct timespec ts = { millis / 1000, (millis % 1000) * 1000000L };
@@ -49,6 +55,10 @@ int main(int argc, char **argv)
 		end = clock_seconds(CLOCK_PROCESS_CPUTIME_ID) + atof(argv[2]);
 		while (clock_seconds(CLOCK_PROCESS_CPUTIME_ID) < end)
 			sink += oxeye_test_caller(rounds);
+	} else if (!strcmp(argv[1], "deep")) {
+		end = clock_seconds(CLOCK_PROCESS_CPUTIME_ID) + atof(argv[2]);
+		while (clock_seconds(CLOCK_PROCESS_CPUTIME_ID) < end)
+			sink += oxeye_test_outer(rounds);
 	} else if (!strcmp(argv[1], "sleep")) {
 		end = clock_seconds(CLOCK_MONOTONIC) + atof(argv[2]);
 		if (argc > 3)
