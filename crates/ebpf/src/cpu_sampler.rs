@@ -153,6 +153,8 @@ pub struct CpuSampler {
     reader: RecordReader<RawSample>,
     stacks: StackMaps,
     unwinder: Unwinder,
+    /// The exec and exit hooks that drop a process's tables.
+    _forget_links: Vec<libbpf_rs::Link>,
     skel: LoadedSkel<CpuSamplerSkel<'static>>,
 }
 
@@ -181,6 +183,16 @@ impl CpuSampler {
             Ok(())
         })?;
         let reader = RecordReader::new(&skel.maps.samples, parse_sample)?;
+        let mut forget_links = Vec::new();
+        for (program, prog) in [
+            ("unwind_forget_on_exec", &skel.progs.unwind_forget_on_exec),
+            ("unwind_forget_on_exit", &skel.progs.unwind_forget_on_exit),
+        ] {
+            forget_links.push(
+                prog.attach()
+                    .map_err(|source| EbpfError::Attach { program, source })?,
+            );
+        }
         let cpus = online_cpus()?;
         let mut sampler = Self {
             base_events: Vec::new(),
@@ -190,6 +202,7 @@ impl CpuSampler {
             reader,
             stacks: StackMaps::new(),
             unwinder: Unwinder::new(config.unwind_table_rows),
+            _forget_links: forget_links,
             skel,
         };
         let base_period = 1_000_000_000 / u64::from(config.frequency_hz);

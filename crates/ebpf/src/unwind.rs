@@ -4,6 +4,9 @@
 //! (`unwind_processes`). The BPF program unwinds the processes found there with the tables and
 //! every other process by frame pointers.
 //!
+//! The BPF program drops a process's entry itself when the process execs or exits; the next
+//! [`Unwinder::add_process`] for that pid loads it again from its new mappings.
+//!
 //! Rows are never moved or freed: a table stays loaded for as long as the sampler runs, and once
 //! the array is full, files seen later get no table (their frames fall back to frame pointers,
 //! counted in [`UnwindStats::tables_without_room`]).
@@ -120,7 +123,12 @@ impl Unwinder {
             return Ok(false);
         }
         if let Some(known) = self.processes.get(&pid) {
-            return Ok(known.has_tables);
+            // The BPF side drops a process that execs or exits: hand over the new image (or
+            // the new process under a reused pid) at once.
+            if !known.has_tables || still_loaded(processes, pid) {
+                return Ok(known.has_tables);
+            }
+            self.processes.remove(&pid);
         }
         self.load(rows, processes, pid)
     }
@@ -247,6 +255,14 @@ impl Unwinder {
         self.tables.insert(m.file, Some(loaded.clone()));
         Ok(Some(loaded))
     }
+}
+
+fn still_loaded(processes: &dyn MapCore, pid: u32) -> bool {
+    // An error reads as "gone": the process is then loaded again, which is harmless.
+    matches!(
+        processes.lookup(&pid.to_ne_bytes(), MapFlags::ANY),
+        Ok(Some(_))
+    )
 }
 
 fn write_rows(map: &dyn MapCore, first: u32, rows: &[UnwindRow]) -> Result<()> {

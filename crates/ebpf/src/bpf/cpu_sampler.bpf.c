@@ -301,6 +301,34 @@ static __always_inline int record_unwound(struct bpf_perf_event_data *ctx, __u32
 	return 0;
 }
 
+/* A process's tables describe the image it runs: forget them when it execs another one or exits,
+ * so neither a new image nor a reused pid is ever unwound with the old tables (it falls back to
+ * frame pointers until userspace hands it over again). */
+SEC("raw_tp/sched_process_exec")
+int unwind_forget_on_exec(struct bpf_raw_tracepoint_args *ctx)
+{
+	/* TP_PROTO(struct task_struct *p, pid_t old_pid, struct linux_binprm *bprm) */
+	struct task_struct *task = (struct task_struct *)ctx->args[0];
+	__u32 tgid = BPF_CORE_READ(task, tgid);
+
+	bpf_map_delete_elem(&unwind_processes, &tgid);
+	return 0;
+}
+
+SEC("raw_tp/sched_process_exit")
+int unwind_forget_on_exit(struct bpf_raw_tracepoint_args *ctx)
+{
+	/* TP_PROTO(struct task_struct *p, bool group_dead): the last thread of the process. */
+	struct task_struct *task = (struct task_struct *)ctx->args[0];
+	__u32 tgid;
+
+	if (!(bool)ctx->args[1])
+		return 0;
+	tgid = BPF_CORE_READ(task, tgid);
+	bpf_map_delete_elem(&unwind_processes, &tgid);
+	return 0;
+}
+
 static __always_inline int record(struct bpf_perf_event_data *ctx, __u32 tgid, __u32 tid, __u32 flags)
 {
 	struct task_struct *task = (struct task_struct *)bpf_get_current_task();

@@ -265,3 +265,69 @@ fn monotonic_ns() -> u64 {
     unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
+
+#[test]
+fn a_process_that_execs_is_unwound_with_its_new_images_tables() {
+    if !ebpf_ready("a_process_that_execs_is_unwound_with_its_new_images_tables") {
+        return;
+    }
+    let mut sampler = CpuSampler::start(CpuSamplerConfig::default()).expect("start sampler");
+    let mut symbolizer = Symbolizer::new();
+    let burner = workload(Build::NoFramePointers);
+    // The shell's tables are loaded first; then the same pid runs the burner.
+    let mut process = Workload(
+        std::process::Command::new("sh")
+            .arg("-c")
+            .arg(format!("sleep 0.5; exec {} deep 3", burner.display()))
+            .spawn()
+            .expect("run sh"),
+    );
+    let pid = process.pid();
+    let maps = format!("/proc/{pid}/maps");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !std::fs::read_to_string(&maps).is_ok_and(|m| m.contains("libc.so")) {
+        assert!(std::time::Instant::now() < deadline, "libc never mapped");
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    assert!(sampler.unwind_process(pid).expect("the shell's tables"));
+    // As the agent does: every process seen is handed over after each drain.
+    let mut samples = Vec::new();
+    loop {
+        std::thread::sleep(std::time::Duration::from_millis(250));
+        let running = process.running();
+        for sample in sampler.drain().expect("drain") {
+            if sample.pid == pid {
+                let stack = crate::support::symbolize(&mut symbolizer, &sample);
+                samples.push(crate::support::Symbolized { sample, stack });
+            }
+        }
+        if running {
+            sampler.unwind_process(pid).expect("tables");
+        } else {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline + std::time::Duration::from_secs(30));
+    }
+    let hot: Vec<_> = samples
+        .iter()
+        .filter(|s| s.user_leaf().is_some_and(|f| &*f.function == HOT_FUNCTION))
+        .collect();
+    let whole = hot
+        .iter()
+        .filter(|s| {
+            !s.stack.truncated
+                && s.stack
+                    .frames
+                    .iter()
+                    .any(|f| &*f.function == OUTER_FUNCTION)
+        })
+        .count();
+    eprintln!("{} hot samples after exec, {whole} whole", hot.len());
+    assert!(hot.len() >= 20, "too few samples: {}", hot.len());
+    assert!(
+        whole * 10 >= hot.len() * 8,
+        "{whole} of {} hot stacks whole after exec; e.g. {:?}",
+        hot.len(),
+        hot.iter().find(|s| s.stack.truncated).map(|s| &s.stack)
+    );
+}
