@@ -2,12 +2,13 @@
 //! A measurement, not a check: ignored by default; run it on a quiet machine with
 //! `OXEYE_REQUIRE_EBPF=1 cargo nextest run -p ebpf --run-ignored only -E 'test(unwind_cost)' --no-capture`.
 //!
-//! A C program burns CPU four frames below `main`, pinned to CPU 0, while the sampler runs at
-//! 499 Hz; rounds alternate between three cases: built without frame pointers and walked by
-//! `bpf_get_stackid` (one frame found), the same binary unwound with its tables (whole stacks),
-//! and built with frame pointers and walked by `bpf_get_stackid` (whole stacks, the reference). The base program's run time over its
-//! run count is averaged over every CPU's samples (other processes and idle ones too), so the
-//! extra cost per sample of the burner is the difference divided by its share of the runs.
+//! A C program burns CPU four frames below `main`, pinned to CPU 0, and is the only boosted
+//! process: the boosted-rate program (499 Hz on every CPU) records its samples only and returns
+//! at once for everything else, so its run time over the burner's samples is the cost of one
+//! burner sample (plus the other CPUs' early returns, the same in every case). Rounds alternate
+//! between three cases: built without frame pointers and walked by `bpf_get_stackid` (one frame
+//! found), the same binary unwound with its tables (whole stacks), and built with frame pointers
+//! and walked by `bpf_get_stackid` (whole stacks as far as the C library, the reference).
 
 use std::time::Duration;
 
@@ -15,16 +16,36 @@ use ebpf::{CpuSampler, CpuSamplerConfig, RunTimeStats};
 
 use crate::support::{Build, Workload, ebpf_ready, workload};
 
-struct Round {
-    runs: u64,
+#[derive(Default)]
+struct Cost {
     time_ns: u64,
-    burner_samples: u64,
+    samples: u64,
     frames: u64,
 }
 
-fn round(build: Build, with_tables: bool) -> Round {
+impl Cost {
+    fn add(&mut self, other: Cost) {
+        self.time_ns += other.time_ns;
+        self.samples += other.samples;
+        self.frames += other.frames;
+    }
+
+    fn json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "burner_samples": self.samples,
+            "ns_per_sample": self.ns_per_sample(),
+            "frames_per_sample": self.frames as f64 / self.samples as f64,
+        })
+    }
+
+    fn ns_per_sample(&self) -> f64 {
+        self.time_ns as f64 / self.samples as f64
+    }
+}
+
+fn round(build: Build, with_tables: bool) -> Cost {
     let mut sampler = CpuSampler::start(CpuSamplerConfig {
-        frequency_hz: 499,
+        boost_frequency_hz: 499,
         ..CpuSamplerConfig::default()
     })
     .expect("start sampler");
@@ -36,35 +57,32 @@ fn round(build: Build, with_tables: bool) -> Round {
             .spawn()
             .expect("spawn the burner"),
     );
-    let maps = format!("/proc/{}/maps", burner.pid());
-    while !std::fs::read_to_string(&maps).is_ok_and(|m| m.contains("libc.so")) {
-        std::thread::sleep(Duration::from_millis(5));
+    let pid = burner.pid();
+    // taskset execs the burner: wait for the burner's own image and its C library.
+    let (exe, maps) = (format!("/proc/{pid}/exe"), format!("/proc/{pid}/maps"));
+    while std::fs::read_link(&exe).ok() != Some(workload(build))
+        || !std::fs::read_to_string(&maps).is_ok_and(|m| m.contains("libc.so"))
+    {
+        std::thread::sleep(Duration::from_millis(2));
     }
     if with_tables {
-        assert!(sampler.unwind_process(burner.pid()).expect("tables"));
+        assert!(sampler.unwind_process(pid).expect("tables"));
     }
-    let counts = |s: &CpuSampler| {
-        let base = &s.program_stats().expect("stats")[0];
-        (base.run_count, base.run_time_ns)
-    };
-    let before = counts(&sampler);
-    let (mut burner_samples, mut frames) = (0u64, 0u64);
+    sampler.boost(pid).expect("boost");
+    let boosted_time = |s: &CpuSampler| s.program_stats().expect("stats")[1].run_time_ns;
+    let before = boosted_time(&sampler);
+    let mut cost = Cost::default();
     while burner.running() {
         std::thread::sleep(Duration::from_millis(200));
         for s in sampler.drain().expect("drain") {
-            if s.pid == burner.pid() {
-                burner_samples += 1;
-                frames += s.user_stack.addresses.len() as u64;
+            if s.pid == pid && s.boosted {
+                cost.samples += 1;
+                cost.frames += s.user_stack.addresses.len() as u64;
             }
         }
     }
-    let after = counts(&sampler);
-    Round {
-        runs: after.0 - before.0,
-        time_ns: after.1 - before.1,
-        burner_samples,
-        frames,
-    }
+    cost.time_ns = boosted_time(&sampler) - before;
+    cost
 }
 
 #[test]
@@ -74,49 +92,28 @@ fn unwind_cost() {
         return;
     }
     let _stats = RunTimeStats::enable().expect("run-time statistics");
-    let (mut fp, mut tables, mut whole_fp) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut leaf_only, mut tables, mut frame_pointers) =
+        (Cost::default(), Cost::default(), Cost::default());
     for _ in 0..3 {
-        fp.push(round(Build::NoFramePointers, false));
-        tables.push(round(Build::NoFramePointers, true));
-        whole_fp.push(round(Build::FramePointers, false));
+        leaf_only.add(round(Build::NoFramePointers, false));
+        tables.add(round(Build::NoFramePointers, true));
+        frame_pointers.add(round(Build::FramePointers, false));
     }
-    let sum = |rounds: &[Round]| {
-        rounds.iter().fold((0, 0, 0, 0), |a, r| {
-            (
-                a.0 + r.runs,
-                a.1 + r.time_ns,
-                a.2 + r.burner_samples,
-                a.3 + r.frames,
-            )
-        })
-    };
-    let (fp_runs, fp_ns, fp_burner, fp_frames) = sum(&fp);
-    let (t_runs, t_ns, t_burner, t_frames) = sum(&tables);
-    let (w_runs, w_ns, w_burner, w_frames) = sum(&whole_fp);
-    let w_avg = w_ns as f64 / w_runs as f64;
-    let w_extra = (w_avg - fp_ns as f64 / fp_runs as f64) / (w_burner as f64 / w_runs as f64);
-    let fp_avg = fp_ns as f64 / fp_runs as f64;
-    let t_avg = t_ns as f64 / t_runs as f64;
-    let share = t_burner as f64 / t_runs as f64;
-    let extra = (t_avg - fp_avg) / share;
     println!(
         "{}",
         serde_json::json!({
-            "frame_pointers": { "runs": fp_runs, "ns_per_run": fp_avg, "burner_samples": fp_burner,
-                                "frames_per_burner_sample": fp_frames as f64 / fp_burner as f64 },
-            "tables": { "runs": t_runs, "ns_per_run": t_avg, "burner_samples": t_burner,
-                        "frames_per_burner_sample": t_frames as f64 / t_burner as f64 },
-            "frame_pointer_build": { "runs": w_runs, "ns_per_run": w_avg, "burner_samples": w_burner,
-                                     "frames_per_burner_sample": w_frames as f64 / w_burner as f64 },
-            "burner_share_of_runs": share,
-            "extra_ns_per_unwound_sample": extra,
-            "extra_ns_per_frame_pointer_walked_sample": w_extra,
+            "no_frame_pointers_stackid": leaf_only.json(),
+            "no_frame_pointers_tables": tables.json(),
+            "frame_pointers_stackid": frame_pointers.json(),
         })
     );
     println!(
-        "per run: {fp_avg:.0} ns by frame pointers without them, {t_avg:.0} ns with tables, {w_avg:.0} ns by frame pointers with them; the burner's share {:.0} %, so its {:.1}-frame stacks cost {extra:.0} ns more per sample unwound with tables and {w_extra:.0} ns more walked by frame pointers than bpf_get_stackid's {:.1}-frame walk",
-        share * 100.0,
-        t_frames as f64 / t_burner as f64,
-        fp_frames as f64 / fp_burner as f64
+        "per sample of the burner: {:.0} ns with tables ({:.1} frames), {:.0} ns by bpf_get_stackid with frame pointers ({:.1} frames), {:.0} ns by bpf_get_stackid without them ({:.1} frames)",
+        tables.ns_per_sample(),
+        tables.frames as f64 / tables.samples as f64,
+        frame_pointers.ns_per_sample(),
+        frame_pointers.frames as f64 / frame_pointers.samples as f64,
+        leaf_only.ns_per_sample(),
+        leaf_only.frames as f64 / leaf_only.samples as f64,
     );
 }
