@@ -97,6 +97,8 @@ const RECORD_BOOSTED: u32 = 1 << 2;
 const RECORD_UNWOUND: u32 = 1 << 3;
 /// The unwound stack reached the frame limit.
 const RECORD_UNWIND_DEPTH: u32 = 1 << 4;
+/// The unwinder stopped at a frame its tables cannot follow or at unreadable memory.
+const RECORD_UNWIND_STOPPED: u32 = 1 << 5;
 
 struct RawSample {
     ktime_ns: u64,
@@ -357,6 +359,8 @@ impl CpuSampler {
                     addresses,
                     status: if r.flags & RECORD_UNWIND_DEPTH != 0 {
                         StackStatus::DepthLimit
+                    } else if r.flags & RECORD_UNWIND_STOPPED != 0 {
+                        StackStatus::Stopped
                     } else {
                         StackStatus::Walked
                     },

@@ -331,3 +331,54 @@ fn a_process_that_execs_is_unwound_with_its_new_images_tables() {
         hot.iter().find(|s| s.stack.truncated).map(|s| &s.stack)
     );
 }
+
+#[test]
+fn a_walk_stopped_by_a_signal_frame_is_marked_truncated() {
+    if !ebpf_ready("a_walk_stopped_by_a_signal_frame_is_marked_truncated") {
+        return;
+    }
+    let mut sampler = CpuSampler::start(CpuSamplerConfig::default()).expect("start sampler");
+    let mut symbolizer = Symbolizer::new();
+    // The signal frame's CFI (glibc's __restore_rt) restores registers with DWARF expressions,
+    // which the tables cannot follow: the walk must stop there and say so.
+    let mut burner = Workload::spawn(&workload(Build::NoFramePointers), &["signal", "3"]);
+    let maps = format!("/proc/{}/maps", burner.pid());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !std::fs::read_to_string(&maps).is_ok_and(|m| m.contains("libc.so")) {
+        assert!(std::time::Instant::now() < deadline, "libc never mapped");
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    assert!(sampler.unwind_process(burner.pid()).expect("load tables"));
+    let loaded = monotonic_ns();
+    let mut samples = sample_until_exit(&mut sampler, &mut symbolizer, &mut [&mut burner]);
+    samples.retain(|s| s.sample.ktime_ns > loaded);
+    let hot: Vec<_> = samples
+        .iter()
+        .filter(|s| s.user_leaf().is_some_and(|f| &*f.function == HOT_FUNCTION))
+        .collect();
+    assert!(hot.len() >= 20, "too few samples: {}", hot.len());
+    // Unwound up to the handler...
+    let to_handler = hot
+        .iter()
+        .filter(|s| {
+            s.stack
+                .frames
+                .iter()
+                .any(|f| &*f.function == "oxeye_test_signal_handler")
+        })
+        .count();
+    assert!(
+        to_handler * 10 >= hot.len() * 9,
+        "{to_handler} of {}",
+        hot.len()
+    );
+    // ...and none passes for whole.
+    let whole: Vec<_> = hot.iter().filter(|s| !s.stack.truncated).collect();
+    assert!(
+        whole.is_empty(),
+        "{} of {} stacks through a signal frame claim to be whole, e.g. {:?}",
+        whole.len(),
+        hot.len(),
+        whole.first().map(|s| &s.stack)
+    );
+}
