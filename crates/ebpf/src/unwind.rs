@@ -195,27 +195,30 @@ impl Unwinder {
             value[at + 28..at + 32].copy_from_slice(&loaded.row_count.to_ne_bytes());
             count += 1;
         }
-        // Processes without any table keep the frame-pointer path; still remembered, so they
-        // are not read again on every sample.
+        value[0..4].copy_from_slice(&(count as u32).to_ne_bytes());
+        let added = if count == 0 {
+            Ok(false)
+        } else {
+            processes
+                .update(&pid.to_ne_bytes(), &value, MapFlags::ANY)
+                .map(|()| true)
+                .map_err(|source| EbpfError::Map {
+                    what: "adding a process to the unwinder",
+                    source,
+                })
+        };
+        // Processes without any table (or that found the map full) keep the frame-pointer
+        // path; still remembered, so they are not read again on every sample.
+        let has_tables = matches!(added, Ok(true));
         self.processes.insert(
             pid,
             ProcessEntry {
                 start_time,
                 mappings,
-                has_tables: count > 0,
+                has_tables,
             },
         );
-        if count == 0 {
-            return Ok(false);
-        }
-        value[0..4].copy_from_slice(&(count as u32).to_ne_bytes());
-        processes
-            .update(&pid.to_ne_bytes(), &value, MapFlags::ANY)
-            .map_err(|source| EbpfError::Map {
-                what: "adding a process to the unwinder",
-                source,
-            })?;
-        Ok(true)
+        added
     }
 
     /// The loaded table of the file behind mapping `m`, building and loading it on first sight.
