@@ -7,9 +7,10 @@
 //! The BPF program drops a process's entry itself when the process execs or exits; the next
 //! [`Unwinder::add_process`] for that pid loads it again from its new mappings.
 //!
-//! Rows are never moved or freed: a table stays loaded for as long as the sampler runs, and once
-//! the array is full, files seen later get no table (their frames fall back to frame pointers,
-//! counted in [`UnwindStats::tables_without_room`]).
+//! A table's rows stay where they were written until no known process maps its file any more;
+//! the 10-second refresh then frees them for later tables (first fit). A file whose table does
+//! not fit in any free range gets none (its frames fall back to frame pointers, counted in
+//! [`UnwindStats::tables_without_room`]) and is tried again once enough rows were freed.
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -68,6 +69,68 @@ struct MapLine {
     path: String,
 }
 
+enum TableState {
+    Loaded(LoadedTable),
+    /// No `.eh_frame`, not x86_64 ELF, unreadable: never tried again.
+    Unusable,
+    /// Did not fit; tried again when a free range of `rows` exists.
+    NoRoom {
+        rows: u32,
+    },
+}
+
+/// Free ranges of the rows array, `(start, length)`, sorted and coalesced.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct RowSpace {
+    free: Vec<(u32, u32)>,
+}
+
+impl RowSpace {
+    fn new(capacity: u32) -> Self {
+        Self {
+            free: if capacity > 0 {
+                vec![(0, capacity)]
+            } else {
+                Vec::new()
+            },
+        }
+    }
+
+    fn largest(&self) -> u32 {
+        self.free.iter().map(|&(_, len)| len).max().unwrap_or(0)
+    }
+
+    fn free_rows(&self) -> u32 {
+        self.free.iter().map(|&(_, len)| len).sum()
+    }
+
+    /// The start of `n` rows taken from the first free range that holds them.
+    fn allocate(&mut self, n: u32) -> Option<u32> {
+        let i = self.free.iter().position(|&(_, len)| len >= n)?;
+        let (start, len) = self.free[i];
+        if len == n {
+            self.free.remove(i);
+        } else {
+            self.free[i] = (start + n, len - n);
+        }
+        Some(start)
+    }
+
+    fn release(&mut self, start: u32, n: u32) {
+        let i = self.free.partition_point(|&(s, _)| s < start);
+        self.free.insert(i, (start, n));
+        // Merge with the next range, then with the previous one.
+        if i + 1 < self.free.len() && self.free[i].0 + self.free[i].1 == self.free[i + 1].0 {
+            self.free[i].1 += self.free[i + 1].1;
+            self.free.remove(i + 1);
+        }
+        if i > 0 && self.free[i - 1].0 + self.free[i - 1].1 == self.free[i].0 {
+            self.free[i - 1].1 += self.free[i].1;
+            self.free.remove(i);
+        }
+    }
+}
+
 struct ProcessEntry {
     start_time: u64,
     mappings: Vec<MapLine>,
@@ -76,9 +139,8 @@ struct ProcessEntry {
 
 pub(crate) struct Unwinder {
     capacity: u32,
-    next_row: u32,
-    /// `None`: the file has no usable table, or there was no room for it.
-    tables: HashMap<FileKey, Option<LoadedTable>>,
+    space: RowSpace,
+    tables: HashMap<FileKey, TableState>,
     processes: HashMap<u32, ProcessEntry>,
     last_refresh: Instant,
     stats: UnwindStats,
@@ -89,7 +151,7 @@ impl Unwinder {
     pub(crate) fn new(capacity: u32) -> Self {
         Self {
             capacity,
-            next_row: 0,
+            space: RowSpace::new(capacity),
             tables: HashMap::new(),
             processes: HashMap::new(),
             last_refresh: Instant::now(),
@@ -104,8 +166,12 @@ impl Unwinder {
     pub(crate) fn stats(&self) -> UnwindStats {
         UnwindStats {
             processes: self.processes.values().filter(|p| p.has_tables).count(),
-            tables: self.tables.values().filter(|t| t.is_some()).count(),
-            rows: self.next_row,
+            tables: self
+                .tables
+                .values()
+                .filter(|t| matches!(t, TableState::Loaded(_)))
+                .count(),
+            rows: self.capacity - self.space.free_rows(),
             ..self.stats
         }
     }
@@ -154,7 +220,28 @@ impl Unwinder {
                 self.load(rows, processes, pid)?;
             }
         }
+        self.free_unused_tables();
         Ok(())
+    }
+
+    /// Frees the rows of every file no known process with tables maps. Their processes' entries
+    /// are gone from the kernel (exit, exec, or `forget` just now) and the rows are rewritten
+    /// no sooner than the next load, a drain later: no walk can still be reading them.
+    fn free_unused_tables(&mut self) {
+        let used: std::collections::HashSet<FileKey> = self
+            .processes
+            .values()
+            .filter(|p| p.has_tables)
+            .flat_map(|p| p.mappings.iter().map(|m| m.file))
+            .collect();
+        let space = &mut self.space;
+        self.tables.retain(|file, state| match state {
+            TableState::Loaded(t) if !used.contains(file) => {
+                space.release(t.row_start, t.row_count);
+                false
+            }
+            _ => true,
+        });
     }
 
     fn forget(&mut self, processes: &dyn MapCore, pid: u32) -> Result<()> {
@@ -228,34 +315,42 @@ impl Unwinder {
         pid: u32,
         m: &MapLine,
     ) -> Result<Option<LoadedTable>> {
-        if let Some(known) = self.tables.get(&m.file) {
-            return Ok(known.clone());
+        match self.tables.get(&m.file) {
+            Some(TableState::Loaded(t)) => return Ok(Some(t.clone())),
+            Some(TableState::Unusable) => return Ok(None),
+            Some(&TableState::NoRoom { rows }) if self.space.largest() < rows => return Ok(None),
+            Some(TableState::NoRoom { .. }) | None => {}
         }
         let table = match open_mapped_file(&self.proc_root, pid, m).and_then(|f| build_from(&f)) {
             Some(table) if !table.rows.is_empty() && table.rows.len() <= MAX_TABLE_ROWS => table,
             _ => {
                 self.stats.files_without_table += 1;
-                self.tables.insert(m.file, None);
+                self.tables.insert(m.file, TableState::Unusable);
                 return Ok(None);
             }
         };
         let row_count = table.rows.len() as u32;
-        if self.capacity - self.next_row < row_count {
-            self.stats.tables_without_room += 1;
+        let Some(row_start) = self.space.allocate(row_count) else {
+            if !matches!(self.tables.get(&m.file), Some(TableState::NoRoom { .. })) {
+                self.stats.tables_without_room += 1;
+            }
             tracing::debug!(path = %m.path, rows = row_count, "no room left for an unwind table");
-            self.tables.insert(m.file, None);
+            self.tables
+                .insert(m.file, TableState::NoRoom { rows: row_count });
             return Ok(None);
+        };
+        if let Err(e) = write_rows(rows, row_start, &table.rows) {
+            self.space.release(row_start, row_count);
+            return Err(e);
         }
-        let row_start = self.next_row;
-        write_rows(rows, row_start, &table.rows)?;
-        self.next_row += row_count;
         tracing::debug!(path = %m.path, rows = row_count, "unwind table loaded");
         let loaded = LoadedTable {
             row_start,
             row_count,
             table: std::sync::Arc::new(table),
         };
-        self.tables.insert(m.file, Some(loaded.clone()));
+        self.tables
+            .insert(m.file, TableState::Loaded(loaded.clone()));
         Ok(Some(loaded))
     }
 }
@@ -376,6 +471,28 @@ fn build_from(file: &File) -> Option<UnwindTable> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rows_are_taken_first_fit_and_freed_ranges_merge() {
+        let mut space = RowSpace::new(100);
+        assert_eq!(space.allocate(30), Some(0));
+        assert_eq!(space.allocate(30), Some(30));
+        assert_eq!(space.allocate(30), Some(60));
+        assert_eq!(space.allocate(30), None);
+        assert_eq!(space.free_rows(), 10);
+        space.release(0, 30);
+        space.release(60, 30);
+        assert_eq!(space.largest(), 40);
+        // 20 fits in the first hole, 40 only in the last one.
+        assert_eq!(space.allocate(20), Some(0));
+        assert_eq!(space.allocate(40), Some(60));
+        space.release(30, 30);
+        assert_eq!(space.free, vec![(20, 40)]);
+        space.release(0, 20);
+        space.release(60, 40);
+        assert_eq!(space, RowSpace::new(100));
+        assert_eq!(RowSpace::new(0).allocate(1), None);
+    }
 
     #[test]
     fn maps_lines_keep_executable_files_only() {

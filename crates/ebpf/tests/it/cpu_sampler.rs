@@ -382,3 +382,31 @@ fn a_walk_stopped_by_a_signal_frame_is_marked_truncated() {
         whole.first().map(|s| &s.stack)
     );
 }
+
+#[test]
+fn the_tables_of_an_exited_process_are_freed_at_the_next_refresh() {
+    if !ebpf_ready("the_tables_of_an_exited_process_are_freed_at_the_next_refresh") {
+        return;
+    }
+    let mut sampler = CpuSampler::start(CpuSamplerConfig::default()).expect("start sampler");
+    let mut burner = Workload::spawn(&workload(Build::NoFramePointers), &["deep", "30"]);
+    let maps = format!("/proc/{}/maps", burner.pid());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !std::fs::read_to_string(&maps).is_ok_and(|m| m.contains("libc.so")) {
+        assert!(std::time::Instant::now() < deadline, "libc never mapped");
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    assert!(sampler.unwind_process(burner.pid()).expect("load tables"));
+    let loaded = sampler.unwind_stats();
+    assert!(loaded.rows > 0 && loaded.tables >= 2, "{loaded:?}");
+    drop(burner);
+    // The refresh runs at most every 10 s.
+    std::thread::sleep(std::time::Duration::from_millis(10_500));
+    sampler.refresh_unwinding().expect("refresh");
+    let after = sampler.unwind_stats();
+    assert_eq!(
+        (after.rows, after.tables, after.processes),
+        (0, 0, 0),
+        "{after:?}"
+    );
+}
