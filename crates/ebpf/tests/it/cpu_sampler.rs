@@ -389,7 +389,7 @@ fn the_tables_of_an_exited_process_are_freed_at_the_next_refresh() {
         return;
     }
     let mut sampler = CpuSampler::start(CpuSamplerConfig::default()).expect("start sampler");
-    let mut burner = Workload::spawn(&workload(Build::NoFramePointers), &["deep", "30"]);
+    let burner = Workload::spawn(&workload(Build::NoFramePointers), &["deep", "30"]);
     let maps = format!("/proc/{}/maps", burner.pid());
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     while !std::fs::read_to_string(&maps).is_ok_and(|m| m.contains("libc.so")) {
