@@ -207,6 +207,8 @@ pub struct ProfilerConfig {
     /// acted upon).
     pub budget_interval: Duration,
     pub off_cpu: OffCpuMode,
+    /// Rows of `.eh_frame` unwind tables the CPU sampler holds; 0: frame pointers only.
+    pub unwind_table_rows: u32,
     pub traced: TracedProcesses,
     pub traffic: TrafficMonitor,
     pub status: server::ProfilerStatus,
@@ -248,6 +250,7 @@ pub fn start(
     let sampler = CpuSampler::start(CpuSamplerConfig {
         frequency_hz: config.frequency_hz,
         boost_frequency_hz: config.boost_hz,
+        unwind_table_rows: config.unwind_table_rows,
         ..CpuSamplerConfig::default()
     })
     .map_err(|e| e.to_string())?;
