@@ -2,6 +2,7 @@
 //! and a second set at a boosted rate for the processes given to [`CpuSampler::boost`].
 
 use std::collections::HashSet;
+use std::sync::Arc;
 
 use libbpf_rs::{MapCore, MapFlags};
 
@@ -11,7 +12,8 @@ use crate::loader::{LoadedSkel, validate_maps};
 use crate::perf_event::{AttachedEvent, CpuClockEvent, online_cpus};
 use crate::ring::{RecordReader, comm_at, i32_at, u32_at, u64_at};
 use crate::skel::cpu_sampler::{CpuSamplerSkel, CpuSamplerSkelBuilder};
-use crate::stacks::{Stack, StackMaps};
+use crate::stacks::{Stack, StackMaps, StackStatus};
+use crate::unwind::{UnwindStats, Unwinder};
 
 /// How the sampler runs. The defaults suit an always-on profiler of a whole host.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -24,8 +26,13 @@ pub struct CpuSamplerConfig {
     /// Distinct stacks each of the two stack maps holds (about 1 KiB of kernel memory each).
     pub stack_map_entries: u32,
     /// Ring buffer size in bytes: a power of two, a multiple of the page size. One record takes
-    /// 80 bytes; the buffer must hold what arrives between two drains.
+    /// 80 bytes, plus 8 per frame for stacks unwound with tables; the buffer must hold what
+    /// arrives between two drains.
     pub ring_buffer_bytes: u32,
+    /// Rows of `.eh_frame` unwind tables the sampler can hold for all executable files together
+    /// (12 bytes of kernel memory each; the C library needs about 28,000). 0 turns table
+    /// unwinding off: every user stack is then walked by frame pointers.
+    pub unwind_table_rows: u32,
 }
 
 impl Default for CpuSamplerConfig {
@@ -35,6 +42,7 @@ impl Default for CpuSamplerConfig {
             boost_frequency_hz: 99,
             stack_map_entries: 4096,
             ring_buffer_bytes: 2 * 1024 * 1024,
+            unwind_table_rows: 1 << 20,
         }
     }
 }
@@ -85,6 +93,12 @@ pub struct CpuSample {
 const CPU_SAMPLE_SIZE: usize = 72;
 const RECORD_KERNEL_THREAD: u32 = 1 << 1;
 const RECORD_BOOSTED: u32 = 1 << 2;
+/// User frames unwound with tables follow the record.
+const RECORD_UNWOUND: u32 = 1 << 3;
+/// The unwound stack reached the frame limit.
+const RECORD_UNWIND_DEPTH: u32 = 1 << 4;
+/// The unwinder stopped at a frame its tables cannot follow or at unreadable memory.
+const RECORD_UNWIND_STOPPED: u32 = 1 << 5;
 
 struct RawSample {
     ktime_ns: u64,
@@ -98,12 +112,22 @@ struct RawSample {
     cpu: u32,
     flags: u32,
     comm: String,
+    /// Leaf first, when the BPF program unwound the user stack with tables.
+    user_frames: Option<Arc<[u64]>>,
 }
 
 fn parse_sample(data: &[u8]) -> Option<RawSample> {
     if data.len() < CPU_SAMPLE_SIZE {
         return None;
     }
+    let flags = u32_at(data, 48);
+    let user_frames = if flags & RECORD_UNWOUND != 0 {
+        let count = u32_at(data, 68) as usize;
+        let frames = data.get(CPU_SAMPLE_SIZE..CPU_SAMPLE_SIZE + count * 8)?;
+        Some(frames.chunks_exact(8).map(|c| u64_at(c, 0)).collect())
+    } else {
+        None
+    };
     Some(RawSample {
         ktime_ns: u64_at(data, 0),
         period_ns: u64_at(data, 8),
@@ -114,8 +138,9 @@ fn parse_sample(data: &[u8]) -> Option<RawSample> {
         kernel_stack_id: i32_at(data, 36),
         generation: u32_at(data, 40),
         cpu: u32_at(data, 44),
-        flags: u32_at(data, 48),
+        flags,
         comm: comm_at(data, 52),
+        user_frames,
     })
 }
 
@@ -129,6 +154,9 @@ pub struct CpuSampler {
     frequencies: (u32, u32),
     reader: RecordReader<RawSample>,
     stacks: StackMaps,
+    unwinder: Unwinder,
+    /// The exec and exit hooks that drop a process's tables.
+    _forget_links: Vec<libbpf_rs::Link>,
     skel: LoadedSkel<CpuSamplerSkel<'static>>,
 }
 
@@ -150,9 +178,23 @@ impl CpuSampler {
                 .samples
                 .set_max_entries(config.ring_buffer_bytes)
                 .map_err(size("sizing the ring buffer"))?;
+            open.maps
+                .unwind_rows
+                .set_max_entries(config.unwind_table_rows.max(1))
+                .map_err(size("sizing the unwind rows"))?;
             Ok(())
         })?;
         let reader = RecordReader::new(&skel.maps.samples, parse_sample)?;
+        let mut forget_links = Vec::new();
+        for (program, prog) in [
+            ("unwind_forget_on_exec", &skel.progs.unwind_forget_on_exec),
+            ("unwind_forget_on_exit", &skel.progs.unwind_forget_on_exit),
+        ] {
+            forget_links.push(
+                prog.attach()
+                    .map_err(|source| EbpfError::Attach { program, source })?,
+            );
+        }
         let cpus = online_cpus()?;
         let mut sampler = Self {
             base_events: Vec::new(),
@@ -161,6 +203,8 @@ impl CpuSampler {
             frequencies: (config.frequency_hz, config.boost_frequency_hz),
             reader,
             stacks: StackMaps::new(),
+            unwinder: Unwinder::new(config.unwind_table_rows),
+            _forget_links: forget_links,
             skel,
         };
         let base_period = 1_000_000_000 / u64::from(config.frequency_hz);
@@ -310,9 +354,21 @@ impl CpuSampler {
         let maps: [&dyn MapCore; 2] = [&self.skel.maps.stacks_0, &self.skel.maps.stacks_1];
         let mut samples = Vec::with_capacity(raw.len());
         for r in raw {
-            let user_stack = self
-                .stacks
-                .stack(maps, r.generation, r.user_stack_id, r.user_ip);
+            let user_stack = match r.user_frames {
+                Some(addresses) => Stack {
+                    addresses,
+                    status: if r.flags & RECORD_UNWIND_DEPTH != 0 {
+                        StackStatus::DepthLimit
+                    } else if r.flags & RECORD_UNWIND_STOPPED != 0 {
+                        StackStatus::Stopped
+                    } else {
+                        StackStatus::Walked
+                    },
+                },
+                None => self
+                    .stacks
+                    .stack(maps, r.generation, r.user_stack_id, r.user_ip),
+            };
             let kernel_stack = self.stacks.stack(maps, r.generation, r.kernel_stack_id, 0);
             samples.push(CpuSample {
                 ktime_ns: r.ktime_ns,
@@ -331,6 +387,33 @@ impl CpuSampler {
         let generation = self.stacks.rotate(maps, &HashSet::new())?;
         set_generation(&mut self.skel, generation)?;
         Ok(samples)
+    }
+
+    /// Unwinds `pid`'s user stacks with `.eh_frame` tables from now on: builds the tables of its
+    /// executable files not loaded yet (once per file) and hands its mappings to the BPF
+    /// program. True when some mapping has a table; a process without any keeps the
+    /// frame-pointer walk, and so does every frame outside the mappings with tables. Cheap for
+    /// a process already known.
+    pub fn unwind_process(&mut self, pid: u32) -> Result<bool> {
+        self.unwinder.add_process(
+            &self.skel.maps.unwind_rows,
+            &self.skel.maps.unwind_processes,
+            pid,
+        )
+    }
+
+    /// Forgets processes given to [`CpuSampler::unwind_process`] that have exited and reloads
+    /// those that mapped new code. Checks at most every 10 seconds; call it after each drain.
+    pub fn refresh_unwinding(&mut self) -> Result<()> {
+        self.unwinder.refresh(
+            &self.skel.maps.unwind_rows,
+            &self.skel.maps.unwind_processes,
+        )
+    }
+
+    /// What the `.eh_frame` unwinder holds.
+    pub fn unwind_stats(&self) -> UnwindStats {
+        self.unwinder.stats()
     }
 
     /// The kernel's counters summed over CPUs, plus userspace's own losses.

@@ -16,6 +16,8 @@ mod ring;
 mod security;
 mod stacks;
 mod syscall_floor;
+mod unwind;
+mod unwind_table;
 
 mod skel {
     pub(crate) mod cpu_sampler {
@@ -51,6 +53,10 @@ pub use security::{
 };
 pub use stacks::{MAX_STACK_DEPTH, Stack, StackError, StackStatus};
 pub use syscall_floor::SyscallHookFloor;
+pub use unwind::UnwindStats;
+pub use unwind_table::{
+    LoadSegment, RowKind, UnwindRow, UnwindTable, UnwindTableError, build_unwind_table,
+};
 
 /// Converts a BPF timestamp (`bpf_ktime_get_ns`, `CLOCK_MONOTONIC`) to nanoseconds since the
 /// Unix epoch, with the clocks' offset as it is now.

@@ -42,7 +42,7 @@ impl Stack {
     pub fn is_cut_short(&self) -> bool {
         matches!(
             self.status,
-            StackStatus::DepthLimit | StackStatus::Partial(_)
+            StackStatus::DepthLimit | StackStatus::Partial(_) | StackStatus::Stopped
         )
     }
 }
@@ -54,6 +54,9 @@ pub enum StackStatus {
     Walked,
     /// The walk reached [`MAX_STACK_DEPTH`] frames: the root is missing.
     DepthLimit,
+    /// Unwound with `.eh_frame` tables until a frame they cannot follow (a rule given as a DWARF
+    /// expression, as in a signal frame) or memory that could not be read: the root is missing.
+    Stopped,
     /// No walked stack: the addresses are the leaf alone (user stacks, from the saved registers)
     /// or nothing (kernel stacks).
     Partial(StackError),

@@ -43,6 +43,8 @@ pub struct Settings {
     pub profile_budget: f64,
     /// How often oxeye's CPU use is measured against the budget.
     pub profile_budget_interval: Duration,
+    /// Kernel memory for `.eh_frame` unwind tables (12 bytes a row); 0 turns table unwinding off.
+    pub profile_unwind_bytes: u64,
     /// `exporters: otlp…` entries: where this host's profiles are sent.
     pub otlp_exporters: Vec<crate::otlp_export::OtlpExporterConfig>,
 }
@@ -73,6 +75,7 @@ impl Default for Settings {
             profile_boost_threshold: None,
             profile_budget: 0.01,
             profile_budget_interval: Duration::from_secs(30),
+            profile_unwind_bytes: 12 << 20,
             otlp_exporters: Vec::new(),
         }
     }
@@ -576,10 +579,22 @@ pub fn parse_boost_threshold(s: &str) -> Result<f64, String> {
     }
 }
 
-/// `profiler: { hz, off_cpu, boost: { hz, for, threshold }, budget }`: the same settings as
-/// the `--profile-*` and `--off-cpu` flags, which override them.
+/// `unwind_tables`: 0 (off) or a size from 1 MiB to 1 GiB.
+pub fn parse_unwind_tables(s: &str) -> Result<u64, String> {
+    match parse_size(s) {
+        Ok(0) => Ok(0),
+        Ok(n) if ((1 << 20)..=(1 << 30)).contains(&n) => Ok(n),
+        _ => Err(format!(
+            "expected 0 (off) or a size from 1MiB to 1GiB, found {s:?}"
+        )),
+    }
+}
+
+/// `profiler: { hz, off_cpu, boost: { hz, for, threshold }, budget, unwind_tables }`: the same
+/// settings as the `--profile-*` and `--off-cpu` flags, which override them (`unwind_tables` is
+/// only set here).
 fn apply_profiler(v: &Value, s: &mut Settings, p: &mut Problems) {
-    let known = ["hz", "off_cpu", "boost", "budget"];
+    let known = ["hz", "off_cpu", "boost", "budget", "unwind_tables"];
     for (k, val) in mapping(v, "profiler", &known, p).unwrap_or_default() {
         let path = join("profiler", &k);
         match k.as_str() {
@@ -596,6 +611,11 @@ fn apply_profiler(v: &Value, s: &mut Settings, p: &mut Problems) {
             "budget" => {
                 if let Some(share) = with(val, &path, p, crate::budget::parse_share) {
                     s.profile_budget = share;
+                }
+            }
+            "unwind_tables" => {
+                if let Some(bytes) = with(val, &path, p, parse_unwind_tables) {
+                    s.profile_unwind_bytes = bytes;
                 }
             }
             _ => {
@@ -777,12 +797,13 @@ pipelines:
 
     #[test]
     fn profiler_settings_are_read_from_the_file() {
-        let yaml = "profiler:\n  hz: 49\n  off_cpu: all\n  boost: { hz: 199, for: 2m, threshold: 250 }\n  budget: 0.5%\n";
+        let yaml = "profiler:\n  hz: 49\n  off_cpu: all\n  boost: { hz: 199, for: 2m, threshold: 250 }\n  budget: 0.5%\n  unwind_tables: 48MiB\n";
         let mut s = Settings::default();
         apply_file(yaml, &mut s).unwrap();
         assert_eq!(s.profile_hz, 49);
         assert_eq!(s.off_cpu, crate::profiler::OffCpuMode::All);
         assert_eq!(s.profile_boost_hz, 199);
+        assert_eq!(s.profile_unwind_bytes, 48 << 20);
         assert_eq!(s.profile_boost_for, Duration::from_secs(120));
         assert_eq!(s.profile_boost_threshold, Some(250.0));
         assert_eq!(s.profile_budget, 0.005);
@@ -793,12 +814,12 @@ pipelines:
 
     #[test]
     fn bad_profiler_settings_are_named_by_path() {
-        let yaml = "profiler:\n  hz: 5000\n  off_cpu: sometimes\n  boost: { hz: 0, for: later, threshold: -1, rate: 3 }\n  budget: 150%\n  colour: red\n";
+        let yaml = "profiler:\n  hz: 5000\n  off_cpu: sometimes\n  boost: { hz: 0, for: later, threshold: -1, rate: 3 }\n  budget: 150%\n  unwind_tables: 2TiB\n  colour: red\n";
         let errs = apply_file(yaml, &mut Settings::default()).unwrap_err();
         assert_eq!(
             errs,
             vec![
-                "profiler.colour: unknown key (expected one of: hz, off_cpu, boost, budget)",
+                "profiler.colour: unknown key (expected one of: hz, off_cpu, boost, budget, unwind_tables)",
                 "profiler.hz: expected 0 (off) to 1000 samples per second, found \"5000\"",
                 "profiler.off_cpu: expected off, traced or all, found \"sometimes\"",
                 "profiler.boost.rate: unknown key (expected one of: hz, for, threshold)",
@@ -806,6 +827,7 @@ pipelines:
                 "profiler.boost.for: expected a duration like 30s, 15m, 12h or 7d, found \"later\"",
                 "profiler.boost.threshold: expected requests per second above 0, found \"-1\"",
                 "profiler.budget: expected a share above 0% and at most 100%, found \"150%\"",
+                "profiler.unwind_tables: expected 0 (off) or a size from 1MiB to 1GiB, found \"2TiB\"",
             ]
         );
     }

@@ -207,6 +207,8 @@ pub struct ProfilerConfig {
     /// acted upon).
     pub budget_interval: Duration,
     pub off_cpu: OffCpuMode,
+    /// Rows of `.eh_frame` unwind tables the CPU sampler holds; 0: frame pointers only.
+    pub unwind_table_rows: u32,
     pub traced: TracedProcesses,
     pub traffic: TrafficMonitor,
     pub status: server::ProfilerStatus,
@@ -248,6 +250,7 @@ pub fn start(
     let sampler = CpuSampler::start(CpuSamplerConfig {
         frequency_hz: config.frequency_hz,
         boost_frequency_hz: config.boost_hz,
+        unwind_table_rows: config.unwind_table_rows,
         ..CpuSamplerConfig::default()
     })
     .map_err(|e| e.to_string())?;
@@ -507,6 +510,7 @@ fn run(
             "traffic": controls.traffic.status(),
             "samples_refused": refused,
             "samples_late_for_export": late,
+            "unwind_tables": unwind_status(&sampler),
         }));
         agent.span_services = plan.services;
         let drain_started = unix_now_ns();
@@ -514,6 +518,7 @@ fn run(
             tracing::warn!(error = %e, "profiler: cannot read samples");
             Vec::new()
         });
+        load_unwind_tables(&mut sampler, &samples);
         let blocks = match off_cpu.as_mut() {
             Some(o) => {
                 let mut wanted = traced.recent(Instant::now(), TRACED_FOR, MAX_FOLLOWED);
@@ -591,6 +596,37 @@ fn run(
             last_cleanup = Instant::now();
         }
     }
+}
+
+/// Hands every process seen in `samples` to the sampler's `.eh_frame` unwinder (once per
+/// process; tables are built once per file), and lets it forget exited processes. oxeye itself
+/// is left to frame pointers: its table alone would fill the rows the other processes need.
+fn load_unwind_tables(sampler: &mut CpuSampler, samples: &[CpuSample]) {
+    let own = std::process::id();
+    let mut seen = HashSet::new();
+    for s in samples {
+        if s.kernel_thread || s.pid == own || !seen.insert(s.pid) {
+            continue;
+        }
+        if let Err(e) = sampler.unwind_process(s.pid) {
+            tracing::debug!(pid = s.pid, error = %e, "profiler: no unwind tables for a process");
+        }
+    }
+    if let Err(e) = sampler.refresh_unwinding() {
+        tracing::debug!(error = %e, "profiler: cannot refresh the unwind tables");
+    }
+}
+
+fn unwind_status(sampler: &CpuSampler) -> serde_json::Value {
+    let u = sampler.unwind_stats();
+    json!({
+        "processes": u.processes,
+        "files": u.tables,
+        "rows": u.rows,
+        "row_capacity": u.row_capacity,
+        "files_without_room": u.tables_without_room,
+        "files_without_table": u.files_without_table,
+    })
 }
 
 struct Agent {

@@ -423,6 +423,7 @@ async fn serve(s: Settings) -> anyhow::Result<()> {
             budget_share: s.profile_budget,
             budget_interval: s.profile_budget_interval,
             off_cpu: s.off_cpu,
+            unwind_table_rows: u32::try_from(s.profile_unwind_bytes / 12).unwrap_or(u32::MAX),
             traced,
             traffic,
             status: profiler_status,

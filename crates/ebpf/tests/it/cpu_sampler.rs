@@ -2,8 +2,8 @@ use ebpf::{CpuSampler, CpuSamplerConfig, StackStatus};
 use profile::{FoldedValue, ProfileKind, StackAggregate, StackTable, Symbolizer, to_folded};
 
 use crate::support::{
-    Build, CALLER_FUNCTION, HOT_FUNCTION, Workload, ebpf_ready, leaf_histogram, sample_until_exit,
-    workload,
+    Build, CALLER_FUNCTION, HOT_FUNCTION, OUTER_FUNCTION, Workload, ebpf_ready, leaf_histogram,
+    sample_until_exit, workload,
 };
 
 #[test]
@@ -108,6 +108,69 @@ fn leaf_is_right_and_stack_flagged_truncated_without_frame_pointers() {
 }
 
 #[test]
+fn eh_frame_tables_give_whole_stacks_without_frame_pointers() {
+    if !ebpf_ready("eh_frame_tables_give_whole_stacks_without_frame_pointers") {
+        return;
+    }
+    let mut sampler = CpuSampler::start(CpuSamplerConfig::default()).expect("start sampler");
+    let mut symbolizer = Symbolizer::new();
+    let mut burner = Workload::spawn(&workload(Build::NoFramePointers), &["deep", "4"]);
+    // The C library is mapped by the dynamic loader after exec: wait for it, so the process's
+    // tables cover it.
+    let maps = format!("/proc/{}/maps", burner.pid());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !std::fs::read_to_string(&maps).is_ok_and(|m| m.contains("libc.so")) {
+        assert!(std::time::Instant::now() < deadline, "libc never mapped");
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    assert!(
+        sampler.unwind_process(burner.pid()).expect("load tables"),
+        "no table for the workload"
+    );
+    let stats = sampler.unwind_stats();
+    assert!(stats.tables >= 2 && stats.processes >= 1, "{stats:?}");
+    let loaded = monotonic_ns();
+    let mut samples = sample_until_exit(&mut sampler, &mut symbolizer, &mut [&mut burner]);
+    // Samples taken before the tables were there were walked by frame pointers.
+    samples.retain(|s| s.sample.ktime_ns > loaded);
+    let leaves = leaf_histogram(&samples);
+    eprintln!("{} samples, leaves {leaves:?}, {stats:?}", samples.len());
+    assert!(samples.len() >= 20, "too few samples: {}", samples.len());
+    assert_eq!(leaves[0].0, HOT_FUNCTION, "hottest user frame: {leaves:?}");
+
+    let hot: Vec<_> = samples
+        .iter()
+        .filter(|s| s.user_leaf().is_some_and(|f| &*f.function == HOT_FUNCTION))
+        .collect();
+    let chain = [HOT_FUNCTION, CALLER_FUNCTION, OUTER_FUNCTION, "main"];
+    let whole: Vec<_> = hot
+        .iter()
+        .filter(|s| {
+            let users: Vec<&str> = s
+                .stack
+                .frames
+                .iter()
+                .filter(|f| f.kind == profile::FrameKind::User)
+                .map(|f| &*f.function)
+                .collect();
+            !s.stack.truncated && users.starts_with(&chain)
+        })
+        .collect();
+    if let Some(s) = whole.first() {
+        let names: Vec<&str> = s.stack.frames.iter().map(|f| &*f.function).collect();
+        eprintln!("a whole stack: {names:?}");
+    }
+    assert!(
+        whole.len() * 10 >= hot.len() * 9,
+        "{} of {} hot stacks whole through {chain:?}; e.g. {:?}",
+        whole.len(),
+        hot.len(),
+        hot.iter().find(|s| s.stack.truncated).map(|s| &s.stack)
+    );
+    assert_eq!(sampler.counters().expect("counters").malformed_records, 0);
+}
+
+#[test]
 fn configuration_errors_say_what_was_expected() {
     let error = CpuSampler::start(CpuSamplerConfig {
         frequency_hz: 0,
@@ -126,4 +189,224 @@ fn configuration_errors_say_what_was_expected() {
     .err()
     .expect("a ring buffer that is no power of two is refused");
     assert!(error.to_string().contains("power of two"), "{error}");
+}
+
+#[test]
+fn debians_python_gets_whole_stacks_from_its_eh_frame() {
+    if !ebpf_ready("debians_python_gets_whole_stacks_from_its_eh_frame") {
+        return;
+    }
+    let mut sampler = CpuSampler::start(CpuSamplerConfig::default()).expect("start sampler");
+    let mut symbolizer = Symbolizer::new();
+    // Debian builds python3 without frame pointers: a frame-pointer walk stops at the leaf.
+    let mut python = Workload(
+        std::process::Command::new("python3")
+            .args([
+                "-c",
+                // In a thread: its stack starts in the C library's clone3, not in _start.
+                "import threading, time\ndef spin(end):\n    while time.process_time() < end: pass\n\
+                 t = threading.Thread(target=spin, args=(time.process_time() + 4,))\nt.start()\nt.join()",
+            ])
+            .spawn()
+            .expect("run python3"),
+    );
+    let maps = format!("/proc/{}/maps", python.pid());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !std::fs::read_to_string(&maps).is_ok_and(|m| m.contains("libc.so")) {
+        assert!(std::time::Instant::now() < deadline, "libc never mapped");
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    // Let the interpreter finish loading its modules, then load the tables.
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    assert!(sampler.unwind_process(python.pid()).expect("load tables"));
+    let loaded = monotonic_ns();
+    let samples = sample_until_exit(&mut sampler, &mut symbolizer, &mut [&mut python]);
+    // Samples taken before the tables were there were walked by frame pointers.
+    let user: Vec<_> = samples
+        .iter()
+        .filter(|s| s.sample.ktime_ns > loaded && !s.sample.user_stack.addresses.is_empty())
+        .collect();
+    let whole: Vec<_> = user.iter().filter(|s| !s.stack.truncated).collect();
+    let through_eval: Vec<_> = whole
+        .iter()
+        .filter(|s| {
+            let frames = &s.stack.frames;
+            frames.iter().any(|f| f.function.contains("EvalFrame"))
+                && frames.iter().any(|f| &*f.function == "thread_run")
+        })
+        .collect();
+    let deep = through_eval.len();
+    if let Some(s) = through_eval.first() {
+        let names: Vec<&str> = s.stack.frames.iter().map(|f| &*f.function).collect();
+        eprintln!("a whole python stack: {names:?}");
+    }
+    eprintln!(
+        "{} samples, {} whole, {deep} through the eval loop",
+        user.len(),
+        whole.len()
+    );
+    assert!(user.len() >= 20, "too few samples: {}", user.len());
+    assert!(
+        whole.len() * 10 >= user.len() * 9 && deep * 10 >= whole.len() * 9,
+        "{} of {} python stacks whole, {deep} through the eval loop; e.g. {:?}",
+        whole.len(),
+        user.len(),
+        user.iter().find(|s| s.stack.truncated).map(|s| &s.stack)
+    );
+}
+
+/// `CLOCK_MONOTONIC` now, the clock of the samples' `ktime_ns`.
+fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: a valid timespec out-pointer.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+#[test]
+fn a_process_that_execs_is_unwound_with_its_new_images_tables() {
+    if !ebpf_ready("a_process_that_execs_is_unwound_with_its_new_images_tables") {
+        return;
+    }
+    let mut sampler = CpuSampler::start(CpuSamplerConfig::default()).expect("start sampler");
+    let mut symbolizer = Symbolizer::new();
+    let burner = workload(Build::NoFramePointers);
+    // The shell's tables are loaded first; then the same pid runs the burner.
+    let mut process = Workload(
+        std::process::Command::new("sh")
+            .arg("-c")
+            .arg(format!("sleep 0.5; exec {} deep 3", burner.display()))
+            .spawn()
+            .expect("run sh"),
+    );
+    let pid = process.pid();
+    let maps = format!("/proc/{pid}/maps");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !std::fs::read_to_string(&maps).is_ok_and(|m| m.contains("libc.so")) {
+        assert!(std::time::Instant::now() < deadline, "libc never mapped");
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    assert!(sampler.unwind_process(pid).expect("the shell's tables"));
+    // As the agent does: every process seen is handed over after each drain.
+    let mut samples = Vec::new();
+    loop {
+        std::thread::sleep(std::time::Duration::from_millis(250));
+        let running = process.running();
+        for sample in sampler.drain().expect("drain") {
+            if sample.pid == pid {
+                let stack = crate::support::symbolize(&mut symbolizer, &sample);
+                samples.push(crate::support::Symbolized { sample, stack });
+            }
+        }
+        if running {
+            sampler.unwind_process(pid).expect("tables");
+        } else {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline + std::time::Duration::from_secs(30));
+    }
+    let hot: Vec<_> = samples
+        .iter()
+        .filter(|s| s.user_leaf().is_some_and(|f| &*f.function == HOT_FUNCTION))
+        .collect();
+    let whole = hot
+        .iter()
+        .filter(|s| {
+            !s.stack.truncated
+                && s.stack
+                    .frames
+                    .iter()
+                    .any(|f| &*f.function == OUTER_FUNCTION)
+        })
+        .count();
+    eprintln!("{} hot samples after exec, {whole} whole", hot.len());
+    assert!(hot.len() >= 20, "too few samples: {}", hot.len());
+    assert!(
+        whole * 10 >= hot.len() * 8,
+        "{whole} of {} hot stacks whole after exec; e.g. {:?}",
+        hot.len(),
+        hot.iter().find(|s| s.stack.truncated).map(|s| &s.stack)
+    );
+}
+
+#[test]
+fn a_walk_stopped_by_a_signal_frame_is_marked_truncated() {
+    if !ebpf_ready("a_walk_stopped_by_a_signal_frame_is_marked_truncated") {
+        return;
+    }
+    let mut sampler = CpuSampler::start(CpuSamplerConfig::default()).expect("start sampler");
+    let mut symbolizer = Symbolizer::new();
+    // The signal frame's CFI (glibc's __restore_rt) restores registers with DWARF expressions,
+    // which the tables cannot follow: the walk must stop there and say so.
+    let mut burner = Workload::spawn(&workload(Build::NoFramePointers), &["signal", "3"]);
+    let maps = format!("/proc/{}/maps", burner.pid());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !std::fs::read_to_string(&maps).is_ok_and(|m| m.contains("libc.so")) {
+        assert!(std::time::Instant::now() < deadline, "libc never mapped");
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    assert!(sampler.unwind_process(burner.pid()).expect("load tables"));
+    let loaded = monotonic_ns();
+    let mut samples = sample_until_exit(&mut sampler, &mut symbolizer, &mut [&mut burner]);
+    samples.retain(|s| s.sample.ktime_ns > loaded);
+    let hot: Vec<_> = samples
+        .iter()
+        .filter(|s| s.user_leaf().is_some_and(|f| &*f.function == HOT_FUNCTION))
+        .collect();
+    assert!(hot.len() >= 20, "too few samples: {}", hot.len());
+    // Unwound up to the handler...
+    let to_handler = hot
+        .iter()
+        .filter(|s| {
+            s.stack
+                .frames
+                .iter()
+                .any(|f| &*f.function == "oxeye_test_signal_handler")
+        })
+        .count();
+    assert!(
+        to_handler * 10 >= hot.len() * 9,
+        "{to_handler} of {}",
+        hot.len()
+    );
+    // ...and none passes for whole.
+    let whole: Vec<_> = hot.iter().filter(|s| !s.stack.truncated).collect();
+    assert!(
+        whole.is_empty(),
+        "{} of {} stacks through a signal frame claim to be whole, e.g. {:?}",
+        whole.len(),
+        hot.len(),
+        whole.first().map(|s| &s.stack)
+    );
+}
+
+#[test]
+fn the_tables_of_an_exited_process_are_freed_at_the_next_refresh() {
+    if !ebpf_ready("the_tables_of_an_exited_process_are_freed_at_the_next_refresh") {
+        return;
+    }
+    let mut sampler = CpuSampler::start(CpuSamplerConfig::default()).expect("start sampler");
+    let burner = Workload::spawn(&workload(Build::NoFramePointers), &["deep", "30"]);
+    let maps = format!("/proc/{}/maps", burner.pid());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !std::fs::read_to_string(&maps).is_ok_and(|m| m.contains("libc.so")) {
+        assert!(std::time::Instant::now() < deadline, "libc never mapped");
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    assert!(sampler.unwind_process(burner.pid()).expect("load tables"));
+    let loaded = sampler.unwind_stats();
+    assert!(loaded.rows > 0 && loaded.tables >= 2, "{loaded:?}");
+    drop(burner);
+    // The refresh runs at most every 10 s.
+    std::thread::sleep(std::time::Duration::from_millis(10_500));
+    sampler.refresh_unwinding().expect("refresh");
+    let after = sampler.unwind_stats();
+    assert_eq!(
+        (after.rows, after.tables, after.processes),
+        (0, 0, 0),
+        "{after:?}"
+    );
 }

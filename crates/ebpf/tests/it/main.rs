@@ -7,3 +7,4 @@ mod off_cpu;
 mod pprof;
 mod security;
 mod support;
+mod unwind_cost;

@@ -25,6 +25,7 @@ pub fn ebpf_ready(test: &str) -> bool {
 
 pub const HOT_FUNCTION: &str = "oxeye_test_hot_function";
 pub const CALLER_FUNCTION: &str = "oxeye_test_caller";
+pub const OUTER_FUNCTION: &str = "oxeye_test_outer";
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Build {

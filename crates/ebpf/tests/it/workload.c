@@ -1,7 +1,10 @@
 /* Test workload: burns CPU in a function with a known name, or sleeps in nanosleep.
  *   workload burn SECONDS   (seconds of CPU time, so a loaded machine still gets the samples)
+ *   workload deep SECONDS   (the same, one call deeper: main, outer, caller, hot function)
+ *   workload signal SECONDS (the same, from a signal handler: the walk meets the signal frame)
  *   workload sleep SECONDS MILLIS_PER_SLEEP
  * Built twice by the tests: with frame pointers (and DWARF) and without. */
+#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -29,6 +32,23 @@ __attribute__((noinline)) unsigned long oxeye_test_caller(unsigned long rounds)
 	return oxeye_test_hot_function(rounds) + 1;
 }
 
+__attribute__((noinline)) unsigned long oxeye_test_outer(unsigned long rounds)
+{
+	return oxeye_test_caller(rounds) * 3;
+}
+
+static double burn_seconds;
+static volatile unsigned long signal_sink;
+
+__attribute__((noinline)) void oxeye_test_signal_handler(int sig)
+{
+	double end = clock_seconds(CLOCK_PROCESS_CPUTIME_ID) + burn_seconds;
+
+	(void)sig;
+	while (clock_seconds(CLOCK_PROCESS_CPUTIME_ID) < end)
+		signal_sink += oxeye_test_outer(1ul << 20);
+}
+
 __attribute__((noinline)) void oxeye_test_sleeper(long millis)
 {
 	struct timespec ts = { millis / 1000, (millis % 1000) * 1000000L };
@@ -49,6 +69,14 @@ int main(int argc, char **argv)
 		end = clock_seconds(CLOCK_PROCESS_CPUTIME_ID) + atof(argv[2]);
 		while (clock_seconds(CLOCK_PROCESS_CPUTIME_ID) < end)
 			sink += oxeye_test_caller(rounds);
+	} else if (!strcmp(argv[1], "deep")) {
+		end = clock_seconds(CLOCK_PROCESS_CPUTIME_ID) + atof(argv[2]);
+		while (clock_seconds(CLOCK_PROCESS_CPUTIME_ID) < end)
+			sink += oxeye_test_outer(rounds);
+	} else if (!strcmp(argv[1], "signal")) {
+		burn_seconds = atof(argv[2]);
+		signal(SIGUSR1, oxeye_test_signal_handler);
+		raise(SIGUSR1);
 	} else if (!strcmp(argv[1], "sleep")) {
 		end = clock_seconds(CLOCK_MONOTONIC) + atof(argv[2]);
 		if (argc > 3)

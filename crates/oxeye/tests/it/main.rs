@@ -4,6 +4,7 @@ mod budget;
 mod cli;
 mod otlp_profiles;
 mod tidy;
+mod unwind;
 
 /// `oxeye up` on `data_dir` with every listener on a free loopback port; tests add their flags.
 fn oxeye_up(data_dir: &std::path::Path) -> std::process::Command {

@@ -1,0 +1,156 @@
+//! `.eh_frame` unwinding through the whole agent: `oxeye up` profiles a C program built without
+//! frame pointers, and its stored stacks are whole (main down to the C library's start code),
+//! not marked truncated. Needs root; skipped otherwise, except with `OXEYE_REQUIRE_EBPF=1`.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::boost::{Killed, ebpf_ready, http};
+
+const CHAIN: &str = "main;oxeye_unwind_test_outer;oxeye_unwind_test_middle;oxeye_unwind_test_hot";
+
+/// Burns CPU three calls below main, compiled with `-O2 -fomit-frame-pointer`.
+fn burner_without_frame_pointers(dir: &std::path::Path) -> std::path::PathBuf {
+    let src = dir.join("deep.c");
+    std::fs::write(
+        &src,
+        "__attribute__((noinline)) unsigned long oxeye_unwind_test_hot(unsigned long n) {\n\
+         unsigned long x = 88172645463325252ul;\n\
+         for (unsigned long i = 0; i < n; i++) { x ^= x << 13; x ^= x >> 7; x ^= x << 17; }\n\
+         return x; }\n\
+         __attribute__((noinline)) unsigned long oxeye_unwind_test_middle(unsigned long n) {\n\
+         return oxeye_unwind_test_hot(n) + 1; }\n\
+         __attribute__((noinline)) unsigned long oxeye_unwind_test_outer(unsigned long n) {\n\
+         return oxeye_unwind_test_middle(n) * 3; }\n\
+         int main(void) { volatile unsigned long s = 0;\n\
+         for (;;) s += oxeye_unwind_test_outer(1000000 + (s & 1)); }\n",
+    )
+    .expect("write the burner");
+    let bin = dir.join("deep");
+    let ok = Command::new("cc")
+        .args(["-O2", "-fomit-frame-pointer", "-o"])
+        .arg(&bin)
+        .arg(&src)
+        .status()
+        .expect("run cc")
+        .success();
+    assert!(ok, "compiling the burner failed");
+    bin
+}
+
+/// The body of a GET as text.
+fn get_text(addr: &str, path: &str) -> String {
+    let mut s = TcpStream::connect(addr).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(60))).ok();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .expect("send");
+    let mut raw = String::new();
+    s.read_to_string(&mut raw).expect("read");
+    let (head, body) = raw.split_once("\r\n\r\n").expect("an HTTP response");
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}\n{body}");
+    if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        let mut out = String::new();
+        let mut rest = body;
+        while let Some((size, tail)) = rest.split_once("\r\n") {
+            let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
+            if n == 0 {
+                break;
+            }
+            out.push_str(&tail[..n]);
+            rest = &tail[n + 2..];
+        }
+        out
+    } else {
+        body.to_string()
+    }
+}
+
+#[test]
+fn a_program_without_frame_pointers_gets_whole_stacks_from_eh_frame() {
+    if !ebpf_ready() {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut up = crate::oxeye_up(dir.path())
+        .args(["--off-cpu", "off", "--profile-budget", "100%"])
+        .stdout(Stdio::piped())
+        .stderr(std::fs::File::create(dir.path().join("stderr")).expect("a stderr file"))
+        .spawn()
+        .expect("start oxeye up");
+    let stdout = up.stdout.take().expect("stdout");
+    let _up = Killed(up);
+    let mut api = String::new();
+    let mut lines = BufReader::new(stdout).lines().map_while(Result::ok);
+    for line in lines.by_ref() {
+        if line.trim_start().starts_with("dashboard") {
+            api = line
+                .split_whitespace()
+                .nth(1)
+                .unwrap_or_default()
+                .trim_start_matches("http://")
+                .trim_end_matches('/')
+                .to_string();
+        } else if line.trim_start().starts_with("profiler") {
+            assert!(line.contains("Hz per CPU"), "profiling is not on: {line}");
+            break;
+        }
+    }
+    std::thread::spawn(move || lines.for_each(drop));
+    assert!(
+        !api.is_empty(),
+        "oxeye up did not start: {}",
+        std::fs::read_to_string(dir.path().join("stderr")).unwrap_or_default()
+    );
+
+    let burner = Killed(
+        Command::new(burner_without_frame_pointers(dir.path()))
+            .spawn()
+            .expect("start the burner"),
+    );
+    let pid = burner.0.id();
+    // The first samples of a process are walked by frame pointers (its tables load when the
+    // agent first sees it) and are truncated; from then on its stacks are whole.
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let (mut whole, mut hot, mut folded) = (0u64, 0u64, String::new());
+    while Instant::now() < deadline {
+        std::thread::sleep(Duration::from_secs(2));
+        folded = get_text(&api, &format!("/api/v1/profiles/folded?pid={pid}"));
+        let counts = |keep: &dyn Fn(&str) -> bool| -> u64 {
+            folded
+                .lines()
+                .filter_map(|l| l.rsplit_once(' '))
+                .filter(|(stack, _)| keep(stack))
+                .filter_map(|(_, n)| n.parse::<u64>().ok())
+                .sum()
+        };
+        hot = counts(&|s| s.ends_with("oxeye_unwind_test_hot"));
+        whole = counts(&|s| !s.starts_with("[truncated]") && s.ends_with(CHAIN));
+        if whole >= 40 && whole * 10 >= hot * 7 {
+            break;
+        }
+    }
+    assert!(
+        whole >= 40 && whole * 10 >= hot * 7,
+        "{whole} of {hot} hot samples whole through {CHAIN}:\n{folded}"
+    );
+    // Whole means it reaches the C library's start code, below main.
+    assert!(
+        folded
+            .lines()
+            .any(|l| l.starts_with("_start;") && l.contains(CHAIN)),
+        "{folded}"
+    );
+    let (_, status) = http(&api, "GET", "/api/v1/profiles/status", None);
+    let tables = &status["unwind_tables"];
+    assert!(tables["processes"].as_u64() >= Some(1), "{status}");
+    assert!(tables["files"].as_u64() >= Some(2), "{status}");
+    drop(burner);
+}
