@@ -17,7 +17,7 @@ pub fn any_value_to_string(v: &AnyValue) -> String {
     }
 }
 
-fn format_double(d: f64) -> String {
+pub(crate) fn format_double(d: f64) -> String {
     if d.is_finite() {
         // `{}` prints the shortest text that round-trips, without exponent noise for common values.
         format!("{d}")

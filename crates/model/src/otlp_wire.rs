@@ -254,6 +254,13 @@ fn any_value(buf: &[u8]) -> Result<Cow<'_, str>, WireError> {
     match last {
         None => Ok(Cow::Borrowed("")),
         Some((1, v)) => Ok(Cow::Borrowed(str_of(v, "AnyValue", "string_value")?)),
+        // Scalars are read here as prost would read them; other shapes (and wrong wire types,
+        // for prost's message) go through the decoded value.
+        Some((2, Value::Varint(b))) => Ok(Cow::Borrowed(if b != 0 { "true" } else { "false" })),
+        Some((3, Value::Varint(i))) => Ok(Cow::Owned((i as i64).to_string())),
+        Some((4, Value::Fixed64(d))) => {
+            Ok(Cow::Owned(crate::attrs::format_double(f64::from_bits(d))))
+        }
         Some(_) => {
             let v =
                 AnyValue::decode(buf).map_err(|e| WireError::Protobuf(format!("AnyValue: {e}")))?;

@@ -4,8 +4,8 @@ use std::sync::Arc;
 
 use datafusion::arrow::array::{
     ArrayBuilder, ArrayRef, BooleanBuilder, Float64Builder, Int32Builder, ListArray, ListBuilder,
-    MapBuilder, RecordBatch, StringBuilder, StructArray, TimestampNanosecondArray, UInt32Builder,
-    UInt64Builder,
+    MapBuilder, RecordBatch, StringArray, StringBuilder, StructArray, TimestampNanosecondArray,
+    UInt32Builder, UInt64Builder,
 };
 use datafusion::arrow::buffer::OffsetBuffer;
 use datafusion::arrow::datatypes::{DataType, Field, Fields};
@@ -48,8 +48,30 @@ impl MapCol {
         // Appending to a fresh builder cannot fail: the entry is never null.
         let _ = self.0.append(true);
     }
+    /// Appends a map prepared once for many rows: two copies instead of two per entry.
+    fn append_prepared(&mut self, m: &PreparedMap) {
+        // Neither can fail: offsets stay far below i32::MAX for a batch.
+        let _ = self.0.keys().append_array(&m.keys);
+        let _ = self.0.values().append_array(&m.values);
+        let _ = self.0.append(true);
+    }
     fn finish(&mut self) -> ArrayRef {
         Arc::new(self.0.finish())
+    }
+}
+
+/// One map (a resource's attributes) as the keys and values every row of its group repeats.
+struct PreparedMap {
+    keys: StringArray,
+    values: StringArray,
+}
+
+impl PreparedMap {
+    fn new(attrs: &Attrs) -> Self {
+        PreparedMap {
+            keys: attrs.iter().map(|(k, _)| Some(k.as_str())).collect(),
+            values: attrs.iter().map(|(_, v)| Some(v.as_str())).collect(),
+        }
     }
 }
 
@@ -164,10 +186,14 @@ fn spans(groups: &[Group<Span>]) -> Result<RecordBatch, ArrowError> {
     }
     let mut cols = SpanColumns::with_capacity(n, &size);
     let mut view = SpanView::default();
+    let prepared: Vec<PreparedMap> = groups
+        .iter()
+        .map(|g| PreparedMap::new(&g.resource.attributes))
+        .collect();
     for (gi, i) in sorted_order(rows) {
         let g = &groups[gi];
         view.fill_from(&g.items[i]);
-        cols.append(&g.resource, &g.scope, &view);
+        cols.append(&g.resource, &prepared[gi], &g.scope, &view);
     }
     cols.finish()
 }
@@ -206,11 +232,17 @@ pub(crate) fn raw_spans(raw: &RawSpans) -> Result<RecordBatch, RawSpansError> {
         .collect();
     let mut cols = SpanColumns::with_capacity(n, &size);
     let mut view = SpanView::default();
+    let prepared: Vec<PreparedMap> = raw
+        .groups
+        .iter()
+        .map(|g| PreparedMap::new(&g.resource.attributes))
+        .collect();
     for i in sorted_order(rows) {
-        let g = &raw.groups[raw.spans[i].group as usize];
+        let gi = raw.spans[i].group as usize;
+        let g = &raw.groups[gi];
         raw.read_span(i, &mut view)
             .map_err(RawSpansError::Malformed)?;
-        cols.append(&g.resource, &g.scope, &view);
+        cols.append(&g.resource, &prepared[gi], &g.scope, &view);
     }
     cols.finish().map_err(RawSpansError::Arrow)
 }
@@ -299,7 +331,14 @@ impl SpanColumns {
         }
     }
 
-    fn append(&mut self, resource: &Resource, scope: &Scope, s: &SpanView<'_>) {
+    /// `attrs`: `resource`'s attributes, prepared once for its group.
+    fn append(
+        &mut self,
+        resource: &Resource,
+        attrs: &PreparedMap,
+        scope: &Scope,
+        s: &SpanView<'_>,
+    ) {
         let (mut hex32, mut hex16) = ([0u8; 32], [0u8; 16]);
         self.time.push(ts(s.start_unix_nano));
         self.trace_id.append_value(s.trace_id.hex(&mut hex32));
@@ -312,7 +351,7 @@ impl SpanColumns {
         self.name.append_value(s.name);
         self.kind.append_value(s.kind.as_str());
         self.service.append_value(resource.service_name());
-        self.res_attrs.append(&resource.attributes);
+        self.res_attrs.append_prepared(attrs);
         self.scope_name.append_value(&scope.name);
         self.scope_version.append_value(&scope.version);
         self.span_attrs.append(&s.attributes);

@@ -200,8 +200,18 @@ const STATISTICS_COLUMNS: [&str; 8] = [
     "SeverityNumber",
 ];
 
-/// Random ids never repeat within a file: a dictionary only costs hashing before it is dropped.
-const NO_DICTIONARY_COLUMNS: [&str; 3] = ["TraceId", "SpanId", "ParentSpanId"];
+/// Random ids never repeat within a file, and nanosecond times and durations hardly do: a
+/// dictionary only costs hashing before it is dropped.
+const NO_DICTIONARY_COLUMNS: [&str; 8] = [
+    "TraceId",
+    "SpanId",
+    "ParentSpanId",
+    "Timestamp",
+    "ObservedTimestamp",
+    "TimeUnix",
+    "StartTimeUnix",
+    "Duration",
+];
 
 fn writer_properties(table: Table) -> WriterProperties {
     let mut props = WriterProperties::builder()
