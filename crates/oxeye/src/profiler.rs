@@ -518,7 +518,6 @@ fn run(
             tracing::warn!(error = %e, "profiler: cannot read samples");
             Vec::new()
         });
-        load_unwind_tables(&mut sampler, &samples);
         let blocks = match off_cpu.as_mut() {
             Some(o) => {
                 let mut wanted = traced.recent(Instant::now(), TRACED_FOR, MAX_FOLLOWED);
@@ -576,6 +575,9 @@ fn run(
                 }
             }
         };
+        // After the samples are symbolized: building a big file's table can take seconds, and a
+        // short-lived process sampled in this drain must still be there to be named.
+        load_unwind_tables(&mut sampler, &samples);
         // In drain order, so a drain's promise waits for the writes of the drains before it.
         promised = promised.max(complete);
         let _ = watermarks.send(Drained {
