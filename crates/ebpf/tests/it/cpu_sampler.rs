@@ -303,7 +303,10 @@ fn a_process_that_execs_is_unwound_with_its_new_images_tables() {
         } else {
             break;
         }
-        assert!(std::time::Instant::now() < deadline, "the shell ran too long");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the shell ran too long"
+        );
     }
     let hot: Vec<_> = samples
         .iter()
