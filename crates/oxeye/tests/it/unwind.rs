@@ -139,7 +139,8 @@ fn a_program_without_frame_pointers_gets_whole_stacks_from_eh_frame() {
     }
     assert!(
         whole >= 40 && whole * 10 >= hot * 7,
-        "{whole} of {hot} hot samples whole through {CHAIN}:\n{folded}"
+        "{whole} of {hot} hot samples whole through {CHAIN}:\n{folded}\nprofiler status: {}",
+        get_text(&api, "/api/v1/profiles/status")
     );
     // Whole means it reaches the C library's start code, below main.
     assert!(
