@@ -114,14 +114,7 @@ fn eh_frame_tables_give_whole_stacks_without_frame_pointers() {
     }
     let mut sampler = CpuSampler::start(CpuSamplerConfig::default()).expect("start sampler");
     let mut symbolizer = Symbolizer::new();
-    let mut burner = Workload::spawn(&workload(Build::NoFramePointers), &["deep", "4"]);
-    // The C library is mapped by the dynamic loader after exec: wait for it, so the process's
-    // tables cover it.
-    wait_for_libc(burner.pid());
-    assert!(
-        sampler.unwind_process(burner.pid()).expect("load tables"),
-        "no table for the workload"
-    );
+    let mut burner = unwound_workload(&mut sampler, &["deep", "4"]);
     let stats = sampler.unwind_stats();
     assert!(stats.tables >= 2 && stats.processes >= 1, "{stats:?}");
     let loaded = monotonic_ns();
@@ -246,6 +239,18 @@ fn debians_python_gets_whole_stacks_from_its_eh_frame() {
 }
 
 /// `CLOCK_MONOTONIC` now, the clock of the samples' `ktime_ns`.
+/// The workload built without frame pointers, run with `args` and handed to the unwinder once
+/// its C library is mapped.
+fn unwound_workload(sampler: &mut CpuSampler, args: &[&str]) -> Workload {
+    let burner = Workload::spawn(&workload(Build::NoFramePointers), args);
+    wait_for_libc(burner.pid());
+    assert!(
+        sampler.unwind_process(burner.pid()).expect("load tables"),
+        "no table for the workload"
+    );
+    burner
+}
+
 /// Waits (up to 10 s) until the dynamic loader has mapped the C library into `pid`, so the
 /// tables loaded next cover it.
 fn wait_for_libc(pid: u32) {
@@ -341,9 +346,7 @@ fn a_walk_stopped_by_a_signal_frame_is_marked_truncated() {
     let mut symbolizer = Symbolizer::new();
     // The signal frame's CFI (glibc's __restore_rt) restores registers with DWARF expressions,
     // which the tables cannot follow: the walk must stop there and say so.
-    let mut burner = Workload::spawn(&workload(Build::NoFramePointers), &["signal", "3"]);
-    wait_for_libc(burner.pid());
-    assert!(sampler.unwind_process(burner.pid()).expect("load tables"));
+    let mut burner = unwound_workload(&mut sampler, &["signal", "3"]);
     let loaded = monotonic_ns();
     let mut samples = sample_until_exit(&mut sampler, &mut symbolizer, &mut [&mut burner]);
     samples.retain(|s| s.sample.ktime_ns > loaded);
@@ -384,9 +387,7 @@ fn the_tables_of_an_exited_process_are_freed_at_the_next_refresh() {
         return;
     }
     let mut sampler = CpuSampler::start(CpuSamplerConfig::default()).expect("start sampler");
-    let burner = Workload::spawn(&workload(Build::NoFramePointers), &["deep", "30"]);
-    wait_for_libc(burner.pid());
-    assert!(sampler.unwind_process(burner.pid()).expect("load tables"));
+    let burner = unwound_workload(&mut sampler, &["deep", "30"]);
     let loaded = sampler.unwind_stats();
     assert!(loaded.rows > 0 && loaded.tables >= 2, "{loaded:?}");
     drop(burner);

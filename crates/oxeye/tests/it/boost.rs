@@ -65,8 +65,19 @@ impl Drop for Killed {
     }
 }
 
-/// One HTTP/1.1 request; the status and the body.
+/// One HTTP/1.1 request; the status and the body as JSON (`Null` when it is not JSON).
 pub(crate) fn http(addr: &str, method: &str, path: &str, body: Option<&Value>) -> (u16, Value) {
+    let (status, text) = http_text(addr, method, path, body);
+    (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+}
+
+/// One HTTP/1.1 request; the status and the body as text (chunked bodies joined).
+pub(crate) fn http_text(
+    addr: &str,
+    method: &str,
+    path: &str,
+    body: Option<&Value>,
+) -> (u16, String) {
     let mut s = TcpStream::connect(addr).expect("connect");
     s.set_read_timeout(Some(Duration::from_secs(60))).ok();
     let payload = body.map(|b| b.to_string()).unwrap_or_default();
@@ -94,7 +105,7 @@ pub(crate) fn http(addr: &str, method: &str, path: &str, body: Option<&Value>) -
     } else {
         rest.to_string()
     };
-    (status, serde_json::from_str(&body).unwrap_or(Value::Null))
+    (status, body)
 }
 
 fn dechunk(mut s: &str) -> String {
@@ -188,16 +199,8 @@ fn a_traffic_burst_boosts_the_services_process_and_labels_its_samples() {
     let (mut api, mut otlp, mut profiler) = (String::new(), String::new(), String::new());
     let mut lines = BufReader::new(stdout).lines().map_while(Result::ok);
     for line in lines.by_ref() {
-        let addr = |l: &str| {
-            l.split_whitespace()
-                .nth(1)
-                .unwrap_or_default()
-                .trim_start_matches("http://")
-                .trim_end_matches('/')
-                .to_string()
-        };
         if line.trim_start().starts_with("dashboard") {
-            api = addr(&line);
+            api = crate::banner_addr(&line);
         } else if line.trim_start().starts_with("OTLP HTTP") {
             otlp = line
                 .split_whitespace()

@@ -50,13 +50,7 @@ fn over_its_budget_oxeye_lowers_the_quiet_rate_first_and_says_why() {
     for line in lines.by_ref() {
         let l = line.trim_start();
         if l.starts_with("dashboard") {
-            api = l
-                .split_whitespace()
-                .nth(1)
-                .unwrap_or_default()
-                .trim_start_matches("http://")
-                .trim_end_matches('/')
-                .to_string();
+            api = crate::banner_addr(l);
         } else if l.starts_with("profiler") {
             profiler = line;
             break;

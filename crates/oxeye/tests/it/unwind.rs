@@ -2,12 +2,11 @@
 //! frame pointers, and its stored stacks are whole (main down to the C library's start code),
 //! not marked truncated. Needs root; skipped otherwise, except with `OXEYE_REQUIRE_EBPF=1`.
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpStream;
+use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::boost::{Killed, ebpf_ready, http};
+use crate::boost::{Killed, ebpf_ready, http, http_text};
 
 const CHAIN: &str = "main;oxeye_unwind_test_outer;oxeye_unwind_test_middle;oxeye_unwind_test_hot";
 
@@ -40,37 +39,11 @@ fn burner_without_frame_pointers(dir: &std::path::Path) -> std::path::PathBuf {
     bin
 }
 
-/// The body of a GET as text.
+/// The body of a GET as text; the status must be 200.
 fn get_text(addr: &str, path: &str) -> String {
-    let mut s = TcpStream::connect(addr).expect("connect");
-    s.set_read_timeout(Some(Duration::from_secs(60))).ok();
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-    )
-    .expect("send");
-    let mut raw = String::new();
-    s.read_to_string(&mut raw).expect("read");
-    let (head, body) = raw.split_once("\r\n\r\n").expect("an HTTP response");
-    assert!(head.starts_with("HTTP/1.1 200"), "{head}\n{body}");
-    if head
-        .to_ascii_lowercase()
-        .contains("transfer-encoding: chunked")
-    {
-        let mut out = String::new();
-        let mut rest = body;
-        while let Some((size, tail)) = rest.split_once("\r\n") {
-            let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
-            if n == 0 {
-                break;
-            }
-            out.push_str(&tail[..n]);
-            rest = &tail[n + 2..];
-        }
-        out
-    } else {
-        body.to_string()
-    }
+    let (status, body) = http_text(addr, "GET", path, None);
+    assert_eq!(status, 200, "GET {path}: {body}");
+    body
 }
 
 #[test]
@@ -91,13 +64,7 @@ fn a_program_without_frame_pointers_gets_whole_stacks_from_eh_frame() {
     let mut lines = BufReader::new(stdout).lines().map_while(Result::ok);
     for line in lines.by_ref() {
         if line.trim_start().starts_with("dashboard") {
-            api = line
-                .split_whitespace()
-                .nth(1)
-                .unwrap_or_default()
-                .trim_start_matches("http://")
-                .trim_end_matches('/')
-                .to_string();
+            api = crate::banner_addr(&line);
         } else if line.trim_start().starts_with("profiler") {
             assert!(line.contains("Hz per CPU"), "profiling is not on: {line}");
             break;
