@@ -28,14 +28,6 @@ const MAX_MAPPINGS: usize = 32;
 const PROCESS_VALUE_SIZE: usize = 8 + 32 * MAX_MAPPINGS;
 /// `UNWIND_SEARCH_STEPS`: a larger table could not be searched to the end.
 const MAX_TABLE_ROWS: usize = 1 << 24;
-
-/// No file's table may take more than this share of the rows (1/N).
-const MAX_SHARE: u32 = 4;
-
-/// Whether a table of `rows` may have room in an array of `capacity` rows.
-fn fair_share(rows: u32, capacity: u32) -> bool {
-    rows <= capacity / MAX_SHARE
-}
 /// How often known processes are checked for exit and for new mappings (`dlopen`).
 const REFRESH_EVERY: Duration = Duration::from_secs(10);
 
@@ -49,8 +41,7 @@ pub struct UnwindStats {
     /// Rows in use, of `row_capacity`.
     pub rows: u32,
     pub row_capacity: u32,
-    /// Files that got no table because the rows array was full, or because their table alone
-    /// would take more than a quarter of it.
+    /// Files that got no table because the rows array was full.
     pub tables_without_room: u64,
     /// Executable files without a usable table (no `.eh_frame`, not x86_64 ELF, unreadable).
     pub files_without_table: u64,
@@ -339,14 +330,6 @@ impl Unwinder {
             }
         };
         let row_count = table.rows.len() as u32;
-        if !fair_share(row_count, self.capacity) {
-            // One huge binary (a big Rust or LLVM build) would take the rows every other
-            // process needs: it keeps frame pointers, the others get tables.
-            self.stats.tables_without_room += 1;
-            tracing::debug!(path = %m.path, rows = row_count, "unwind table larger than its share");
-            self.tables.insert(m.file, TableState::Unusable);
-            return Ok(None);
-        }
         let Some(row_start) = self.space.allocate(row_count) else {
             if !matches!(self.tables.get(&m.file), Some(TableState::NoRoom { .. })) {
                 self.stats.tables_without_room += 1;
@@ -488,13 +471,6 @@ fn build_from(file: &File) -> Option<UnwindTable> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn no_file_takes_more_than_a_quarter_of_the_rows() {
-        assert!(fair_share(25, 100));
-        assert!(!fair_share(26, 100));
-        assert!(!fair_share(1, 0));
-    }
 
     #[test]
     fn rows_are_taken_first_fit_and_freed_ranges_merge() {
