@@ -10,7 +10,10 @@
 //! A table's rows stay where they were written until no known process maps its file any more;
 //! the 10-second refresh then frees them for later tables (first fit). A file whose table does
 //! not fit in any free range gets none (its frames fall back to frame pointers, counted in
-//! [`UnwindStats::tables_without_room`]) and is tried again once enough rows were freed.
+//! [`UnwindStats::tables_without_room`]) and is tried again once enough rows were freed. The
+//! refresh also loads again every process left with such a mapping, or with a file it could not
+//! open (the process that showed it exited meanwhile); only a file read and found without a
+//! usable table is never tried again.
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -135,6 +138,9 @@ struct ProcessEntry {
     start_time: u64,
     mappings: Vec<MapLine>,
     has_tables: bool,
+    /// Some mapping has no table yet for a reason that may pass (no room, the file could not
+    /// be opened): the refresh loads the process again.
+    retry: bool,
 }
 
 pub(crate) struct Unwinder {
@@ -213,8 +219,13 @@ impl Unwinder {
             let same_maps = same_process
                 && read_maps(&self.proc_root, pid).is_some_and(|m| m == entry.mappings);
             if same_maps {
+                if entry.retry {
+                    // Overwrites the kernel's entry in place: no sample falls back meanwhile.
+                    self.load(rows, processes, pid)?;
+                }
                 continue;
             }
+            tracing::debug!(pid, same_process, "unwinder: mappings changed, reloading");
             self.forget(processes, pid)?;
             if same_process {
                 self.load(rows, processes, pid)?;
@@ -264,14 +275,19 @@ impl Unwinder {
         };
         let mut value = vec![0u8; PROCESS_VALUE_SIZE];
         let mut count = 0usize;
+        let mut without = Vec::new();
+        let mut retry = false;
         for m in &mappings {
             if count == MAX_MAPPINGS {
                 break;
             }
             let Some(loaded) = self.table_for(rows, pid, m)? else {
+                without.push(m.path.as_str());
+                retry |= !matches!(self.tables.get(&m.file), Some(TableState::Unusable));
                 continue;
             };
             let Some(vaddr) = loaded.table.vaddr_of_offset(m.offset) else {
+                without.push(m.path.as_str());
                 continue;
             };
             let at = 8 + count * 32;
@@ -283,6 +299,12 @@ impl Unwinder {
             count += 1;
         }
         value[0..4].copy_from_slice(&(count as u32).to_ne_bytes());
+        tracing::debug!(
+            pid,
+            with_table = count,
+            without_table = ?without,
+            "unwinder: process handed over"
+        );
         let added = if count == 0 {
             Ok(false)
         } else {
@@ -303,6 +325,7 @@ impl Unwinder {
                 start_time,
                 mappings,
                 has_tables,
+                retry,
             },
         );
         added
@@ -321,9 +344,16 @@ impl Unwinder {
             Some(&TableState::NoRoom { rows }) if self.space.largest() < rows => return Ok(None),
             Some(TableState::NoRoom { .. }) | None => {}
         }
-        let table = match open_mapped_file(&self.proc_root, pid, m).and_then(|f| build_from(&f)) {
+        // A process that exits meanwhile takes its view of the file with it: that says nothing
+        // about the file, which is tried again with the next process that maps it.
+        let Some(file) = open_mapped_file(&self.proc_root, pid, m) else {
+            tracing::debug!(pid, path = %m.path, "unwinder: cannot open a mapped file");
+            return Ok(None);
+        };
+        let table = match build_from(&file) {
             Some(table) if !table.rows.is_empty() && table.rows.len() <= MAX_TABLE_ROWS => table,
             _ => {
+                tracing::debug!(pid, path = %m.path, "unwinder: no usable table in the file");
                 self.stats.files_without_table += 1;
                 self.tables.insert(m.file, TableState::Unusable);
                 return Ok(None);
@@ -525,5 +555,94 @@ mod tests {
         let table = build_from(&file).expect("libc table");
         assert!(table.rows.len() > 1000);
         assert!(table.vaddr_of_offset(libc.offset).is_some());
+    }
+
+    /// A file that cannot be opened when its process is loaded (that process exited) is not
+    /// written off: the refresh loads the process again once the file can be read. Needs root
+    /// for the two kernel maps; skipped otherwise, except with `OXEYE_REQUIRE_EBPF=1`.
+    #[test]
+    fn a_file_that_could_not_be_opened_is_tried_again_at_the_refresh() {
+        use libbpf_rs::{MapHandle, MapType};
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } != 0 {
+            assert!(
+                std::env::var("OXEYE_REQUIRE_EBPF").as_deref() != Ok("1"),
+                "OXEYE_REQUIRE_EBPF=1 but not running as root"
+            );
+            return;
+        }
+        let own = read_maps(&PathBuf::from("/proc"), std::process::id()).expect("own maps");
+        let libc = own
+            .iter()
+            .find(|m| m.path.contains("libc.so"))
+            .expect("libc mapped")
+            .clone();
+
+        // A fake /proc with one process mapping this process's C library at its own address.
+        let proc_root = tempfile::tempdir().expect("tempdir");
+        let pid = 4242u32;
+        let dir = proc_root.path().join(pid.to_string());
+        std::fs::create_dir_all(&dir).expect("pid dir");
+        let fields: Vec<String> = (0..19).map(|i| i.to_string()).collect();
+        std::fs::write(
+            dir.join("stat"),
+            format!("{pid} (prog) S {} 777 0", fields.join(" ")),
+        )
+        .expect("stat");
+        std::fs::write(
+            dir.join("maps"),
+            format!(
+                "{:x}-{:x} r-xp {:08x} {:02x}:{:02x} {} {}\n",
+                libc.start,
+                libc.end,
+                libc.offset,
+                libc.file.device.0,
+                libc.file.device.1,
+                libc.file.inode,
+                libc.path
+            ),
+        )
+        .expect("maps");
+
+        let opts = libbpf_rs::libbpf_sys::bpf_map_create_opts {
+            sz: std::mem::size_of::<libbpf_rs::libbpf_sys::bpf_map_create_opts>() as _,
+            ..Default::default()
+        };
+        let rows = MapHandle::create(
+            MapType::Array,
+            Some("test_rows"),
+            4,
+            UnwindRow::SIZE as u32,
+            1 << 16,
+            &opts,
+        )
+        .expect("rows map");
+        let processes = MapHandle::create(
+            MapType::Hash,
+            Some("test_procs"),
+            4,
+            PROCESS_VALUE_SIZE as u32,
+            16,
+            &opts,
+        )
+        .expect("processes map");
+
+        let mut unwinder = Unwinder::new(1 << 16);
+        unwinder.proc_root = proc_root.path().to_path_buf();
+        // Neither map_files nor the process's root holds the file: nothing to load yet.
+        assert!(!unwinder.add_process(&rows, &processes, pid).expect("add"));
+        assert_eq!(unwinder.stats().files_without_table, 0);
+        assert!(unwinder.processes[&pid].retry);
+
+        // The file appears under the process's root; the next refresh loads it.
+        let inside = dir.join("root").join(libc.path.trim_start_matches('/'));
+        std::fs::create_dir_all(inside.parent().expect("parent")).expect("root dirs");
+        std::fs::copy(&libc.path, &inside).expect("copy libc");
+        unwinder.last_refresh = Instant::now() - REFRESH_EVERY;
+        unwinder.refresh(&rows, &processes).expect("refresh");
+        let stats = unwinder.stats();
+        assert_eq!((stats.processes, stats.tables), (1, 1), "{stats:?}");
+        assert!(!unwinder.processes[&pid].retry);
+        assert!(still_loaded(&processes, pid));
     }
 }

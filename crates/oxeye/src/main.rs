@@ -222,6 +222,8 @@ fn main() {
                 .unwrap_or_else(|_| "info,h2=warn,hyper=warn,datafusion=warn".into()),
         )
         .with_writer(std::io::stderr)
+        // Colours only for a person at a terminal, not in a log file.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let result = match cli.command {
         Command::Up(a) => up::run(a),

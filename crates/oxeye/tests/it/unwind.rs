@@ -39,6 +39,22 @@ fn burner_without_frame_pointers(dir: &std::path::Path) -> std::path::PathBuf {
     bin
 }
 
+/// What `oxeye up` logged about the unwinder's handling of `pid` and of the tables it loaded.
+fn unwinder_log(dir: &std::path::Path, pid: u32) -> String {
+    let pid = format!("pid={pid}");
+    std::fs::read_to_string(dir.join("stderr"))
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| {
+            l.contains(&pid)
+                || l.contains("unwind table")
+                || l.contains("no room")
+                || l.contains("libc.so")
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
 /// The body of a GET as text; the status must be 200.
 fn get_text(addr: &str, path: &str) -> String {
     let (status, body) = http_text(addr, "GET", path, None);
@@ -54,6 +70,10 @@ fn a_program_without_frame_pointers_gets_whole_stacks_from_eh_frame() {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut up = crate::oxeye_up(dir.path())
         .args(["--off-cpu", "off", "--profile-budget", "100%"])
+        .env(
+            "OXEYE_LOG",
+            "info,h2=warn,hyper=warn,datafusion=warn,ebpf::unwind=debug",
+        )
         .stdout(Stdio::piped())
         .stderr(std::fs::File::create(dir.path().join("stderr")).expect("a stderr file"))
         .spawn()
@@ -106,8 +126,11 @@ fn a_program_without_frame_pointers_gets_whole_stacks_from_eh_frame() {
     }
     assert!(
         whole >= 40 && whole * 10 >= hot * 7,
-        "{whole} of {hot} hot samples whole through {CHAIN}:\n{folded}\nprofiler status: {}",
-        get_text(&api, "/api/v1/profiles/status")
+        "{whole} of {hot} hot samples whole through {CHAIN}:\n{folded}\nprofiler status: {}\n\
+         maps:\n{}\nunwinder's log for the burner:\n{}",
+        get_text(&api, "/api/v1/profiles/status"),
+        std::fs::read_to_string(format!("/proc/{pid}/maps")).unwrap_or_default(),
+        unwinder_log(dir.path(), pid)
     );
     // Whole means it reaches the C library's start code, below main.
     assert!(
