@@ -389,11 +389,11 @@ impl CpuSampler {
         Ok(samples)
     }
 
-    /// Unwinds `pid`'s user stacks with `.eh_frame` tables from now on: builds the tables of its
-    /// executable files not loaded yet (once per file) and hands its mappings to the BPF
-    /// program. True when some mapping has a table; a process without any keeps the
-    /// frame-pointer walk, and so does every frame outside the mappings with tables. Cheap for
-    /// a process already known.
+    /// Unwinds `pid`'s user stacks with `.eh_frame` tables from now on: hands its mappings to the
+    /// BPF program, and the files without a table yet to the builder thread (once per file;
+    /// [`CpuSampler::refresh_unwinding`] loads them when built). True when some mapping has a
+    /// table now; a process without any keeps the frame-pointer walk, and so does every frame
+    /// outside the mappings with tables. Cheap for a process already known.
     pub fn unwind_process(&mut self, pid: u32) -> Result<bool> {
         self.unwinder.add_process(
             &self.skel.maps.unwind_rows,
@@ -402,8 +402,22 @@ impl CpuSampler {
         )
     }
 
-    /// Forgets processes given to [`CpuSampler::unwind_process`] that have exited and reloads
-    /// those that mapped new code. Checks at most every 10 seconds; call it after each drain.
+    /// [`CpuSampler::unwind_process`], then waits (up to `timeout`) until the tables it needs are
+    /// built (that happens on a thread of its own, and the drains hand them over as they are
+    /// ready). True when the process is then unwound with tables.
+    pub fn await_unwind_tables(&mut self, pid: u32, timeout: std::time::Duration) -> Result<bool> {
+        self.unwind_process(pid)?;
+        self.unwinder.wait_for(
+            &self.skel.maps.unwind_rows,
+            &self.skel.maps.unwind_processes,
+            pid,
+            timeout,
+        )
+    }
+
+    /// Loads the tables built since the last call and hands over the processes waiting for them;
+    /// every 10 seconds also forgets processes given to [`CpuSampler::unwind_process`] that have
+    /// exited and reloads those that mapped new code. Call it after each drain.
     pub fn refresh_unwinding(&mut self) -> Result<()> {
         self.unwinder.refresh(
             &self.skel.maps.unwind_rows,

@@ -1,5 +1,6 @@
 //! Userspace side of the CPU sampler's `.eh_frame` unwinder: builds each executable file's table
-//! once ([`crate::build_unwind_table`]), copies its rows into the shared `unwind_rows` array, and
+//! once ([`crate::build_unwind_table`], on a thread of its own so a big file never holds up the
+//! drain of samples), copies its rows into the shared `unwind_rows` array, and
 //! gives each process the list of its executable mappings with where their rows are
 //! (`unwind_processes`). The BPF program unwinds the processes found there with the tables and
 //! every other process by frame pointers.
@@ -74,6 +75,8 @@ struct MapLine {
 
 enum TableState {
     Loaded(LoadedTable),
+    /// Being built on the builder thread; its processes are loaded again when it is done.
+    Building,
     /// No `.eh_frame`, not x86_64 ELF, unreadable: never tried again.
     Unusable,
     /// Did not fit; tried again when a free range of `rows` exists.
@@ -143,8 +146,52 @@ struct ProcessEntry {
     retry: bool,
 }
 
+/// Builds tables on its own thread: a big file (hundreds of thousands of rows) takes seconds,
+/// which must not hold up the drain of samples.
+struct Builder {
+    requests: std::sync::mpsc::Sender<(FileKey, String, File)>,
+    built: std::sync::mpsc::Receiver<(FileKey, String, Option<UnwindTable>)>,
+}
+
+impl Builder {
+    fn start() -> std::io::Result<Self> {
+        let (requests, todo) = std::sync::mpsc::channel::<(FileKey, String, File)>();
+        let (done, built) = std::sync::mpsc::channel();
+        std::thread::Builder::new()
+            .name("unwind-tables".into())
+            .spawn(move || {
+                // Smallest file first: the shared libraries every process maps take
+                // milliseconds, a big binary seconds.
+                let mut pending: Vec<(u64, (FileKey, String, File))> = Vec::new();
+                loop {
+                    if pending.is_empty() {
+                        match todo.recv() {
+                            Ok(r) => pending.push((file_len(&r.2), r)),
+                            Err(_) => break,
+                        }
+                    }
+                    pending.extend(todo.try_iter().map(|r| (file_len(&r.2), r)));
+                    let smallest = pending
+                        .iter()
+                        .enumerate()
+                        .min_by_key(|(_, (len, _))| *len)
+                        .map(|(i, _)| i)
+                        .unwrap_or(0);
+                    let (_, (file, path, f)) = pending.swap_remove(smallest);
+                    let table = build_from(&f)
+                        .filter(|t| !t.rows.is_empty() && t.rows.len() <= MAX_TABLE_ROWS);
+                    if done.send((file, path, table)).is_err() {
+                        break;
+                    }
+                }
+            })?;
+        Ok(Builder { requests, built })
+    }
+}
+
 pub(crate) struct Unwinder {
     capacity: u32,
+    builder: Option<Builder>,
     space: RowSpace,
     tables: HashMap<FileKey, TableState>,
     processes: HashMap<u32, ProcessEntry>,
@@ -157,6 +204,7 @@ impl Unwinder {
     pub(crate) fn new(capacity: u32) -> Self {
         Self {
             capacity,
+            builder: None,
             space: RowSpace::new(capacity),
             tables: HashMap::new(),
             processes: HashMap::new(),
@@ -194,6 +242,7 @@ impl Unwinder {
         if self.capacity == 0 {
             return Ok(false);
         }
+        self.install_built(rows, processes)?;
         if let Some(known) = self.processes.get(&pid) {
             // The BPF side drops a process that execs or exits: hand over the new image (or
             // the new process under a reused pid) at once.
@@ -202,12 +251,13 @@ impl Unwinder {
             }
             self.processes.remove(&pid);
         }
-        self.load(rows, processes, pid)
+        self.load(processes, pid)
     }
 
     /// Every [`REFRESH_EVERY`]: forgets processes that exited (or whose pid was reused) and
     /// reloads those whose executable mappings changed.
     pub(crate) fn refresh(&mut self, rows: &dyn MapCore, processes: &dyn MapCore) -> Result<()> {
+        self.install_built(rows, processes)?;
         if self.last_refresh.elapsed() < REFRESH_EVERY {
             return Ok(());
         }
@@ -221,14 +271,14 @@ impl Unwinder {
             if same_maps {
                 if entry.retry {
                     // Overwrites the kernel's entry in place: no sample falls back meanwhile.
-                    self.load(rows, processes, pid)?;
+                    self.load(processes, pid)?;
                 }
                 continue;
             }
             tracing::debug!(pid, same_process, "unwinder: mappings changed, reloading");
             self.forget(processes, pid)?;
             if same_process {
-                self.load(rows, processes, pid)?;
+                self.load(processes, pid)?;
             }
         }
         self.free_unused_tables();
@@ -266,7 +316,7 @@ impl Unwinder {
         }
     }
 
-    fn load(&mut self, rows: &dyn MapCore, processes: &dyn MapCore, pid: u32) -> Result<bool> {
+    fn load(&mut self, processes: &dyn MapCore, pid: u32) -> Result<bool> {
         let (Some(start_time), Some(mappings)) = (
             start_time(&self.proc_root, pid),
             read_maps(&self.proc_root, pid),
@@ -281,7 +331,7 @@ impl Unwinder {
             if count == MAX_MAPPINGS {
                 break;
             }
-            let Some(loaded) = self.table_for(rows, pid, m)? else {
+            let Some(loaded) = self.table_for(pid, m) else {
                 without.push(m.path.as_str());
                 retry |= !matches!(self.tables.get(&m.file), Some(TableState::Unusable));
                 continue;
@@ -331,57 +381,133 @@ impl Unwinder {
         added
     }
 
-    /// The loaded table of the file behind mapping `m`, building and loading it on first sight.
-    fn table_for(
-        &mut self,
-        rows: &dyn MapCore,
-        pid: u32,
-        m: &MapLine,
-    ) -> Result<Option<LoadedTable>> {
+    /// The loaded table of the file behind mapping `m`; on first sight the file is handed to the
+    /// builder thread and `None` returned until [`Unwinder::install_built`] has loaded it.
+    fn table_for(&mut self, pid: u32, m: &MapLine) -> Option<LoadedTable> {
         match self.tables.get(&m.file) {
-            Some(TableState::Loaded(t)) => return Ok(Some(t.clone())),
-            Some(TableState::Unusable) => return Ok(None),
-            Some(&TableState::NoRoom { rows }) if self.space.largest() < rows => return Ok(None),
+            Some(TableState::Loaded(t)) => return Some(t.clone()),
+            Some(TableState::Unusable | TableState::Building) => return None,
+            Some(&TableState::NoRoom { rows }) if self.space.largest() < rows => return None,
             Some(TableState::NoRoom { .. }) | None => {}
         }
         // A process that exits meanwhile takes its view of the file with it: that says nothing
         // about the file, which is tried again with the next process that maps it.
         let Some(file) = open_mapped_file(&self.proc_root, pid, m) else {
             tracing::debug!(pid, path = %m.path, "unwinder: cannot open a mapped file");
-            return Ok(None);
+            return None;
         };
-        let table = match build_from(&file) {
-            Some(table) if !table.rows.is_empty() && table.rows.len() <= MAX_TABLE_ROWS => table,
-            _ => {
-                tracing::debug!(pid, path = %m.path, "unwinder: no usable table in the file");
-                self.stats.files_without_table += 1;
-                self.tables.insert(m.file, TableState::Unusable);
-                return Ok(None);
+        if self.builder.is_none() {
+            match Builder::start() {
+                Ok(b) => self.builder = Some(b),
+                Err(e) => {
+                    tracing::warn!(error = %e, "unwinder: cannot start the table builder");
+                    return None;
+                }
             }
+        }
+        let sent = self
+            .builder
+            .as_ref()
+            .is_some_and(|b| b.requests.send((m.file, m.path.clone(), file)).is_ok());
+        if sent {
+            self.tables.insert(m.file, TableState::Building);
+        } else {
+            self.builder = None;
+        }
+        None
+    }
+
+    /// Loads the tables the builder thread finished into the rows array, then hands over again
+    /// the processes that were waiting for them. Cheap when nothing is finished.
+    fn install_built(&mut self, rows: &dyn MapCore, processes: &dyn MapCore) -> Result<()> {
+        let Some(builder) = &self.builder else {
+            return Ok(());
+        };
+        let built: Vec<_> = builder.built.try_iter().collect();
+        if built.is_empty() {
+            return Ok(());
+        }
+        let mut installed = std::collections::HashSet::new();
+        for (file, path, table) in built {
+            if self.install(rows, file, &path, table)? {
+                installed.insert(file);
+            }
+        }
+        let waiting: Vec<u32> = self
+            .processes
+            .iter()
+            .filter(|(_, p)| p.retry && p.mappings.iter().any(|m| installed.contains(&m.file)))
+            .map(|(&pid, _)| pid)
+            .collect();
+        for pid in waiting {
+            if start_time(&self.proc_root, pid) == Some(self.processes[&pid].start_time) {
+                self.load(processes, pid)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Copies one built table into free rows. True when it is loaded.
+    fn install(
+        &mut self,
+        rows: &dyn MapCore,
+        file: FileKey,
+        path: &str,
+        table: Option<UnwindTable>,
+    ) -> Result<bool> {
+        let Some(table) = table else {
+            tracing::debug!(path, "unwinder: no usable table in the file");
+            self.stats.files_without_table += 1;
+            self.tables.insert(file, TableState::Unusable);
+            return Ok(false);
         };
         let row_count = table.rows.len() as u32;
         let Some(row_start) = self.space.allocate(row_count) else {
-            if !matches!(self.tables.get(&m.file), Some(TableState::NoRoom { .. })) {
-                self.stats.tables_without_room += 1;
-            }
-            tracing::debug!(path = %m.path, rows = row_count, "no room left for an unwind table");
+            self.stats.tables_without_room += 1;
+            tracing::debug!(path, rows = row_count, "no room left for an unwind table");
             self.tables
-                .insert(m.file, TableState::NoRoom { rows: row_count });
-            return Ok(None);
+                .insert(file, TableState::NoRoom { rows: row_count });
+            return Ok(false);
         };
         if let Err(e) = write_rows(rows, row_start, &table.rows) {
             self.space.release(row_start, row_count);
+            self.tables.remove(&file);
             return Err(e);
         }
-        tracing::debug!(path = %m.path, rows = row_count, "unwind table loaded");
+        tracing::debug!(path, rows = row_count, "unwind table loaded");
         let loaded = LoadedTable {
             row_start,
             row_count,
             table: std::sync::Arc::new(table),
         };
-        self.tables
-            .insert(m.file, TableState::Loaded(loaded.clone()));
-        Ok(Some(loaded))
+        self.tables.insert(file, TableState::Loaded(loaded));
+        Ok(true)
+    }
+
+    /// Waits (up to `timeout`) until every table `pid` is waiting for is built and loaded.
+    /// True when the process is then unwound with tables.
+    pub(crate) fn wait_for(
+        &mut self,
+        rows: &dyn MapCore,
+        processes: &dyn MapCore,
+        pid: u32,
+        timeout: Duration,
+    ) -> Result<bool> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            self.install_built(rows, processes)?;
+            let Some(p) = self.processes.get(&pid) else {
+                return Ok(false);
+            };
+            let building = p
+                .mappings
+                .iter()
+                .any(|m| matches!(self.tables.get(&m.file), Some(TableState::Building)));
+            if !building || Instant::now() >= deadline {
+                return Ok(p.has_tables);
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
     }
 }
 
@@ -466,6 +592,10 @@ fn open_mapped_file(proc_root: &std::path::Path, pid: u32, m: &MapLine) -> Optio
     )
     .or_else(|_| File::open(dir.join("root").join(m.path.trim_start_matches('/'))))
     .ok()
+}
+
+fn file_len(f: &File) -> u64 {
+    f.metadata().map_or(u64::MAX, |m| m.len())
 }
 
 /// Builds the table of a file, reading only the pages the headers and `.eh_frame` occupy.
@@ -640,6 +770,12 @@ mod tests {
         std::fs::copy(&libc.path, &inside).expect("copy libc");
         unwinder.last_refresh = Instant::now() - REFRESH_EVERY;
         unwinder.refresh(&rows, &processes).expect("refresh");
+        // The table is built on the builder thread and loaded by a later call.
+        assert!(
+            unwinder
+                .wait_for(&rows, &processes, pid, Duration::from_secs(30))
+                .expect("wait")
+        );
         let stats = unwinder.stats();
         assert_eq!((stats.processes, stats.tables), (1, 1), "{stats:?}");
         assert!(!unwinder.processes[&pid].retry);

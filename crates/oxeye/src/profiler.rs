@@ -575,8 +575,8 @@ fn run(
                 }
             }
         };
-        // After the samples are symbolized: building a big file's table can take seconds, and a
-        // short-lived process sampled in this drain must still be there to be named.
+        // After the samples are symbolized: a short-lived process sampled in this drain must
+        // still be there to be named.
         load_unwind_tables(&mut sampler, &samples);
         // In drain order, so a drain's promise waits for the writes of the drains before it.
         promised = promised.max(complete);

@@ -6,6 +6,9 @@ use crate::support::{
     sample_until_exit, workload,
 };
 
+/// How long a test waits for the builder thread to load a process's tables.
+const TABLES_WITHIN: std::time::Duration = std::time::Duration::from_secs(30);
+
 #[test]
 fn hot_function_is_the_hottest_user_frame_with_frame_pointers() {
     if !ebpf_ready("hot_function_is_the_hottest_user_frame_with_frame_pointers") {
@@ -201,7 +204,11 @@ fn debians_python_gets_whole_stacks_from_its_eh_frame() {
     wait_for_libc(python.pid());
     // Let the interpreter finish loading its modules, then load the tables.
     std::thread::sleep(std::time::Duration::from_millis(300));
-    assert!(sampler.unwind_process(python.pid()).expect("load tables"));
+    assert!(
+        sampler
+            .await_unwind_tables(python.pid(), TABLES_WITHIN)
+            .expect("load tables")
+    );
     let loaded = monotonic_ns();
     let samples = sample_until_exit(&mut sampler, &mut symbolizer, &mut [&mut python]);
     // Samples taken before the tables were there were walked by frame pointers.
@@ -245,7 +252,9 @@ fn unwound_workload(sampler: &mut CpuSampler, args: &[&str]) -> Workload {
     let burner = Workload::spawn(&workload(Build::NoFramePointers), args);
     wait_for_libc(burner.pid());
     assert!(
-        sampler.unwind_process(burner.pid()).expect("load tables"),
+        sampler
+            .await_unwind_tables(burner.pid(), TABLES_WITHIN)
+            .expect("load tables"),
         "no table for the workload"
     );
     burner
@@ -291,7 +300,11 @@ fn a_process_that_execs_is_unwound_with_its_new_images_tables() {
     let pid = process.pid();
     wait_for_libc(pid);
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(40);
-    assert!(sampler.unwind_process(pid).expect("the shell's tables"));
+    assert!(
+        sampler
+            .await_unwind_tables(pid, TABLES_WITHIN)
+            .expect("the shell's tables")
+    );
     // As the agent does: every process seen is handed over after each drain.
     let mut samples = Vec::new();
     loop {
@@ -305,6 +318,7 @@ fn a_process_that_execs_is_unwound_with_its_new_images_tables() {
         }
         if running {
             sampler.unwind_process(pid).expect("tables");
+            sampler.refresh_unwinding().expect("refresh");
         } else {
             break;
         }

@@ -66,7 +66,11 @@ fn round(build: Build, with_tables: bool) -> Cost {
         std::thread::sleep(Duration::from_millis(2));
     }
     if with_tables {
-        assert!(sampler.unwind_process(pid).expect("tables"));
+        assert!(
+            sampler
+                .await_unwind_tables(pid, Duration::from_secs(30))
+                .expect("tables")
+        );
     }
     sampler.boost(pid).expect("boost");
     let boosted_time = |s: &CpuSampler| s.program_stats().expect("stats")[1].run_time_ns;
