@@ -158,9 +158,33 @@ fn strings(rows: usize, bytes: usize) -> StringBuilder {
 
 /// The order rows are written in: by service, then `name` (metric name or ""), then time, so every
 /// batch in memory is already sorted and a flush can write runs of it without gathering rows.
-pub(crate) fn sorted_order<'a, A: Copy>(mut rows: Vec<(&'a str, &'a str, i64, A)>) -> Vec<A> {
-    rows.sort_unstable_by(|a, b| (a.0, a.1, a.2).cmp(&(b.0, b.1, b.2)));
-    rows.into_iter().map(|r| r.3).collect()
+pub(crate) fn sorted_order<'a, A: Copy>(rows: Vec<(&'a str, &'a str, i64, A)>) -> Vec<A> {
+    // Each distinct (service, name) is ranked once, so the sort compares integers rather than
+    // text. Neighbouring rows mostly share their strings (one resource's spans): those reuse the
+    // rank found for the row before without a lookup.
+    let mut ranks: std::collections::HashMap<(&str, &str), u32> = std::collections::HashMap::new();
+    let mut keyed: Vec<(u32, i64, A)> = Vec::with_capacity(rows.len());
+    let mut last: Option<(&str, &str, u32)> = None;
+    for (svc, name, t, a) in rows {
+        let rank = match last {
+            Some((s, n, r)) if std::ptr::eq(s, svc) && std::ptr::eq(n, name) => r,
+            _ => {
+                let next = ranks.len() as u32;
+                *ranks.entry((svc, name)).or_insert(next)
+            }
+        };
+        last = Some((svc, name, rank));
+        keyed.push((rank, t, a));
+    }
+    // Ranks were given in order of first sight: renumber them in text order.
+    let mut by_text: Vec<((&str, &str), u32)> = ranks.into_iter().collect();
+    by_text.sort_unstable();
+    let mut order = vec![0u32; by_text.len()];
+    for (position, (_, rank)) in by_text.iter().enumerate() {
+        order[*rank as usize] = position as u32;
+    }
+    keyed.sort_unstable_by_key(|&(rank, t, _)| (order[rank as usize], t));
+    keyed.into_iter().map(|r| r.2).collect()
 }
 
 fn spans(groups: &[Group<Span>]) -> Result<RecordBatch, ArrowError> {
@@ -913,4 +937,44 @@ fn metrics(groups: &[Group<Metric>]) -> Result<Vec<(Table, RecordBatch)>, ArrowE
         )?;
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::sorted_order;
+
+    #[test]
+    fn rows_are_ordered_by_service_then_name_then_time() {
+        // Strings that are equal but live apart, as they do across groups and batches.
+        let owned: Vec<String> = ["payments", "api", "checkout", "api", "", "payments"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        let names: Vec<String> = ["b", "a", ""].iter().map(|s| s.to_string()).collect();
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        let mut rows = Vec::new();
+        for i in 0..500usize {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            // Runs of rows from one group share their strings, as spans of one resource do.
+            let svc = owned[(i / 7) % owned.len()].as_str();
+            let name = names[(x % 3) as usize].as_str();
+            rows.push((svc, name, (x % 50) as i64 - 25, i));
+        }
+        let mut expected = rows.clone();
+        expected.sort_by(|a, b| (a.0, a.1, a.2).cmp(&(b.0, b.1, b.2)));
+        let got = sorted_order(rows.clone());
+        let keys = |order: &[usize]| -> Vec<(&str, &str, i64)> {
+            order
+                .iter()
+                .map(|&i| (rows[i].0, rows[i].1, rows[i].2))
+                .collect()
+        };
+        let want: Vec<usize> = expected.iter().map(|r| r.3).collect();
+        assert_eq!(keys(&got), keys(&want));
+        let mut all = got.clone();
+        all.sort_unstable();
+        assert_eq!(all, (0..500).collect::<Vec<_>>());
+    }
 }
