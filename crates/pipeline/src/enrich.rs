@@ -112,22 +112,43 @@ impl Enricher {
 
 /// The inode of the TCP socket whose local address is `peer`.
 fn socket_inode(peer: SocketAddr) -> Option<u64> {
-    let port = format!("{:04X}", peer.port());
-    for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
-        let Ok(text) = std::fs::read_to_string(table) else {
-            continue;
-        };
-        for line in text.lines().skip(1) {
-            let cols: Vec<&str> = line.split_whitespace().collect();
-            if cols.len() > 9
-                && cols[1].rsplit(':').next() == Some(port.as_str())
-                && let Ok(inode) = cols[9].parse()
-            {
-                return Some(inode);
-            }
-        }
+    ["/proc/net/tcp", "/proc/net/tcp6"]
+        .iter()
+        .find_map(|table| {
+            let text = std::fs::read_to_string(table).ok()?;
+            inode_in_table(&text, peer)
+        })
+}
+
+/// The inode of the live socket bound to `peer` in one `/proc/net/tcp*` table. Both the address
+/// and the port must match (another address may use the same port), and sockets with no inode
+/// (`TIME_WAIT` left by an earlier connection from the same port) are skipped.
+fn inode_in_table(text: &str, peer: SocketAddr) -> Option<u64> {
+    let peer = SocketAddr::new(peer.ip().to_canonical(), peer.port());
+    text.lines().skip(1).find_map(|line| {
+        let cols: Vec<&str> = line.split_whitespace().collect();
+        let local = parse_proc_addr(cols.get(1)?)?;
+        let inode: u64 = cols.get(9)?.parse().ok()?;
+        (inode != 0 && local == peer).then_some(inode)
+    })
+}
+
+/// `0100007F:1F90` (IPv4) or 32 hex digits and a port (IPv6): the kernel prints each 32-bit
+/// word of the address in host byte order.
+fn parse_proc_addr(field: &str) -> Option<SocketAddr> {
+    let (ip, port) = field.split_once(':')?;
+    let port = u16::from_str_radix(port, 16).ok()?;
+    let mut bytes = Vec::with_capacity(16);
+    for i in (0..ip.len()).step_by(8) {
+        let word = u32::from_str_radix(ip.get(i..i + 8)?, 16).ok()?;
+        bytes.extend_from_slice(&word.to_ne_bytes());
     }
-    None
+    let ip = match bytes.len() {
+        4 => std::net::IpAddr::from(<[u8; 4]>::try_from(bytes.as_slice()).ok()?),
+        16 => std::net::IpAddr::from(<[u8; 16]>::try_from(bytes.as_slice()).ok()?),
+        _ => return None,
+    };
+    Some(SocketAddr::new(ip.to_canonical(), port))
 }
 
 fn find_process(peer: SocketAddr) -> Option<ProcessInfo> {
@@ -169,4 +190,60 @@ fn find_process(peer: SocketAddr) -> Option<ProcessInfo> {
         }
     }
     None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const HEADER: &str = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode";
+
+    #[test]
+    #[cfg(target_endian = "little")]
+    fn proc_addresses_parse_in_host_byte_order() {
+        assert_eq!(
+            parse_proc_addr("0100007F:1F90"),
+            Some("127.0.0.1:8080".parse().unwrap())
+        );
+        assert_eq!(
+            parse_proc_addr("00000000000000000000000001000000:0050"),
+            Some("[::1]:80".parse().unwrap())
+        );
+        // An IPv4 peer on a dual-stack socket reads as the IPv4 address.
+        assert_eq!(
+            parse_proc_addr("0000000000000000FFFF00000100007F:1F90"),
+            Some("127.0.0.1:8080".parse().unwrap())
+        );
+        assert_eq!(parse_proc_addr("0100007:1F90"), None);
+        assert_eq!(parse_proc_addr("0100007F"), None);
+    }
+
+    #[test]
+    #[cfg(target_endian = "little")]
+    fn the_live_socket_on_the_peers_address_is_found_not_a_leftover_on_its_port() {
+        let table = format!(
+            "{HEADER}\n\
+             0: 0100007F:A1B2 0100007F:10E1 06 00000000:00000000 03:00000ED3 00000000 0 0 0 3 0000000000000000\n\
+             1: 0500000A:A1B2 0A00000A:0050 01 00000000:00000000 00:00000000 00000000 0 0 111 1 0000000000000000\n\
+             2: 0100007F:10E1 00000000:0000 0A 00000000:00000000 00:00000000 00000000 0 0 222 1 0000000000000000\n\
+             3: 0100007F:A1B2 0100007F:10E1 01 00000000:00000000 00:00000000 00000000 0 0 4242 1 0000000000000000\n"
+        );
+        let peer: SocketAddr = "127.0.0.1:41394".parse().unwrap();
+        assert_eq!(inode_in_table(&table, peer), Some(4242));
+        assert_eq!(inode_in_table(&table, "127.0.0.1:1".parse().unwrap()), None);
+    }
+
+    #[test]
+    fn a_real_loopback_connection_is_found_in_the_kernels_table() {
+        use std::os::fd::AsRawFd;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let client = std::net::TcpStream::connect(listener.local_addr().unwrap()).expect("connect");
+        let _server_side = listener.accept().expect("accept");
+        let link = std::fs::read_link(format!("/proc/self/fd/{}", client.as_raw_fd()))
+            .expect("fd link")
+            .to_string_lossy()
+            .into_owned();
+        let inode = socket_inode(client.local_addr().unwrap());
+        assert_eq!(inode.map(|i| format!("socket:[{i}]")), Some(link));
+    }
 }
