@@ -421,7 +421,11 @@ describe('dashboard', { skip, timeout: 240_000 }, () => {
     await waitWithReload(`.metric-item[data-metric="${METRIC}"]`);
     await page.click(`.metric-item[data-metric="${METRIC}"]`);
     await page.waitForFunction((m) => decodeURIComponent(location.hash).includes(m), METRIC);
-    await page.waitForSelector('.chart-wrap .uplot canvas');
+    // The page may still show the chart of the metric it opened with: wait for this one's.
+    await page.waitForFunction(
+      () => /http\.route=/.test(document.querySelector('.chart-wrap .u-legend')?.innerText || ''),
+      null, { timeout: 10_000 },
+    ).catch(() => {});
     const legend = await page.innerText('.chart-wrap .u-legend');
     assert.match(legend, /http\.route=\/checkout/);
     await page.selectOption('select[name=service]', FRONTEND);
