@@ -178,8 +178,13 @@ impl Builder {
                         .map(|(i, _)| i)
                         .unwrap_or(0);
                     let (_, (file, path, f)) = pending.swap_remove(smallest);
-                    let table = build_from(&f)
-                        .filter(|t| !t.rows.is_empty() && t.rows.len() <= MAX_TABLE_ROWS);
+                    // A file that trips the parser is a file without a usable table; the
+                    // thread lives on for the others.
+                    let table =
+                        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| build_from(&f)))
+                            .ok()
+                            .flatten()
+                            .filter(|t| !t.rows.is_empty() && t.rows.len() <= MAX_TABLE_ROWS);
                     if done.send((file, path, table)).is_err() {
                         break;
                     }
@@ -621,11 +626,13 @@ fn build_from(file: &File) -> Option<UnwindTable> {
             return None;
         }
         let bytes = std::slice::from_raw_parts(address as *const u8, len);
-        let table = build_unwind_table(bytes);
+        // A file that trips the parser is a file without a usable table: the builder thread
+        // lives on for the others, and the mapping is released either way.
+        let table = std::panic::catch_unwind(|| build_unwind_table(bytes));
         libc::munmap(address, len);
         table
     };
-    table.ok()
+    table.ok()?.ok()
 }
 
 #[cfg(test)]
