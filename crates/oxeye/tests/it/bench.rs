@@ -105,3 +105,60 @@ fn the_sensor_rate_benchmark_finds_every_driven_event_in_the_store() {
         assert!(first["oxeye_rss_mib"].as_f64().unwrap() > 0.0, "{k}");
     }
 }
+
+#[test]
+fn the_ingest_benchmark_reports_the_median_of_its_runs_and_every_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("bench-ingest.json");
+    let run = Command::new(env!("CARGO_BIN_EXE_oxeye"))
+        .args([
+            "lab",
+            "bench",
+            "ingest",
+            "--spans",
+            "4000",
+            "--batch",
+            "500",
+            "--concurrency",
+            "2",
+            "--repeats",
+            "3",
+            "--out",
+        ])
+        .arg(&out)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    assert!(
+        run.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    assert!(stdout.contains("ingest (median of 3 runs):"), "{stdout}");
+    assert_eq!(stdout.matches("run ").count(), 3, "{stdout}");
+    let report: serde_json::Value = serde_json::from_slice(&std::fs::read(&out).unwrap()).unwrap();
+    assert_eq!(report["repeats"], 3, "{report}");
+    let runs = report["runs"].as_array().unwrap();
+    assert_eq!(runs.len(), 3, "{report}");
+    let per_cpu: Vec<f64> = runs
+        .iter()
+        .map(|r| r["spans_per_server_cpu_second"].as_f64().unwrap())
+        .collect();
+    for r in runs {
+        assert_eq!(r["spans_acked"], 4000, "{r}");
+        assert!(r["server_peak_rss_mib"].as_f64().unwrap() > 0.0, "{r}");
+    }
+    let mut sorted = per_cpu.clone();
+    sorted.sort_by(f64::total_cmp);
+    let median = &report["median"];
+    assert_eq!(
+        median["spans_per_server_cpu_second"].as_f64().unwrap(),
+        sorted[1]
+    );
+    assert_eq!(
+        report["spans_per_server_cpu_second_range"],
+        serde_json::json!([sorted[0], sorted[2]])
+    );
+    assert_eq!(median["spans_acked"], 12000, "{report}");
+    assert_eq!(median["requests_refused"], 0, "{report}");
+}
