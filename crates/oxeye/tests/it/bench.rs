@@ -3,6 +3,29 @@
 
 use std::process::Command;
 
+/// Runs `oxeye lab bench <args> --out <dir>/<name>`, which must succeed: its stdout and the JSON
+/// it wrote. OXEYE_BIN: a copy of the binary under test, when the build's own may be replaced
+/// meanwhile.
+fn lab_bench(args: &[&str], dir: &std::path::Path, name: &str) -> (String, serde_json::Value) {
+    let out = dir.join(name);
+    let exe = std::env::var_os("OXEYE_BIN").unwrap_or_else(|| env!("CARGO_BIN_EXE_oxeye").into());
+    let run = Command::new(exe)
+        .args(["lab", "bench"])
+        .args(args)
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&run.stdout).into_owned();
+    assert!(
+        run.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let figures = serde_json::from_slice(&std::fs::read(&out).unwrap()).unwrap();
+    (stdout, figures)
+}
+
 #[test]
 fn the_sensor_benchmark_compares_the_storms_alone_under_oxeye_under_an_empty_hook_and_under_auditd()
 {
@@ -11,22 +34,12 @@ fn the_sensor_benchmark_compares_the_storms_alone_under_oxeye_under_an_empty_hoo
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let out = dir.path().join("bench-sensor.json");
-    let run = Command::new(env!("CARGO_BIN_EXE_oxeye"))
-        .args([
-            "lab", "bench", "sensor", "--ops", "2000", "--rounds", "1", "--out",
-        ])
-        .arg(&out)
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&run.stdout);
-    assert!(
-        run.status.success(),
-        "{stdout}{}",
-        String::from_utf8_lossy(&run.stderr)
+    let (stdout, figures) = lab_bench(
+        &["sensor", "--ops", "2000", "--rounds", "1"],
+        dir.path(),
+        "bench-sensor.json",
     );
     assert!(stdout.contains("sensor overhead:"), "{stdout}");
-    let figures: serde_json::Value = serde_json::from_slice(&std::fs::read(&out).unwrap()).unwrap();
     assert!(
         figures["oxeye_bpf_programs"].as_u64().unwrap() >= 1,
         "{figures}"
@@ -63,13 +76,8 @@ fn the_sensor_rate_benchmark_finds_every_driven_event_in_the_store() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let out = dir.path().join("bench-sensor-rate.json");
-    // OXEYE_BIN: a copy of the binary under test, when the build's own may be replaced meanwhile.
-    let exe = std::env::var_os("OXEYE_BIN").unwrap_or_else(|| env!("CARGO_BIN_EXE_oxeye").into());
-    let run = Command::new(exe)
-        .args([
-            "lab",
-            "bench",
+    let (stdout, figures) = lab_bench(
+        &[
             "sensor-rate",
             "--start-rate",
             "200",
@@ -77,19 +85,11 @@ fn the_sensor_rate_benchmark_finds_every_driven_event_in_the_store() {
             "400",
             "--seconds",
             "1",
-            "--out",
-        ])
-        .arg(&out)
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&run.stdout);
-    assert!(
-        run.status.success(),
-        "{stdout}{}",
-        String::from_utf8_lossy(&run.stderr)
+        ],
+        dir.path(),
+        "bench-sensor-rate.json",
     );
     assert!(stdout.contains("sensor rate without loss"), "{stdout}");
-    let figures: serde_json::Value = serde_json::from_slice(&std::fs::read(&out).unwrap()).unwrap();
     let kinds = figures["kinds"].as_array().unwrap();
     let names: Vec<&str> = kinds.iter().map(|k| k["kind"].as_str().unwrap()).collect();
     assert_eq!(names, ["exec", "connect", "open"]);
@@ -109,11 +109,8 @@ fn the_sensor_rate_benchmark_finds_every_driven_event_in_the_store() {
 #[test]
 fn the_ingest_benchmark_reports_the_median_of_its_runs_and_every_run() {
     let dir = tempfile::tempdir().unwrap();
-    let out = dir.path().join("bench-ingest.json");
-    let run = Command::new(env!("CARGO_BIN_EXE_oxeye"))
-        .args([
-            "lab",
-            "bench",
+    let (stdout, report) = lab_bench(
+        &[
             "ingest",
             "--spans",
             "4000",
@@ -123,20 +120,12 @@ fn the_ingest_benchmark_reports_the_median_of_its_runs_and_every_run() {
             "2",
             "--repeats",
             "3",
-            "--out",
-        ])
-        .arg(&out)
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&run.stdout);
-    assert!(
-        run.status.success(),
-        "{stdout}{}",
-        String::from_utf8_lossy(&run.stderr)
+        ],
+        dir.path(),
+        "bench-ingest.json",
     );
     assert!(stdout.contains("ingest (median of 3 runs):"), "{stdout}");
     assert_eq!(stdout.matches("run ").count(), 3, "{stdout}");
-    let report: serde_json::Value = serde_json::from_slice(&std::fs::read(&out).unwrap()).unwrap();
     assert_eq!(report["repeats"], 3, "{report}");
     let runs = report["runs"].as_array().unwrap();
     assert_eq!(runs.len(), 3, "{report}");
