@@ -223,13 +223,7 @@ pub fn bench_ingest(exe: &Path, a: IngestArgs) -> Result<(), LabError> {
         spans_per_server_cpu_second_range: range,
         runs,
     };
-    if let Some(parent) = a.out.parent() {
-        std::fs::create_dir_all(parent)?;
-    }
-    std::fs::write(
-        &a.out,
-        serde_json::to_string_pretty(&report).unwrap_or_default(),
-    )?;
+    crate::write_figures(&a.out, &report)?;
     let m = &report.median;
     println!(
         "ingest ({}): {:.0} spans/s, {:.0} spans per server CPU-second{} (target 300000), server RSS {:.0} MiB (peak {:.0}, target < 500), export p99 {:.1} ms; {} acked, {} refused; figures in {}",

@@ -28,3 +28,16 @@ pub enum LabError {
     #[error("i/o: {0}")]
     Io(#[from] std::io::Error),
 }
+
+/// Writes a benchmark's figures as pretty JSON to `out`, creating its directory.
+pub(crate) fn write_figures<T: serde::Serialize>(
+    out: &std::path::Path,
+    figures: &T,
+) -> Result<(), LabError> {
+    if let Some(parent) = out.parent() {
+        std::fs::create_dir_all(parent)?;
+    }
+    let json = serde_json::to_string_pretty(figures).map_err(|e| LabError::Setup(e.to_string()))?;
+    std::fs::write(out, json)?;
+    Ok(())
+}

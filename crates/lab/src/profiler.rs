@@ -923,15 +923,7 @@ pub fn bench_profiler(
         processing,
         agent,
     };
-    if let Some(parent) = a.out.parent() {
-        std::fs::create_dir_all(parent)?;
-    }
-    let mut f = std::fs::File::create(&a.out)?;
-    f.write_all(
-        serde_json::to_string_pretty(&figures)
-            .map_err(|e| LabError::Setup(e.to_string()))?
-            .as_bytes(),
-    )?;
+    crate::write_figures(&a.out, &figures)?;
     let mut parts = Vec::new();
     if let Some(o) = &figures.overhead {
         parts.push(format!(

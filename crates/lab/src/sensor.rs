@@ -485,13 +485,7 @@ pub fn bench_sensor(
         target_slowdown_pct: target,
         beats_auditd,
     };
-    if let Some(parent) = a.out.parent() {
-        std::fs::create_dir_all(parent)?;
-    }
-    std::fs::write(
-        &a.out,
-        serde_json::to_string_pretty(&figures).unwrap_or_default(),
-    )?;
+    crate::write_figures(&a.out, &figures)?;
     let parts: Vec<String> = figures
         .storms
         .iter()

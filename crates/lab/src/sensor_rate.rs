@@ -406,13 +406,7 @@ pub fn bench_sensor_rate(exe: &Path, a: SensorRateArgs) -> Result<SensorRateFigu
         seconds_per_step: a.seconds,
         oxeye_peak_rss_mib: peak_rss as f64 / 1048576.0,
     };
-    if let Some(parent) = a.out.parent() {
-        std::fs::create_dir_all(parent)?;
-    }
-    std::fs::write(
-        &a.out,
-        serde_json::to_string_pretty(&figures).unwrap_or_default(),
-    )?;
+    crate::write_figures(&a.out, &figures)?;
     let parts: Vec<String> = figures
         .kinds
         .iter()
