@@ -15,7 +15,7 @@ use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span, Sta
 use serde::Serialize;
 
 use crate::LabError;
-use crate::proc::{Server, cpu_seconds, rss_bytes};
+use crate::proc::{Server, cpu_seconds, rss_bytes, thread_cpu_seconds};
 
 #[derive(clap::Args, Clone, Debug)]
 pub struct IngestArgs {
@@ -64,6 +64,9 @@ pub struct IngestFigures {
     pub wall_seconds: f64,
     pub spans_per_second: f64,
     pub server_cpu_seconds: f64,
+    /// The server's CPU seconds by thread name: the flusher (`oxeye-flush`), the receivers and
+    /// span encoding (`tokio-rt-worker`), the WAL (`oxeye-wal`), ...
+    pub server_cpu_seconds_by_thread: std::collections::BTreeMap<String, f64>,
     pub spans_per_server_cpu_second: f64,
     pub server_rss_mib: f64,
     pub server_peak_rss_mib: f64,
@@ -226,7 +229,7 @@ pub fn bench_ingest(exe: &Path, a: IngestArgs) -> Result<(), LabError> {
     crate::write_figures(&a.out, &report)?;
     let m = &report.median;
     println!(
-        "ingest ({}): {:.0} spans/s, {:.0} spans per server CPU-second{} (target 300000), server RSS {:.0} MiB (peak {:.0}, target < 500), export p99 {:.1} ms; {} acked, {} refused; figures in {}",
+        "ingest ({}): {:.0} spans/s, {:.0} spans per server CPU-second{} (target 300000), server RSS {:.0} MiB (peak {:.0}, target < 500), export p99 {:.1} ms; server CPU by thread: {}; {} acked, {} refused; figures in {}",
         if a.repeats > 1 {
             format!("median of {} runs", a.repeats)
         } else {
@@ -242,11 +245,32 @@ pub fn bench_ingest(exe: &Path, a: IngestArgs) -> Result<(), LabError> {
         m.server_rss_mib,
         m.server_peak_rss_mib,
         m.export_latency_ms.p99,
+        thread_shares(&m.server_cpu_seconds_by_thread),
         m.spans_acked,
         m.requests_refused,
         a.out.display()
     );
     Ok(())
+}
+
+/// "oxeye-flush 46 %, tokio-rt-worker 49 %, ...": the largest shares first, the rest summed.
+fn thread_shares(by_thread: &std::collections::BTreeMap<String, f64>) -> String {
+    let total: f64 = by_thread.values().sum();
+    if total <= 0.0 {
+        return "not measured".to_string();
+    }
+    let mut v: Vec<(&String, f64)> = by_thread.iter().map(|(n, s)| (n, *s)).collect();
+    v.sort_by(|a, b| b.1.total_cmp(&a.1));
+    let mut parts: Vec<String> = v
+        .iter()
+        .take(4)
+        .map(|(n, s)| format!("{n} {:.0} %", s / total * 100.0))
+        .collect();
+    let rest: f64 = v.iter().skip(4).map(|(_, s)| s).sum();
+    if rest > 0.0 {
+        parts.push(format!("other {:.0} %", rest / total * 100.0));
+    }
+    parts.join(", ")
 }
 
 /// Each figure's median over the runs (the upper middle for an even count); the counts (sent,
@@ -262,6 +286,22 @@ fn median_figures(runs: &[IngestFigures]) -> IngestFigures {
     m.spans_per_second = med(&|r| r.spans_per_second);
     m.server_cpu_seconds = med(&|r| r.server_cpu_seconds);
     m.spans_per_server_cpu_second = med(&|r| r.spans_per_server_cpu_second);
+    let names: std::collections::BTreeSet<&String> = runs
+        .iter()
+        .flat_map(|r| r.server_cpu_seconds_by_thread.keys())
+        .collect();
+    m.server_cpu_seconds_by_thread = names
+        .into_iter()
+        .map(|n| {
+            let secs = med(&|r| {
+                r.server_cpu_seconds_by_thread
+                    .get(n)
+                    .copied()
+                    .unwrap_or(0.0)
+            });
+            (n.clone(), secs)
+        })
+        .collect();
     m.server_rss_mib = med(&|r| r.server_rss_mib);
     m.server_peak_rss_mib = med(&|r| r.server_peak_rss_mib);
     m.export_latency_ms = Latency {
@@ -295,7 +335,15 @@ fn run_once(exe: &Path, a: &IngestArgs, run: u32) -> Result<IngestFigures, LabEr
     if a.data_dir.is_none() {
         let _ = std::fs::remove_dir_all(&tmp);
     }
-    let (acked, refused, sent, wall, cpu, hist) = result?;
+    let Outcome {
+        acked,
+        refused,
+        sent,
+        wall,
+        cpu,
+        by_thread,
+        hist,
+    } = result?;
     let q = |p: f64| hist.value_at_quantile(p) as f64 / 1000.0;
     let per_cpu = if cpu > 0.0 { acked as f64 / cpu } else { 0.0 };
     let figures = IngestFigures {
@@ -305,6 +353,7 @@ fn run_once(exe: &Path, a: &IngestArgs, run: u32) -> Result<IngestFigures, LabEr
         wall_seconds: wall,
         spans_per_second: acked as f64 / wall,
         server_cpu_seconds: cpu,
+        server_cpu_seconds_by_thread: by_thread,
         spans_per_server_cpu_second: per_cpu,
         server_rss_mib: rss as f64 / 1048576.0,
         server_peak_rss_mib: peak as f64 / 1048576.0,
@@ -324,7 +373,15 @@ fn run_once(exe: &Path, a: &IngestArgs, run: u32) -> Result<IngestFigures, LabEr
     Ok(figures)
 }
 
-type Outcome = (u64, u64, u64, f64, f64, Histogram<u64>);
+struct Outcome {
+    acked: u64,
+    refused: u64,
+    sent: u64,
+    wall: f64,
+    cpu: f64,
+    by_thread: std::collections::BTreeMap<String, f64>,
+    hist: Histogram<u64>,
+}
 
 async fn drive(server: &Server, a: &IngestArgs) -> Result<Outcome, LabError> {
     let url = format!("http://{}", server.grpc);
@@ -344,6 +401,7 @@ async fn drive(server: &Server, a: &IngestArgs) -> Result<Outcome, LabError> {
     }
     let pid = server.pid();
     let cpu0 = cpu_seconds(pid);
+    let threads0 = thread_cpu_seconds(pid);
     let t0 = Instant::now();
     let requests = a.spans.div_ceil(a.batch as u64);
     let next = Arc::new(AtomicU64::new(0));
@@ -405,13 +463,18 @@ async fn drive(server: &Server, a: &IngestArgs) -> Result<Outcome, LabError> {
     bar.finish_and_clear();
     let wall = t0.elapsed().as_secs_f64();
     let cpu = cpu_seconds(pid) - cpu0;
-    let a_n = acked.load(Ordering::Relaxed);
-    Ok((
-        a_n,
-        refused.load(Ordering::Relaxed),
-        requests * a.batch as u64,
+    let mut by_thread = thread_cpu_seconds(pid);
+    for (name, s) in by_thread.iter_mut() {
+        *s -= threads0.get(name).copied().unwrap_or(0.0);
+    }
+    by_thread.retain(|_, s| *s > 0.0);
+    Ok(Outcome {
+        acked: acked.load(Ordering::Relaxed),
+        refused: refused.load(Ordering::Relaxed),
+        sent: requests * a.batch as u64,
         wall,
         cpu,
+        by_thread,
         hist,
-    ))
+    })
 }

@@ -10,19 +10,36 @@ use crate::LabError;
 
 /// user + system CPU seconds of `pid` so far.
 pub fn cpu_seconds(pid: u32) -> f64 {
-    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-        return 0.0;
+    stat_cpu(&format!("/proc/{pid}/stat")).map_or(0.0, |(_, s)| s)
+}
+
+/// CPU seconds used so far by `pid`'s threads, summed per thread name (`oxeye-flush`,
+/// `tokio-rt-worker`, ...). Threads that exited are not counted.
+pub fn thread_cpu_seconds(pid: u32) -> std::collections::BTreeMap<String, f64> {
+    let mut out = std::collections::BTreeMap::new();
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return out;
     };
+    for t in tasks.flatten() {
+        if let Some((name, s)) = stat_cpu(&t.path().join("stat").to_string_lossy()) {
+            *out.entry(name).or_insert(0.0) += s;
+        }
+    }
+    out
+}
+
+/// The command name and user + system CPU seconds of a `/proc/.../stat` file.
+fn stat_cpu(path: &str) -> Option<(String, f64)> {
+    let stat = std::fs::read_to_string(path).ok()?;
+    let name = stat.get(stat.find('(')? + 1..stat.rfind(')')?)?.to_string();
     // Fields after the parenthesised command name; utime and stime are the 12th and 13th of them.
-    let Some(rest) = stat.rsplit(')').next() else {
-        return 0.0;
-    };
+    let rest = stat.rsplit(')').next()?;
     let f: Vec<&str> = rest.split_whitespace().collect();
     let ticks: f64 = f.get(11).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0)
         + f.get(12).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
     // SAFETY: sysconf has no preconditions.
     let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
-    ticks / if hz > 0.0 { hz } else { 100.0 }
+    Some((name, ticks / if hz > 0.0 { hz } else { 100.0 }))
 }
 
 /// (current RSS, peak RSS) in bytes.

@@ -149,5 +149,9 @@ fn the_ingest_benchmark_reports_the_median_of_its_runs_and_every_run() {
         serde_json::json!([sorted[0], sorted[2]])
     );
     assert_eq!(median["spans_acked"], 12000, "{report}");
+    // Where the server's CPU went: its flusher and its receivers at least.
+    let by_thread = median["server_cpu_seconds_by_thread"].as_object().unwrap();
+    assert!(by_thread.contains_key("tokio-rt-worker"), "{report}");
+    assert!(stdout.contains("server CPU by thread: "), "{stdout}");
     assert_eq!(median["requests_refused"], 0, "{report}");
 }
