@@ -58,18 +58,24 @@ pub use unwind_table::{
     LoadSegment, RowKind, UnwindRow, UnwindTable, UnwindTableError, build_unwind_table,
 };
 
+fn clock_nanos(clock: libc::clockid_t) -> i128 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: a valid timespec out-pointer; the clocks used here exist on every Linux.
+    unsafe { libc::clock_gettime(clock, &mut ts) };
+    ts.tv_sec as i128 * 1_000_000_000 + ts.tv_nsec as i128
+}
+
+/// `CLOCK_MONOTONIC` now, in nanoseconds: the clock of the samples' `ktime_ns`.
+pub fn monotonic_nanos() -> u64 {
+    clock_nanos(libc::CLOCK_MONOTONIC) as u64
+}
+
 /// Converts a BPF timestamp (`bpf_ktime_get_ns`, `CLOCK_MONOTONIC`) to nanoseconds since the
 /// Unix epoch, with the clocks' offset as it is now.
 pub fn unix_nanos_from_monotonic(ktime_ns: u64) -> u64 {
-    let now = |clock| {
-        let mut ts = libc::timespec {
-            tv_sec: 0,
-            tv_nsec: 0,
-        };
-        // SAFETY: a valid timespec out-pointer; both clocks exist on every Linux.
-        unsafe { libc::clock_gettime(clock, &mut ts) };
-        ts.tv_sec as i128 * 1_000_000_000 + ts.tv_nsec as i128
-    };
-    let offset = now(libc::CLOCK_REALTIME) - now(libc::CLOCK_MONOTONIC);
+    let offset = clock_nanos(libc::CLOCK_REALTIME) - clock_nanos(libc::CLOCK_MONOTONIC);
     (ktime_ns as i128 + offset).max(0) as u64
 }

@@ -171,20 +171,12 @@ impl Builder {
                         }
                     }
                     pending.extend(todo.try_iter().map(|r| (file_len(&r.2), r)));
-                    let smallest = pending
-                        .iter()
-                        .enumerate()
-                        .min_by_key(|(_, (len, _))| *len)
-                        .map(|(i, _)| i)
+                    let smallest = (0..pending.len())
+                        .min_by_key(|&i| pending[i].0)
                         .unwrap_or(0);
                     let (_, (file, path, f)) = pending.swap_remove(smallest);
-                    // A file that trips the parser is a file without a usable table; the
-                    // thread lives on for the others.
-                    let table =
-                        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| build_from(&f)))
-                            .ok()
-                            .flatten()
-                            .filter(|t| !t.rows.is_empty() && t.rows.len() <= MAX_TABLE_ROWS);
+                    let table = build_from(&f)
+                        .filter(|t| !t.rows.is_empty() && t.rows.len() <= MAX_TABLE_ROWS);
                     if done.send((file, path, table)).is_err() {
                         break;
                     }
@@ -270,21 +262,25 @@ impl Unwinder {
         let pids: Vec<u32> = self.processes.keys().copied().collect();
         for pid in pids {
             let entry = &self.processes[&pid];
-            let same_process = start_time(&self.proc_root, pid) == Some(entry.start_time);
-            let same_maps = same_process
-                && read_maps(&self.proc_root, pid).is_some_and(|m| m == entry.mappings);
-            if same_maps {
+            let start = entry.start_time;
+            let maps = (start_time(&self.proc_root, pid) == Some(start))
+                .then(|| read_maps(&self.proc_root, pid))
+                .flatten();
+            let Some(maps) = maps else {
+                // Exited, or the pid is another process's now.
+                self.forget(processes, pid)?;
+                continue;
+            };
+            if maps == entry.mappings {
                 if entry.retry {
                     // Overwrites the kernel's entry in place: no sample falls back meanwhile.
-                    self.load(processes, pid)?;
+                    self.hand_over(processes, pid, start, maps)?;
                 }
                 continue;
             }
-            tracing::debug!(pid, same_process, "unwinder: mappings changed, reloading");
+            tracing::debug!(pid, "unwinder: mappings changed, reloading");
             self.forget(processes, pid)?;
-            if same_process {
-                self.load(processes, pid)?;
-            }
+            self.hand_over(processes, pid, start, maps)?;
         }
         self.free_unused_tables();
         Ok(())
@@ -328,6 +324,18 @@ impl Unwinder {
         ) else {
             return Ok(false);
         };
+        self.hand_over(processes, pid, start_time, mappings)
+    }
+
+    /// Writes `pid`'s kernel entry from `mappings` (those with a table; the others go to the
+    /// builder) and remembers the process.
+    fn hand_over(
+        &mut self,
+        processes: &dyn MapCore,
+        pid: u32,
+        start_time: u64,
+        mappings: Vec<MapLine>,
+    ) -> Result<bool> {
         let mut value = vec![0u8; PROCESS_VALUE_SIZE];
         let mut count = 0usize;
         let mut without = Vec::new();
@@ -445,8 +453,10 @@ impl Unwinder {
             .map(|(&pid, _)| pid)
             .collect();
         for pid in waiting {
-            if start_time(&self.proc_root, pid) == Some(self.processes[&pid].start_time) {
-                self.load(processes, pid)?;
+            let p = &self.processes[&pid];
+            if start_time(&self.proc_root, pid) == Some(p.start_time) {
+                let (start, maps) = (p.start_time, p.mappings.clone());
+                self.hand_over(processes, pid, start, maps)?;
             }
         }
         Ok(())

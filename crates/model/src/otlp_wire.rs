@@ -24,7 +24,7 @@ use crate::otlp::InvalidData;
 use crate::{Attrs, Resource, Scope, Span, SpanId, SpanKind, StatusCode, TraceId};
 
 /// An `ExportTraceServiceRequest` whose outline is checked, kept as the bytes it came in; its
-/// spans are checked as they are read ([`RawSpans::read_span`], [`RawSpans::check`]).
+/// spans are checked as they are read ([`RawSpans::read_span`]).
 #[derive(Clone, Debug, PartialEq)]
 pub struct RawSpans {
     pub bytes: Bytes,
@@ -81,15 +81,6 @@ impl RawSpans {
         parse_span(self.span_bytes(s), view, &|f| {
             format!("resourceSpans[{ri}].scopeSpans[{si}].spans[{k}].{f}")
         })
-    }
-
-    /// Reads every span: `Ok` when the whole request is valid OTLP.
-    pub fn check(&self) -> Result<(), WireError> {
-        let mut view = SpanView::default();
-        for i in 0..self.spans.len() {
-            self.read_span(i, &mut view)?;
-        }
-        Ok(())
     }
 }
 
@@ -803,15 +794,21 @@ mod tests {
         let bytes = Bytes::from(req.encode_to_vec());
         (
             spans_from_otlp(req.clone()).map_err(|e| e.0),
-            scan_traces(bytes)
-                .and_then(|raw| raw.check().map(|()| raw))
-                .map_err(|e| e.to_string()),
+            scan_and_read(bytes).map_err(|e| e.to_string()),
         )
     }
 
     /// The outline check and then reading every span, as a store does.
     fn scan_and_read(bytes: Bytes) -> Result<RawSpans, WireError> {
-        scan_traces(bytes).and_then(|raw| raw.check().map(|()| raw))
+        let raw = scan_traces(bytes)?;
+        read_all(&raw)?;
+        Ok(raw)
+    }
+
+    /// Reads every span: `Ok` when the whole request is valid OTLP.
+    fn read_all(raw: &RawSpans) -> Result<(), WireError> {
+        let mut view = SpanView::default();
+        (0..raw.spans.len()).try_for_each(|i| raw.read_span(i, &mut view))
     }
 
     #[test]
@@ -924,7 +921,7 @@ mod tests {
         let at = bytes.windows(4).position(|w| w == b"\x01XYZ").unwrap();
         bytes[at] = 0xff;
         let raw = scan_traces(Bytes::from(bytes)).expect("the outline is sound");
-        let e = raw.check().unwrap_err();
+        let e = read_all(&raw).unwrap_err();
         assert!(e.to_string().contains("UTF-8"), "{e}");
         assert!(e.to_string().contains("Span.name"), "{e}");
     }

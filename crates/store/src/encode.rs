@@ -16,6 +16,7 @@ use model::{
     Span,
 };
 
+use crate::StoreError;
 use crate::table::{
     Table, event_fields, link_fields, new_map_builder, new_map_builder_with_capacity,
     quantile_fields,
@@ -99,22 +100,16 @@ impl ListOfStruct {
     }
 }
 
-pub fn encode(batch: &Batch) -> Result<Vec<(Table, RecordBatch)>, ArrowError> {
-    match batch {
-        Batch::Spans(g) => Ok(vec![(Table::Traces, spans(g)?)]),
-        Batch::RawSpans(r) => Ok(vec![(
-            Table::Traces,
-            raw_spans(r).map_err(|e| match e {
-                RawSpansError::Arrow(e) => e,
-                RawSpansError::Malformed(e) => ArrowError::ParseError(e.to_string()),
-            })?,
-        )]),
-        Batch::Logs(g) => Ok(vec![(Table::Logs, logs(g)?)]),
-        Batch::Metrics(g) => metrics(g),
-        Batch::Profiles(p) => profiles(p),
-        Batch::Security(s) => crate::security::encode(s),
-        Batch::Anomalies(a) => Ok(vec![(Table::Anomalies, crate::insights::encode(a)?)]),
-    }
+pub fn encode(batch: &Batch) -> Result<Vec<(Table, RecordBatch)>, StoreError> {
+    Ok(match batch {
+        Batch::Spans(g) => vec![(Table::Traces, spans(g)?)],
+        Batch::RawSpans(r) => vec![(Table::Traces, raw_spans(r)?)],
+        Batch::Logs(g) => vec![(Table::Logs, logs(g)?)],
+        Batch::Metrics(g) => metrics(g)?,
+        Batch::Profiles(p) => profiles(p)?,
+        Batch::Security(s) => crate::security::encode(s)?,
+        Batch::Anomalies(a) => vec![(Table::Anomalies, crate::insights::encode(a)?)],
+    })
 }
 
 /// How much room attribute maps need, summed over rows.
@@ -222,16 +217,9 @@ fn spans(groups: &[Group<Span>]) -> Result<RecordBatch, ArrowError> {
     cols.finish()
 }
 
-/// Why a raw request's spans did not become a batch.
-#[derive(Debug)]
-pub(crate) enum RawSpansError {
-    /// A span is not valid OTLP (the request is refused whole).
-    Malformed(model::otlp_wire::WireError),
-    Arrow(ArrowError),
-}
-
-/// Spans read straight from their OTLP request into columns, each checked as it is read.
-pub(crate) fn raw_spans(raw: &RawSpans) -> Result<RecordBatch, RawSpansError> {
+/// Spans read straight from their OTLP request into columns, each checked as it is read: a
+/// malformed span refuses the whole request (`StoreError::Malformed`).
+pub(crate) fn raw_spans(raw: &RawSpans) -> Result<RecordBatch, StoreError> {
     let n = raw.len();
     let mut size = SpanSizes::default();
     for g in &raw.groups {
@@ -264,11 +252,10 @@ pub(crate) fn raw_spans(raw: &RawSpans) -> Result<RecordBatch, RawSpansError> {
     for i in sorted_order(rows) {
         let gi = raw.spans[i].group as usize;
         let g = &raw.groups[gi];
-        raw.read_span(i, &mut view)
-            .map_err(RawSpansError::Malformed)?;
+        raw.read_span(i, &mut view).map_err(StoreError::Malformed)?;
         cols.append(&g.resource, &prepared[gi], &g.scope, &view);
     }
-    cols.finish().map_err(RawSpansError::Arrow)
+    Ok(cols.finish()?)
 }
 
 /// Room the columns of a span batch need.

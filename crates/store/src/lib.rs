@@ -282,17 +282,11 @@ impl Store {
 
     /// Stores `batch`; resolves once it is on disk (fsynced in the WAL).
     pub async fn write(&self, batch: &Batch) -> Result<usize, StoreError> {
-        match batch {
-            Batch::RawSpans(raw) => {
-                let rows = encode::raw_spans(raw).map_err(|e| match e {
-                    encode::RawSpansError::Malformed(e) => StoreError::Malformed(e),
-                    encode::RawSpansError::Arrow(e) => StoreError::Encode(e),
-                })?;
-                self.write_tables(vec![(Table::Traces, rows)], Some(raw))
-                    .await
-            }
-            _ => self.write_tables(encode::encode(batch)?, None).await,
-        }
+        let raw = match batch {
+            Batch::RawSpans(raw) => Some(raw),
+            _ => None,
+        };
+        self.write_tables(encode::encode(batch)?, raw).await
     }
 
     /// Stores rows already encoded for their tables; resolves once they are in the WAL. When

@@ -44,7 +44,7 @@ fn a_boosted_process_gets_more_samples_than_its_peer() {
     }
     // A few samples land in clock_gettime between rounds.
     let hot = of(boosted.pid())
-        .filter(|s| s.user_leaf().is_some_and(|f| &*f.function == HOT_FUNCTION))
+        .filter(|s| s.leaf_is(HOT_FUNCTION))
         .count();
     assert!(
         hot * 10 >= boosted_n * 9,

@@ -33,16 +33,10 @@ fn hot_function_is_the_hottest_user_frame_with_frame_pointers() {
     assert!(leaves[0].1 * 10 >= samples.len() * 8, "{leaves:?}");
 
     // With frame pointers the walk reaches main and the C library's start code: whole stacks.
-    let hot: Vec<_> = samples
-        .iter()
-        .filter(|s| s.user_leaf().is_some_and(|f| &*f.function == HOT_FUNCTION))
-        .collect();
+    let hot: Vec<_> = samples.iter().filter(|s| s.leaf_is(HOT_FUNCTION)).collect();
     let whole = hot
         .iter()
-        .filter(|s| {
-            let names: Vec<&str> = s.stack.frames.iter().map(|f| &*f.function).collect();
-            !s.stack.truncated && names.contains(&CALLER_FUNCTION) && names.contains(&"main")
-        })
+        .filter(|s| !s.stack.truncated && s.has_frame(CALLER_FUNCTION) && s.has_frame("main"))
         .count();
     assert!(
         whole * 10 >= hot.len() * 8,
@@ -91,10 +85,7 @@ fn leaf_is_right_and_stack_flagged_truncated_without_frame_pointers() {
     assert!(samples.len() >= 20, "too few samples: {}", samples.len());
     assert_eq!(leaves[0].0, HOT_FUNCTION, "hottest user frame: {leaves:?}");
 
-    let hot: Vec<_> = samples
-        .iter()
-        .filter(|s| s.user_leaf().is_some_and(|f| &*f.function == HOT_FUNCTION))
-        .collect();
+    let hot: Vec<_> = samples.iter().filter(|s| s.leaf_is(HOT_FUNCTION)).collect();
     // Nothing past the leaf can be trusted, so no hot stack may pass for whole.
     let whole: Vec<_> = hot.iter().filter(|s| !s.stack.truncated).collect();
     assert!(
@@ -120,7 +111,7 @@ fn eh_frame_tables_give_whole_stacks_without_frame_pointers() {
     let mut burner = unwound_workload(&mut sampler, &["deep", "4"]);
     let stats = sampler.unwind_stats();
     assert!(stats.tables >= 2 && stats.processes >= 1, "{stats:?}");
-    let loaded = monotonic_ns();
+    let loaded = ebpf::monotonic_nanos();
     let mut samples = sample_until_exit(&mut sampler, &mut symbolizer, &mut [&mut burner]);
     // Samples taken before the tables were there were walked by frame pointers.
     samples.retain(|s| s.sample.ktime_ns > loaded);
@@ -129,27 +120,14 @@ fn eh_frame_tables_give_whole_stacks_without_frame_pointers() {
     assert!(samples.len() >= 20, "too few samples: {}", samples.len());
     assert_eq!(leaves[0].0, HOT_FUNCTION, "hottest user frame: {leaves:?}");
 
-    let hot: Vec<_> = samples
-        .iter()
-        .filter(|s| s.user_leaf().is_some_and(|f| &*f.function == HOT_FUNCTION))
-        .collect();
+    let hot: Vec<_> = samples.iter().filter(|s| s.leaf_is(HOT_FUNCTION)).collect();
     let chain = [HOT_FUNCTION, CALLER_FUNCTION, OUTER_FUNCTION, "main"];
     let whole: Vec<_> = hot
         .iter()
-        .filter(|s| {
-            let users: Vec<&str> = s
-                .stack
-                .frames
-                .iter()
-                .filter(|f| f.kind == profile::FrameKind::User)
-                .map(|f| &*f.function)
-                .collect();
-            !s.stack.truncated && users.starts_with(&chain)
-        })
+        .filter(|s| !s.stack.truncated && s.user_names().starts_with(&chain))
         .collect();
     if let Some(s) = whole.first() {
-        let names: Vec<&str> = s.stack.frames.iter().map(|f| &*f.function).collect();
-        eprintln!("a whole stack: {names:?}");
+        eprintln!("a whole stack: {:?}", s.names());
     }
     assert!(
         whole.len() * 10 >= hot.len() * 9,
@@ -209,7 +187,7 @@ fn debians_python_gets_whole_stacks_from_its_eh_frame() {
             .await_unwind_tables(python.pid(), TABLES_WITHIN)
             .expect("load tables")
     );
-    let loaded = monotonic_ns();
+    let loaded = ebpf::monotonic_nanos();
     let samples = sample_until_exit(&mut sampler, &mut symbolizer, &mut [&mut python]);
     // Samples taken before the tables were there were walked by frame pointers.
     let user: Vec<_> = samples
@@ -219,16 +197,11 @@ fn debians_python_gets_whole_stacks_from_its_eh_frame() {
     let whole: Vec<_> = user.iter().filter(|s| !s.stack.truncated).collect();
     let through_eval: Vec<_> = whole
         .iter()
-        .filter(|s| {
-            let frames = &s.stack.frames;
-            frames.iter().any(|f| f.function.contains("EvalFrame"))
-                && frames.iter().any(|f| &*f.function == "thread_run")
-        })
+        .filter(|s| s.names().iter().any(|f| f.contains("EvalFrame")) && s.has_frame("thread_run"))
         .collect();
     let deep = through_eval.len();
     if let Some(s) = through_eval.first() {
-        let names: Vec<&str> = s.stack.frames.iter().map(|f| &*f.function).collect();
-        eprintln!("a whole python stack: {names:?}");
+        eprintln!("a whole python stack: {:?}", s.names());
     }
     eprintln!(
         "{} samples, {} whole, {deep} through the eval loop",
@@ -245,7 +218,6 @@ fn debians_python_gets_whole_stacks_from_its_eh_frame() {
     );
 }
 
-/// `CLOCK_MONOTONIC` now, the clock of the samples' `ktime_ns`.
 /// The workload built without frame pointers, run with `args` and handed to the unwinder once
 /// its C library is mapped.
 fn unwound_workload(sampler: &mut CpuSampler, args: &[&str]) -> Workload {
@@ -269,16 +241,6 @@ fn wait_for_libc(pid: u32) {
         assert!(std::time::Instant::now() < deadline, "libc never mapped");
         std::thread::sleep(std::time::Duration::from_millis(5));
     }
-}
-
-fn monotonic_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: a valid timespec out-pointer.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
 #[test]
@@ -327,19 +289,10 @@ fn a_process_that_execs_is_unwound_with_its_new_images_tables() {
             "the shell ran too long"
         );
     }
-    let hot: Vec<_> = samples
-        .iter()
-        .filter(|s| s.user_leaf().is_some_and(|f| &*f.function == HOT_FUNCTION))
-        .collect();
+    let hot: Vec<_> = samples.iter().filter(|s| s.leaf_is(HOT_FUNCTION)).collect();
     let whole = hot
         .iter()
-        .filter(|s| {
-            !s.stack.truncated
-                && s.stack
-                    .frames
-                    .iter()
-                    .any(|f| &*f.function == OUTER_FUNCTION)
-        })
+        .filter(|s| !s.stack.truncated && s.has_frame(OUTER_FUNCTION))
         .count();
     eprintln!("{} hot samples after exec, {whole} whole", hot.len());
     assert!(hot.len() >= 20, "too few samples: {}", hot.len());
@@ -361,23 +314,15 @@ fn a_walk_stopped_by_a_signal_frame_is_marked_truncated() {
     // The signal frame's CFI (glibc's __restore_rt) restores registers with DWARF expressions,
     // which the tables cannot follow: the walk must stop there and say so.
     let mut burner = unwound_workload(&mut sampler, &["signal", "3"]);
-    let loaded = monotonic_ns();
+    let loaded = ebpf::monotonic_nanos();
     let mut samples = sample_until_exit(&mut sampler, &mut symbolizer, &mut [&mut burner]);
     samples.retain(|s| s.sample.ktime_ns > loaded);
-    let hot: Vec<_> = samples
-        .iter()
-        .filter(|s| s.user_leaf().is_some_and(|f| &*f.function == HOT_FUNCTION))
-        .collect();
+    let hot: Vec<_> = samples.iter().filter(|s| s.leaf_is(HOT_FUNCTION)).collect();
     assert!(hot.len() >= 20, "too few samples: {}", hot.len());
     // Unwound up to the handler...
     let to_handler = hot
         .iter()
-        .filter(|s| {
-            s.stack
-                .frames
-                .iter()
-                .any(|f| &*f.function == "oxeye_test_signal_handler")
-        })
+        .filter(|s| s.has_frame("oxeye_test_signal_handler"))
         .count();
     assert!(
         to_handler * 10 >= hot.len() * 9,

@@ -7,4 +7,3 @@ mod off_cpu;
 mod pprof;
 mod security;
 mod support;
-mod unwind_cost;

@@ -113,6 +113,31 @@ impl Symbolized {
     pub fn user_leaf(&self) -> Option<&Frame> {
         self.stack.frames.iter().find(|f| f.kind == FrameKind::User)
     }
+
+    /// True when the innermost user-code frame is `function`.
+    pub fn leaf_is(&self, function: &str) -> bool {
+        self.user_leaf().is_some_and(|f| &*f.function == function)
+    }
+
+    /// Every frame's function, innermost first.
+    pub fn names(&self) -> Vec<&str> {
+        self.stack.frames.iter().map(|f| &*f.function).collect()
+    }
+
+    /// The user-code frames' functions, innermost first.
+    pub fn user_names(&self) -> Vec<&str> {
+        self.stack
+            .frames
+            .iter()
+            .filter(|f| f.kind == FrameKind::User)
+            .map(|f| &*f.function)
+            .collect()
+    }
+
+    /// True when some frame is `function`.
+    pub fn has_frame(&self, function: &str) -> bool {
+        self.stack.frames.iter().any(|f| &*f.function == function)
+    }
 }
 
 pub fn symbolize(symbolizer: &mut Symbolizer, sample: &CpuSample) -> Stack {

@@ -3,10 +3,10 @@
 //! the API, and the traces-from-frame join finds the span that ran the hot function.
 //! Needs root; skipped otherwise, except with `OXEYE_REQUIRE_EBPF=1`, where it fails.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde_json::{Value, json};
@@ -177,50 +177,21 @@ fn a_traffic_burst_boosts_the_services_process_and_labels_its_samples() {
         return;
     }
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut up = crate::oxeye_up(dir.path())
-        .args([
-            "--off-cpu",
-            "off",
-            // A threshold instead of the learned baseline, which needs minutes of warm-up.
-            "--profile-boost-threshold",
-            "10",
-            "--profile-boost-for",
-            "30s",
-            // The budget is tested on its own; here it must not lower the rates being compared.
-            "--profile-budget",
-            "100%",
-        ])
-        .stdout(Stdio::piped())
-        .stderr(std::fs::File::create(dir.path().join("stderr")).expect("a stderr file"))
-        .spawn()
-        .expect("start oxeye up");
-    let stdout = up.stdout.take().expect("stdout");
-    let up = Killed(up);
-    let (mut api, mut otlp, mut profiler) = (String::new(), String::new(), String::new());
-    let mut lines = BufReader::new(stdout).lines().map_while(Result::ok);
-    for line in lines.by_ref() {
-        if line.trim_start().starts_with("dashboard") {
-            api = crate::banner_addr(&line);
-        } else if line.trim_start().starts_with("OTLP HTTP") {
-            otlp = line
-                .split_whitespace()
-                .nth(2)
-                .unwrap_or_default()
-                .trim_start_matches("http://")
-                .to_string();
-        } else if line.trim_start().starts_with("profiler") {
-            profiler = line;
-            break;
-        }
-    }
-    // Keep reading what oxeye prints after the banner line we stop at: a closed pipe would make
-    // its next line fail.
-    std::thread::spawn(move || lines.for_each(drop));
-    assert!(
-        !api.is_empty() && !otlp.is_empty(),
-        "oxeye up did not start: {}",
-        std::fs::read_to_string(dir.path().join("stderr")).unwrap_or_default()
-    );
+    let mut cmd = crate::oxeye_up(dir.path());
+    cmd.args([
+        "--off-cpu",
+        "off",
+        // A threshold instead of the learned baseline, which needs minutes of warm-up.
+        "--profile-boost-threshold",
+        "10",
+        "--profile-boost-for",
+        "30s",
+        // The budget is tested on its own; here it must not lower the rates being compared.
+        "--profile-budget",
+        "100%",
+    ]);
+    let (up, banner) = crate::start_up(cmd, &dir.path().join("stderr"));
+    let (api, otlp, profiler) = (banner.api, banner.otlp_http, banner.profiler);
     assert!(
         profiler.contains("99 Hz under high traffic"),
         "profiling is not on: {profiler}"

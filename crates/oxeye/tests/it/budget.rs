@@ -4,8 +4,7 @@
 //! a CPU-bound process's samples falls accordingly. Needs root; skipped otherwise, except with
 //! `OXEYE_REQUIRE_EBPF=1`, where it fails.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::boost::{HOT, Killed, as_f64, burner, ebpf_ready, http, sql};
@@ -25,40 +24,23 @@ fn over_its_budget_oxeye_lowers_the_quiet_rate_first_and_says_why() {
     // A CPU-bound process for the profiler to sample (and symbolize).
     let burner = Killed(Command::new(burner()).spawn().expect("start the burner"));
     let pid = burner.0.id();
-    let mut up = crate::oxeye_up(dir.path())
-        .args([
-            "--off-cpu",
-            "off",
-            "--security",
-            "off",
-            "--profile-budget",
-            "0.01%",
-            // Measured every second instead of every 30 s, so the steps take seconds.
-            "--profile-budget-interval",
-            "1s",
-        ])
-        .env("OXEYE_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(std::fs::File::create(dir.path().join("stderr")).expect("a stderr file"))
-        .spawn()
-        .expect("start oxeye up");
-    let stdout = up.stdout.take().expect("stdout");
-    let up = Killed(up);
-    let mut api = String::new();
-    let mut profiler = String::new();
-    let mut lines = BufReader::new(stdout).lines().map_while(Result::ok);
-    for line in lines.by_ref() {
-        let l = line.trim_start();
-        if l.starts_with("dashboard") {
-            api = crate::banner_addr(l);
-        } else if l.starts_with("profiler") {
-            profiler = line;
-            break;
-        }
-    }
-    std::thread::spawn(move || lines.for_each(drop));
-    let stderr = || std::fs::read_to_string(dir.path().join("stderr")).unwrap_or_default();
-    assert!(!api.is_empty(), "oxeye up did not start: {}", stderr());
+    let mut cmd = crate::oxeye_up(dir.path());
+    cmd.args([
+        "--off-cpu",
+        "off",
+        "--security",
+        "off",
+        "--profile-budget",
+        "0.01%",
+        // Measured every second instead of every 30 s, so the steps take seconds.
+        "--profile-budget-interval",
+        "1s",
+    ])
+    .env("OXEYE_LOG", "warn");
+    let stderr_path = dir.path().join("stderr");
+    let (up, banner) = crate::start_up(cmd, &stderr_path);
+    let stderr = || std::fs::read_to_string(&stderr_path).unwrap_or_default();
+    let (api, profiler) = (banner.api, banner.profiler);
     assert!(
         profiler.contains("at most 0.01"),
         "profiling is not on with the budget: {profiler}"

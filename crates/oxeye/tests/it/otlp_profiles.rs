@@ -1,9 +1,9 @@
 //! OTLP profiles end to end: one oxeye receives profiles over OTLP/HTTP, its `otlp` exporter
 //! sends them over OTLP/gRPC to a second oxeye, and both show the same folded stacks.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use model::{ProfileBatch, ProfileKind, ProfileSample, ProfileStack};
@@ -11,20 +11,13 @@ use opentelemetry_proto::tonic::collector::profiles::v1development::ExportProfil
 use prost::Message;
 
 struct Server {
-    child: Child,
+    _child: crate::boost::Killed,
     http: String,
     grpc: String,
     otlp_http: String,
     profiler: String,
     data: std::path::PathBuf,
     _dir: tempfile::TempDir,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 fn start(config: Option<&str>) -> Server {
@@ -34,54 +27,20 @@ fn start(config: Option<&str>) -> Server {
 fn start_with(config: Option<&str>, hz: u32) -> Server {
     let dir = tempfile::tempdir().unwrap();
     let mut cmd = crate::oxeye_up(&dir.path().join("data"));
-    cmd.args(["--profile-hz", &hz.to_string()])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null());
+    cmd.args(["--profile-hz", &hz.to_string()]);
     if let Some(c) = config {
         let path = dir.path().join("oxeye.yaml");
         std::fs::write(&path, c).unwrap();
         cmd.arg("--config").arg(path);
     }
-    let mut child = cmd.spawn().unwrap();
+    let (child, banner) = crate::start_up(cmd, &dir.path().join("stderr"));
     let data = dir.path().join("data");
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let (mut http, mut grpc, mut otlp_http) = (String::new(), String::new(), String::new());
-    let mut profiler_line = String::new();
-    for line in lines.by_ref() {
-        let line = line.unwrap();
-        let value = line
-            .split_whitespace()
-            .nth(1)
-            .unwrap_or_default()
-            .to_string();
-        if line.trim_start().starts_with("dashboard") {
-            http = value
-                .trim_start_matches("http://")
-                .trim_end_matches('/')
-                .to_string();
-        } else if line.trim_start().starts_with("OTLP gRPC") {
-            grpc = line.split_whitespace().nth(2).unwrap().to_string();
-        } else if line.trim_start().starts_with("OTLP HTTP") {
-            otlp_http = line
-                .split_whitespace()
-                .nth(2)
-                .unwrap()
-                .trim_start_matches("http://")
-                .to_string();
-        } else if let Some(rest) = line.trim_start().strip_prefix("profiler") {
-            profiler_line = rest.trim().to_string();
-            break;
-        }
-    }
-    // Keep reading so the child never blocks on a full pipe.
-    std::thread::spawn(move || for _ in lines {});
-    assert!(!http.is_empty() && !grpc.is_empty() && !otlp_http.is_empty());
     Server {
-        child,
-        http,
-        grpc,
-        otlp_http,
-        profiler: profiler_line,
+        _child: child,
+        http: banner.api,
+        grpc: banner.grpc,
+        otlp_http: banner.otlp_http,
+        profiler: banner.profiler,
         data,
         _dir: dir,
     }

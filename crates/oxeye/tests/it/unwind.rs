@@ -2,8 +2,7 @@
 //! frame pointers, and its stored stacks are whole (main down to the C library's start code),
 //! not marked truncated. Needs root; skipped otherwise, except with `OXEYE_REQUIRE_EBPF=1`.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use crate::boost::{Killed, ebpf_ready, http, http_text};
@@ -68,34 +67,19 @@ fn a_program_without_frame_pointers_gets_whole_stacks_from_eh_frame() {
         return;
     }
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut up = crate::oxeye_up(dir.path())
-        .args(["--off-cpu", "off", "--profile-budget", "100%"])
+    let mut cmd = crate::oxeye_up(dir.path());
+    cmd.args(["--off-cpu", "off", "--profile-budget", "100%"])
         .env(
             "OXEYE_LOG",
             "info,h2=warn,hyper=warn,datafusion=warn,ebpf::unwind=debug",
-        )
-        .stdout(Stdio::piped())
-        .stderr(std::fs::File::create(dir.path().join("stderr")).expect("a stderr file"))
-        .spawn()
-        .expect("start oxeye up");
-    let stdout = up.stdout.take().expect("stdout");
-    let _up = Killed(up);
-    let mut api = String::new();
-    let mut lines = BufReader::new(stdout).lines().map_while(Result::ok);
-    for line in lines.by_ref() {
-        if line.trim_start().starts_with("dashboard") {
-            api = crate::banner_addr(&line);
-        } else if line.trim_start().starts_with("profiler") {
-            assert!(line.contains("Hz per CPU"), "profiling is not on: {line}");
-            break;
-        }
-    }
-    std::thread::spawn(move || lines.for_each(drop));
+        );
+    let (_up, banner) = crate::start_up(cmd, &dir.path().join("stderr"));
     assert!(
-        !api.is_empty(),
-        "oxeye up did not start: {}",
-        std::fs::read_to_string(dir.path().join("stderr")).unwrap_or_default()
+        banner.profiler.contains("Hz per CPU"),
+        "profiling is not on: {}",
+        banner.profiler
     );
+    let api = banner.api;
 
     let burner = Killed(
         Command::new(burner_without_frame_pointers(dir.path()))

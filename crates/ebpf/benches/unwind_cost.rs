@@ -1,6 +1,6 @@
-//! What `.eh_frame` unwinding costs per sample, from the kernel's BPF run-time statistics.
-//! A measurement, not a check: ignored by default; run it on a quiet machine with
-//! `OXEYE_REQUIRE_EBPF=1 cargo nextest run -p ebpf --run-ignored only -E 'test(unwind_cost)' --no-capture`.
+//! What `.eh_frame` unwinding costs per sample, from the kernel's BPF run-time statistics. Run
+//! it as root on a quiet machine: `cargo bench -p ebpf --bench unwind_cost`; it prints one line
+//! and writes `target/lab/bench-unwind-cost.json`.
 //!
 //! A C program burns CPU four frames below `main`, pinned to CPU 0, and is the only boosted
 //! process: the boosted-rate program (499 Hz on every CPU) records its samples only and returns
@@ -14,7 +14,12 @@ use std::time::Duration;
 
 use ebpf::{CpuSampler, CpuSamplerConfig, RunTimeStats};
 
-use crate::support::{Build, Workload, ebpf_ready, workload};
+// The tests' workload and its builds; the rest of that module is for the tests.
+#[allow(dead_code)]
+#[path = "../tests/it/support.rs"]
+mod support;
+
+use support::{Build, Workload, ebpf_ready, workload};
 
 #[derive(Default)]
 struct Cost {
@@ -89,9 +94,7 @@ fn round(build: Build, with_tables: bool) -> Cost {
     cost
 }
 
-#[test]
-#[ignore = "a measurement: run it alone on a quiet machine"]
-fn unwind_cost() {
+fn main() {
     if !ebpf_ready("unwind_cost") {
         return;
     }
@@ -103,14 +106,18 @@ fn unwind_cost() {
         tables.add(round(Build::NoFramePointers, true));
         frame_pointers.add(round(Build::FramePointers, false));
     }
-    println!(
-        "{}",
-        serde_json::json!({
-            "no_frame_pointers_stackid": leaf_only.json(),
-            "no_frame_pointers_tables": tables.json(),
-            "frame_pointers_stackid": frame_pointers.json(),
-        })
-    );
+    let figures = serde_json::json!({
+        "no_frame_pointers_stackid": leaf_only.json(),
+        "no_frame_pointers_tables": tables.json(),
+        "frame_pointers_stackid": frame_pointers.json(),
+    });
+    let out = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .parent()
+        .expect("the target directory")
+        .join("lab");
+    std::fs::create_dir_all(&out).expect("create target/lab");
+    let out = out.join("bench-unwind-cost.json");
+    std::fs::write(&out, figures.to_string()).expect("write the figures");
     println!(
         "per sample of the burner: {:.0} ns with tables ({:.1} frames), {:.0} ns by bpf_get_stackid with frame pointers ({:.1} frames), {:.0} ns by bpf_get_stackid without them ({:.1} frames)",
         tables.ns_per_sample(),
@@ -120,4 +127,5 @@ fn unwind_cost() {
         leaf_only.ns_per_sample(),
         leaf_only.frames as f64 / leaf_only.samples as f64,
     );
+    println!("figures in {}", out.display());
 }
