@@ -103,6 +103,14 @@ impl std::fmt::Display for WireError {
 
 impl std::error::Error for WireError {}
 
+#[cold]
+#[inline(never)]
+fn unsupported_wire_type(w: u64) -> WireError {
+    WireError::Protobuf(format!("unsupported wire type {w}"))
+}
+
+#[cold]
+#[inline(never)]
 fn malformed(what: &str) -> WireError {
     WireError::Protobuf(what.to_string())
 }
@@ -126,6 +134,7 @@ fn fields(buf: &[u8]) -> Fields<'_> {
 }
 
 impl<'a> Fields<'a> {
+    #[inline]
     fn varint(&mut self) -> Result<u64, WireError> {
         // Tags, lengths of short strings and small enums: one byte.
         if let Some(&b) = self.buf.get(self.pos)
@@ -148,6 +157,7 @@ impl<'a> Fields<'a> {
         Err(malformed("varint longer than 10 bytes"))
     }
 
+    #[inline]
     fn take(&mut self, n: usize) -> Result<&'a [u8], WireError> {
         let end = self
             .pos
@@ -159,10 +169,9 @@ impl<'a> Fields<'a> {
         Ok(s)
     }
 
-    fn next_field(&mut self) -> Result<Option<(u32, Value<'a>)>, WireError> {
-        if self.pos >= self.buf.len() {
-            return Ok(None);
-        }
+    /// Reads the next field; the caller has checked that one is left.
+    #[inline]
+    fn field(&mut self) -> Result<(u32, Value<'a>), WireError> {
         let key = self.varint()?;
         let number = u32::try_from(key >> 3).map_err(|_| malformed("field number too large"))?;
         if number == 0 {
@@ -181,19 +190,22 @@ impl<'a> Fields<'a> {
             5 => Value::Fixed32(u32::from_le_bytes(
                 self.take(4)?.try_into().unwrap_or_default(),
             )),
-            w => return Err(WireError::Protobuf(format!("unsupported wire type {w}"))),
+            w => return Err(unsupported_wire_type(w)),
         };
-        Ok(Some((number, value)))
+        Ok((number, value))
     }
 }
 
 impl<'a> Iterator for Fields<'a> {
     type Item = Result<(u32, Value<'a>), WireError>;
+    #[inline]
     fn next(&mut self) -> Option<Self::Item> {
-        self.next_field().transpose()
+        (self.pos < self.buf.len()).then(|| self.field())
     }
 }
 
+#[cold]
+#[inline(never)]
 fn wrong_type(message: &str, field: &str) -> WireError {
     WireError::Protobuf(format!("{message}.{field}: invalid wire type"))
 }
@@ -206,7 +218,13 @@ fn bytes_of<'a>(v: Value<'a>, message: &str, field: &str) -> Result<&'a [u8], Wi
 }
 
 fn str_of<'a>(v: Value<'a>, message: &str, field: &str) -> Result<&'a str, WireError> {
-    std::str::from_utf8(bytes_of(v, message, field)?).map_err(|_| {
+    let b = bytes_of(v, message, field)?;
+    if b.is_ascii() {
+        // SAFETY: ASCII is UTF-8. Nearly every name, key and value is ASCII, and checking that
+        // a word at a time costs a fifth of `from_utf8` on short strings.
+        return Ok(unsafe { std::str::from_utf8_unchecked(b) });
+    }
+    std::str::from_utf8(b).map_err(|_| {
         WireError::Protobuf(format!(
             "{message}.{field}: invalid string value: data is not UTF-8 encoded"
         ))

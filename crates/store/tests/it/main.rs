@@ -195,6 +195,44 @@ async fn flush_moves_rows_to_parquet_without_duplicates() {
     assert!(segs <= 3, "{segs} entries in wal/");
 }
 
+#[tokio::test]
+async fn attribute_maps_are_written_plain_and_names_with_a_dictionary() {
+    use datafusion::parquet::file::reader::{FileReader, SerializedFileReader};
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), quiet()).unwrap();
+    let t = now_ns();
+    store
+        .write(&spans(
+            "a",
+            (1..=20).map(|i| span(i, i, None, t, 10)).collect(),
+        ))
+        .await
+        .unwrap();
+    store.flush().await.unwrap();
+    let files = walk(&dir.path().join("otel_traces"));
+    let reader = SerializedFileReader::new(std::fs::File::open(&files[0]).unwrap()).unwrap();
+    let group = reader.metadata().row_group(0);
+    let dictionary = |path: &str| {
+        let c = group
+            .columns()
+            .iter()
+            .find(|c| c.column_path().string() == path)
+            .unwrap_or_else(|| panic!("no column {path}"));
+        c.dictionary_page_offset().is_some()
+    };
+    for plain in [
+        "ResourceAttributes.entries.keys",
+        "ResourceAttributes.entries.values",
+        "SpanAttributes.entries.keys",
+        "SpanAttributes.entries.values",
+    ] {
+        assert!(!dictionary(plain), "{plain} has a dictionary");
+    }
+    for coded in ["ServiceName", "SpanName", "ScopeName"] {
+        assert!(dictionary(coded), "{coded} has no dictionary");
+    }
+}
+
 fn walk(p: &Path) -> Vec<std::path::PathBuf> {
     let mut out = Vec::new();
     if let Ok(rd) = std::fs::read_dir(p) {
