@@ -168,19 +168,27 @@ async fn spans_round_trip_field_by_field() {
     );
 }
 
-#[tokio::test]
-async fn flush_moves_rows_to_parquet_without_duplicates() {
+/// A store holding spans 1..=`n` of service `a`, flushed; returns what the flush wrote.
+async fn flushed_spans(n: u8) -> (tempfile::TempDir, Store, u64) {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path(), quiet()).unwrap();
     let t = now_ns();
     store
         .write(&spans(
             "a",
-            (1..=50).map(|i| span(i, i, None, t, 10)).collect(),
+            (1..=n).map(|i| span(i, i, None, t, 10)).collect(),
         ))
         .await
         .unwrap();
-    assert_eq!(store.flush().await.unwrap(), 50);
+    let flushed = store.flush().await.unwrap();
+    (dir, store, flushed)
+}
+
+#[tokio::test]
+async fn flush_moves_rows_to_parquet_without_duplicates() {
+    let (dir, store, flushed) = flushed_spans(50).await;
+    let t = now_ns();
+    assert_eq!(flushed, 50);
     assert_eq!(count(&store, "otel_traces").await, 50);
     let files: Vec<_> = walk(&dir.path().join("otel_traces"));
     assert_eq!(files.len(), 1, "{files:?}");
@@ -198,17 +206,7 @@ async fn flush_moves_rows_to_parquet_without_duplicates() {
 #[tokio::test]
 async fn attribute_maps_are_written_plain_and_names_with_a_dictionary() {
     use datafusion::parquet::file::reader::{FileReader, SerializedFileReader};
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path(), quiet()).unwrap();
-    let t = now_ns();
-    store
-        .write(&spans(
-            "a",
-            (1..=20).map(|i| span(i, i, None, t, 10)).collect(),
-        ))
-        .await
-        .unwrap();
-    store.flush().await.unwrap();
+    let (dir, _store, _) = flushed_spans(20).await;
     let files = walk(&dir.path().join("otel_traces"));
     let reader = SerializedFileReader::new(std::fs::File::open(&files[0]).unwrap()).unwrap();
     let group = reader.metadata().row_group(0);
