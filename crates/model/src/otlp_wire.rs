@@ -218,7 +218,10 @@ fn bytes_of<'a>(v: Value<'a>, message: &str, field: &str) -> Result<&'a [u8], Wi
 }
 
 fn str_of<'a>(v: Value<'a>, message: &str, field: &str) -> Result<&'a str, WireError> {
-    let b = bytes_of(v, message, field)?;
+    text(bytes_of(v, message, field)?, message, field)
+}
+
+fn text<'a>(b: &'a [u8], message: &str, field: &str) -> Result<&'a str, WireError> {
     if b.is_ascii() {
         // SAFETY: ASCII is UTF-8. Nearly every name, key and value is ASCII, and checking that
         // a word at a time costs a fifth of `from_utf8` on short strings.
@@ -281,15 +284,44 @@ fn any_value(buf: &[u8]) -> Result<Cow<'_, str>, WireError> {
 /// Attributes borrowed from the request, in the order the model keeps them.
 pub type AttrsView<'a> = Vec<(&'a str, Cow<'a, str>)>;
 
+/// The key and string of a string attribute in the usual encoding: `key`, then `value` holding
+/// only `string_value`, each once and in that order, with one-byte lengths. `None` for any other
+/// shape, which the general reader takes (it reads this shape the same way).
+fn string_key_value(buf: &[u8]) -> Option<(&[u8], &[u8])> {
+    let [0x0a, kl, rest @ ..] = buf else {
+        return None;
+    };
+    let kl = usize::from(*kl);
+    if kl >= 0x80 || rest.len() < kl {
+        return None;
+    }
+    let (key, rest) = rest.split_at(kl);
+    let [0x12, vl, value @ ..] = rest else {
+        return None;
+    };
+    if *vl >= 0x80 || usize::from(*vl) != value.len() {
+        return None;
+    }
+    let [0x0a, sl, s @ ..] = value else {
+        return None;
+    };
+    (*sl < 0x80 && usize::from(*sl) == s.len()).then_some((key, s))
+}
+
 /// Appends a `KeyValue`; a repeated key replaces the earlier value in place (`from` is where
 /// this attribute list starts in `out`).
 fn key_value<'a>(buf: &'a [u8], out: &mut AttrsView<'a>, from: usize) -> Result<(), WireError> {
     let (mut key, mut value) = ("", Cow::Borrowed(""));
-    for f in fields(buf) {
-        match f? {
-            (1, v) => key = str_of(v, "KeyValue", "key")?,
-            (2, v) => value = any_value(bytes_of(v, "KeyValue", "value")?)?,
-            _ => {}
+    if let Some((k, v)) = string_key_value(buf) {
+        key = text(k, "KeyValue", "key")?;
+        value = Cow::Borrowed(text(v, "AnyValue", "string_value")?);
+    } else {
+        for f in fields(buf) {
+            match f? {
+                (1, v) => key = str_of(v, "KeyValue", "key")?,
+                (2, v) => value = any_value(bytes_of(v, "KeyValue", "value")?)?,
+                _ => {}
+            }
         }
     }
     if let Some(slot) = out[from..].iter_mut().find(|(k, _)| *k == key) {
@@ -704,7 +736,12 @@ mod tests {
     fn value(r: &mut Rng, depth: u32) -> Option<AnyValue> {
         let v = match r.below(if depth > 1 { 6 } else { 9 }) {
             0 => return None,
-            1 => V::StringValue(format!("välue-{}", r.below(50))),
+            1 => V::StringValue(match r.below(3) {
+                0 => format!("välue-{}", r.below(50)),
+                1 => format!("value-{}", r.below(50)),
+                // Past a one-byte length.
+                _ => "v".repeat(100 + r.below(100) as usize),
+            }),
             2 => V::IntValue(r.next() as i64),
             3 => V::DoubleValue(f64::from_bits(r.next() % (1 << 62))),
             4 => V::BoolValue(r.below(2) == 0),
@@ -726,7 +763,10 @@ mod tests {
         (0..r.below(6))
             .map(|_| KeyValue {
                 // Few keys, so repeats (last one wins) happen.
-                key: format!("k{}", r.below(5)),
+                key: match r.below(6) {
+                    0 => format!("{}{}", "k".repeat(130), r.below(2)),
+                    n => format!("k{n}"),
+                },
                 value: value(r, depth),
                 ..Default::default()
             })
@@ -827,6 +867,48 @@ mod tests {
     fn read_all(raw: &RawSpans) -> Result<(), WireError> {
         let mut view = SpanView::default();
         (0..raw.spans.len()).try_for_each(|i| raw.read_span(i, &mut view))
+    }
+
+    #[test]
+    fn the_string_attribute_shortcut_takes_only_its_own_shape() {
+        let kv = |key: &str, v: Option<V>| {
+            KeyValue {
+                key: key.into(),
+                value: v.map(|v| AnyValue { value: Some(v) }),
+                ..Default::default()
+            }
+            .encode_to_vec()
+        };
+        let s = |x: &str| Some(V::StringValue(x.into()));
+        let b = kv("http.method", s("GET"));
+        assert_eq!(
+            string_key_value(&b),
+            Some((&b"http.method"[..], &b"GET"[..]))
+        );
+        assert_eq!(
+            string_key_value(&kv("k", s(""))),
+            Some((&b"k"[..], &b""[..]))
+        );
+        for other in [
+            kv("k", None),
+            kv("k", Some(V::IntValue(3))),
+            kv(&"k".repeat(128), s("v")),
+            kv("k", s(&"v".repeat(128))),
+            // The value before the key, and a field after the value.
+            [&kv("", s("v"))[..], &kv("k", None)[..]].concat(),
+            [&kv("k", s("v"))[..], &[0x18, 1][..]].concat(),
+        ] {
+            assert_eq!(string_key_value(&other), None, "{other:?}");
+        }
+        // Whichever reader takes it, a string attribute reads the same.
+        for b in [
+            kv("k", s("v")),
+            [&kv("", s("v"))[..], &kv("k", None)[..]].concat(),
+        ] {
+            let mut out = AttrsView::new();
+            key_value(&b, &mut out, 0).unwrap();
+            assert_eq!(out, vec![("k", Cow::Borrowed("v"))]);
+        }
     }
 
     #[test]
