@@ -14,13 +14,23 @@ pub struct SpanId(pub [u8; 8]);
 
 /// Lowercase hex of `bytes` written into `buf` (which must be twice as long).
 fn hex_into<'a>(bytes: &[u8], buf: &'a mut [u8]) -> &'a str {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    for (i, b) in bytes.iter().enumerate() {
-        buf[2 * i] = DIGITS[(b >> 4) as usize];
-        buf[2 * i + 1] = DIGITS[(b & 0xf) as usize];
+    /// Both digits of every byte, so each byte is one lookup and one two-byte store.
+    const PAIRS: [[u8; 2]; 256] = {
+        const DIGITS: &[u8; 16] = b"0123456789abcdef";
+        let mut t = [[0u8; 2]; 256];
+        let mut i = 0;
+        while i < 256 {
+            t[i] = [DIGITS[i >> 4], DIGITS[i & 0xf]];
+            i += 1;
+        }
+        t
+    };
+    let out = &mut buf[..2 * bytes.len()];
+    for (pair, b) in out.chunks_exact_mut(2).zip(bytes) {
+        pair.copy_from_slice(&PAIRS[usize::from(*b)]);
     }
-    // Only ASCII hex digits were written.
-    std::str::from_utf8(buf).unwrap_or_default()
+    // SAFETY: every byte of `out` was just written with an ASCII digit, and ASCII is UTF-8.
+    unsafe { std::str::from_utf8_unchecked(out) }
 }
 
 impl TraceId {
