@@ -301,7 +301,7 @@ impl Store {
         if rows == 0 {
             return Ok(0);
         }
-        let mut frames = Vec::new();
+        let mut frames = wal::Frames::default();
         match raw {
             // The request itself is the log record: smaller than its rows, and already encoded.
             Some(raw) => wal::encode_raw_frame(&mut frames, raw),

@@ -7,7 +7,7 @@
 //! encoding on the way in. Replay turns it into the same rows the write put in memory.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Read, Write};
+use std::io::{self, IoSlice, Read, Write};
 use std::path::{Path, PathBuf};
 
 use datafusion::arrow::array::RecordBatch;
@@ -47,50 +47,86 @@ pub fn list_segments(dir: &Path) -> io::Result<Vec<u64>> {
     Ok(out)
 }
 
-/// Appends one frame for `batch` to `buf`.
+/// Encoded frames, as the pieces to write in order: a request's bytes are written from the
+/// buffer they arrived in rather than copied into the frame.
+#[derive(Default)]
+pub struct Frames {
+    pieces: Vec<Bytes>,
+    len: usize,
+}
+
+impl Frames {
+    /// Bytes across all pieces.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    fn push(&mut self, piece: Bytes) {
+        self.len += piece.len();
+        self.pieces.push(piece);
+    }
+
+    /// Appends `other`'s pieces (no bytes are copied).
+    pub fn append(&mut self, other: Frames) {
+        self.len += other.len;
+        self.pieces.extend(other.pieces);
+    }
+
+    /// The frames as one contiguous buffer.
+    #[cfg(test)]
+    fn to_vec(&self) -> Vec<u8> {
+        self.pieces.concat()
+    }
+}
+
+/// Appends one frame for `batch`.
 pub fn encode_frame(
-    buf: &mut Vec<u8>,
+    frames: &mut Frames,
     table: Table,
     batch: &RecordBatch,
 ) -> Result<(), ArrowError> {
-    let start = buf.len();
-    buf.extend_from_slice(&[0u8; HEADER]);
-    buf[start + 8] = table.tag();
+    let mut buf = vec![0u8; HEADER];
+    buf[8] = table.tag();
     {
-        let mut w = StreamWriter::try_new(&mut *buf, &batch.schema())?;
+        let mut w = StreamWriter::try_new(&mut buf, &batch.schema())?;
         w.write(batch)?;
         w.finish()?;
     }
-    let len = (buf.len() - start - HEADER) as u32;
-    let crc = crc32fast::hash(&buf[start + 8..]);
-    buf[start..start + 4].copy_from_slice(&len.to_le_bytes());
-    buf[start + 4..start + 8].copy_from_slice(&crc.to_le_bytes());
+    let len = (buf.len() - HEADER) as u32;
+    let crc = crc32fast::hash(&buf[8..]);
+    buf[..4].copy_from_slice(&len.to_le_bytes());
+    buf[4..8].copy_from_slice(&crc.to_le_bytes());
+    frames.push(buf.into());
     Ok(())
 }
 
-/// Appends one frame holding `raw`: its resources (enriched), then the request bytes.
-pub fn encode_raw_frame(buf: &mut Vec<u8>, raw: &RawSpans) {
-    let start = buf.len();
-    buf.extend_from_slice(&[0u8; HEADER]);
-    buf[start + 8] = RAW_SPANS;
+/// Appends one frame holding `raw`: its resources (enriched), then the request bytes, which stay
+/// where they are (the frame's last piece is `raw.bytes` itself).
+pub fn encode_raw_frame(frames: &mut Frames, raw: &RawSpans) {
+    let mut head = vec![0u8; HEADER];
+    head[8] = RAW_SPANS;
     let put = |buf: &mut Vec<u8>, b: &[u8]| {
         buf.extend_from_slice(&(b.len() as u32).to_le_bytes());
         buf.extend_from_slice(b);
     };
-    buf.extend_from_slice(&(raw.groups.len() as u32).to_le_bytes());
+    head.extend_from_slice(&(raw.groups.len() as u32).to_le_bytes());
     for g in &raw.groups {
-        put(buf, g.resource.schema_url.as_bytes());
-        buf.extend_from_slice(&(g.resource.attributes.len() as u32).to_le_bytes());
+        put(&mut head, g.resource.schema_url.as_bytes());
+        head.extend_from_slice(&(g.resource.attributes.len() as u32).to_le_bytes());
         for (k, v) in &g.resource.attributes {
-            put(buf, k.as_bytes());
-            put(buf, v.as_bytes());
+            put(&mut head, k.as_bytes());
+            put(&mut head, v.as_bytes());
         }
     }
-    put(buf, &raw.bytes);
-    let len = (buf.len() - start - HEADER) as u32;
-    let crc = crc32fast::hash(&buf[start + 8..]);
-    buf[start..start + 4].copy_from_slice(&len.to_le_bytes());
-    buf[start + 4..start + 8].copy_from_slice(&crc.to_le_bytes());
+    head.extend_from_slice(&(raw.bytes.len() as u32).to_le_bytes());
+    let len = (head.len() - HEADER + raw.bytes.len()) as u32;
+    let mut crc = crc32fast::Hasher::new();
+    crc.update(&head[8..]);
+    crc.update(&raw.bytes);
+    head[..4].copy_from_slice(&len.to_le_bytes());
+    head[4..8].copy_from_slice(&crc.finalize().to_le_bytes());
+    frames.push(head.into());
+    frames.push(raw.bytes.clone());
 }
 
 /// The rows of a [`RAW_SPANS`] payload; `None` when it does not parse (a corrupt frame).
@@ -210,11 +246,9 @@ impl Segment {
 
     /// Appends and fsyncs. On failure the segment is cut back to where it was, so a half-written
     /// frame can never sit in front of later good ones.
-    pub fn append_durable(&mut self, frames: &[u8]) -> io::Result<()> {
-        let res = self
-            .file
-            .write_all(frames)
-            .and_then(|_| self.file.sync_data());
+    pub fn append_durable(&mut self, frames: &Frames) -> io::Result<()> {
+        let res =
+            write_all_vectored(&mut self.file, &frames.pieces).and_then(|_| self.file.sync_data());
         match res {
             Ok(()) => {
                 self.len += frames.len() as u64;
@@ -226,6 +260,22 @@ impl Segment {
             }
         }
     }
+}
+
+/// Writes every piece, in order, with as few `writev` calls as the kernel allows.
+fn write_all_vectored(file: &mut File, pieces: &[Bytes]) -> io::Result<()> {
+    let mut slices: Vec<IoSlice<'_>> = pieces.iter().map(|p| IoSlice::new(p)).collect();
+    let mut rest = &mut slices[..];
+    IoSlice::advance_slices(&mut rest, 0);
+    while !rest.is_empty() {
+        match file.write_vectored(rest) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => IoSlice::advance_slices(&mut rest, n),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
 }
 
 pub fn sync_dir(dir: &Path) -> io::Result<()> {
@@ -288,11 +338,16 @@ mod tests {
         Arc::make_mut(&mut raw.groups[1].resource).set_default("host.name", "replay-host");
         let batch = Batch::RawSpans(raw.clone());
         let want = encode::encode(&batch).unwrap().remove(0).1;
-        let mut buf = Vec::new();
-        encode_raw_frame(&mut buf, &raw);
+        let mut frames = Frames::default();
+        encode_raw_frame(&mut frames, &raw);
         let dir = tempfile::tempdir().unwrap();
         let path = segment_path(dir.path(), 1);
-        std::fs::write(&path, &buf).unwrap();
+        Segment::create(dir.path(), 1)
+            .unwrap()
+            .append_durable(&frames)
+            .unwrap();
+        let buf = std::fs::read(&path).unwrap();
+        assert_eq!(buf, frames.to_vec());
         let replay = read_segment(&path).unwrap();
         assert_eq!(replay.valid_len, buf.len() as u64);
         assert_eq!(replay.batches.len(), 1);

@@ -11,7 +11,7 @@ use tokio::sync::oneshot;
 
 use crate::flush::{self, FlushJob};
 use crate::table::Table;
-use crate::wal::Segment;
+use crate::wal::{Frames, Segment};
 use crate::{Shared, StoreError};
 
 /// Frames beyond this many bytes wait for the next fsync, bounding one commit's latency.
@@ -19,14 +19,14 @@ const MAX_GROUP_BYTES: usize = 32 << 20;
 
 /// Encoded WAL frames, the batches they hold, and who to tell once they are durable.
 type PendingWrite = (
-    Vec<u8>,
+    Frames,
     Vec<(Table, RecordBatch)>,
     oneshot::Sender<Result<(), StoreError>>,
 );
 
 pub(crate) enum Msg {
     Write {
-        frames: Vec<u8>,
+        frames: Frames,
         batches: Vec<(Table, RecordBatch)>,
         done: oneshot::Sender<Result<(), StoreError>>,
     },
@@ -127,13 +127,13 @@ impl Writer {
         }
     }
 
-    fn commit(&mut self, writes: Vec<PendingWrite>) {
-        let total: usize = writes.iter().map(|w| w.0.len()).sum();
-        let mut buf = Vec::with_capacity(total);
-        for w in &writes {
-            buf.extend_from_slice(&w.0);
+    fn commit(&mut self, mut writes: Vec<PendingWrite>) {
+        let mut all = Frames::default();
+        for w in &mut writes {
+            all.append(std::mem::take(&mut w.0));
         }
-        match self.segment.append_durable(&buf) {
+        let total = all.len();
+        match self.segment.append_durable(&all) {
             Ok(()) => {
                 self.shared
                     .wal_bytes
