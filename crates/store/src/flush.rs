@@ -202,11 +202,8 @@ const STATISTICS_COLUMNS: [&str; 8] = [
 ];
 
 /// Random ids never repeat within a file, and nanosecond times and durations hardly do: a
-/// dictionary only costs hashing before it is dropped. Short strings that repeat on nearly every
-/// row (kind, status, trace state, scope) are written plain too: hashing each into a dictionary
-/// cost more than zstd takes to squeeze their repeats out (2 % of the write path's
-/// instructions, for 0.5 % larger span files).
-const NO_DICTIONARY_COLUMNS: [&str; 14] = [
+/// dictionary only costs hashing before it is dropped.
+const NO_DICTIONARY_COLUMNS: [&str; 8] = [
     "TraceId",
     "SpanId",
     "ParentSpanId",
@@ -215,12 +212,6 @@ const NO_DICTIONARY_COLUMNS: [&str; 14] = [
     "TimeUnix",
     "StartTimeUnix",
     "Duration",
-    "SpanKind",
-    "StatusCode",
-    "StatusMessage",
-    "TraceState",
-    "ScopeName",
-    "ScopeVersion",
 ];
 
 /// Attribute maps are written plain: hashing every key and value into a dictionary was the
