@@ -570,9 +570,13 @@ int main(void) { time_t t = time(0); while (time(0) - t < 5) ${SLEEPY}(); return
         { traceId: sleepTrace, spanId: hello, name: 'started', kind: 1, startTimeUnixNano: nanos(start - 1), endTimeUnixNano: nanos(start), attributes: [int('thread.id', pid)] },
       ] }] }],
     });
+    // The span covers only the sleeping: it opens once the sleeper has started up and closes
+    // inside its last 300 ms sleep, before the exit, whose teardown runs on the CPU (a 99 Hz
+    // sample can land there, as one did in a CI run).
+    await sleep(200);
     const t0 = Date.now();
     assert.equal(await exited, 0, 'the sleeper failed');
-    const end = Date.now();
+    const end = Date.now() - 150;
     await post(`${otlpBase}/v1/traces`, {
       resourceSpans: [{ resource, scopeSpans: [{ scope: { name: 'e2e.sleeper' }, spans: [
         { traceId: sleepTrace, spanId: slept, parentSpanId: hello, name: 'sleep in nanosleep', kind: 2, startTimeUnixNano: nanos(t0), endTimeUnixNano: nanos(end), attributes: [int('thread.id', pid)] },
