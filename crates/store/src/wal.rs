@@ -52,23 +52,16 @@ pub fn list_segments(dir: &Path) -> io::Result<Vec<u64>> {
 #[derive(Default)]
 pub struct Frames {
     pieces: Vec<Bytes>,
-    len: usize,
 }
 
 impl Frames {
     /// Bytes across all pieces.
     pub fn len(&self) -> usize {
-        self.len
-    }
-
-    fn push(&mut self, piece: Bytes) {
-        self.len += piece.len();
-        self.pieces.push(piece);
+        self.pieces.iter().map(Bytes::len).sum()
     }
 
     /// Appends `other`'s pieces (no bytes are copied).
     pub fn append(&mut self, other: Frames) {
-        self.len += other.len;
         self.pieces.extend(other.pieces);
     }
 
@@ -96,7 +89,7 @@ pub fn encode_frame(
     let crc = crc32fast::hash(&buf[8..]);
     buf[..4].copy_from_slice(&len.to_le_bytes());
     buf[4..8].copy_from_slice(&crc.to_le_bytes());
-    frames.push(buf.into());
+    frames.pieces.push(buf.into());
     Ok(())
 }
 
@@ -125,8 +118,8 @@ pub fn encode_raw_frame(frames: &mut Frames, raw: &RawSpans) {
     crc.update(&raw.bytes);
     head[..4].copy_from_slice(&len.to_le_bytes());
     head[4..8].copy_from_slice(&crc.finalize().to_le_bytes());
-    frames.push(head.into());
-    frames.push(raw.bytes.clone());
+    frames.pieces.push(head.into());
+    frames.pieces.push(raw.bytes.clone());
 }
 
 /// The rows of a [`RAW_SPANS`] payload; `None` when it does not parse (a corrupt frame).
@@ -264,9 +257,13 @@ impl Segment {
 
 /// Writes every piece, in order, with as few `writev` calls as the kernel allows.
 fn write_all_vectored(file: &mut File, pieces: &[Bytes]) -> io::Result<()> {
-    let mut slices: Vec<IoSlice<'_>> = pieces.iter().map(|p| IoSlice::new(p)).collect();
+    // No empty slices: a write of only empty ones would look like a device that takes nothing.
+    let mut slices: Vec<IoSlice<'_>> = pieces
+        .iter()
+        .filter(|p| !p.is_empty())
+        .map(|p| IoSlice::new(p))
+        .collect();
     let mut rest = &mut slices[..];
-    IoSlice::advance_slices(&mut rest, 0);
     while !rest.is_empty() {
         match file.write_vectored(rest) {
             Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
