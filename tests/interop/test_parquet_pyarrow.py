@@ -68,7 +68,8 @@ def test_flushed_parquet_is_readable_by_pyarrow(oxeye):
     # the dataset API over the whole directory must work too (same schema in every file)
     dataset = ds.dataset(files, format="parquet")
     rows = dataset.to_table(
-        columns=["TraceId", "SpanId", "ParentSpanId", "SpanName", "ServiceName", "Duration", "SpanAttributes"],
+        columns=["TraceId", "SpanId", "ParentSpanId", "SpanName", "ServiceName", "Duration", "SpanAttributes",
+                 "ResourceAttributes"],
         filter=ds.field("ServiceName") == svc,
     ).to_pylist()
     by_id = {r["SpanId"]: r for r in rows}
@@ -87,6 +88,9 @@ def test_flushed_parquet_is_readable_by_pyarrow(oxeye):
         assert int(r["Duration"]) == s.end_time - s.start_time, f"Duration {r['Duration']} != {s.end_time - s.start_time} ns"
         assert_attrs(_map_to_dict(r["SpanAttributes"]), dict(s.attributes), f"Parquet SpanAttributes of {s.name}",
                      exact=True)
+        # the SDK's resource, on every row (oxeye's enrichment may add host and process keys)
+        assert_attrs(_map_to_dict(r["ResourceAttributes"]), dict(tp.resource.attributes),
+                     f"Parquet ResourceAttributes of {s.name}")
 
     status = oxeye.get_json("/api/v1/status")
     t = status["store"]["tables"]["otel_traces"]

@@ -15,12 +15,18 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use datafusion::arrow::array::{AsArray, RecordBatch};
 use datafusion::arrow::compute::interleave_record_batch;
+use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::datatypes::TimestampNanosecondType;
 use datafusion::parquet::arrow::ArrowWriter;
+use datafusion::parquet::arrow::arrow_writer::{
+    ArrowColumnWriter, ArrowRowGroupWriterFactory, compute_leaves,
+};
 use datafusion::parquet::basic::{Compression, ZstdLevel};
+use datafusion::parquet::errors::ParquetError;
 use datafusion::parquet::file::properties::{EnabledStatistics, WriterProperties};
-use datafusion::parquet::schema::types::ColumnPath;
+use datafusion::parquet::file::writer::SerializedFileWriter;
 
+use crate::mapcol::{MapColumn, Values, ZSTD_LEVEL};
 use crate::table::Table;
 use crate::wal;
 use crate::{FileEntry, Shared, StoreError};
@@ -214,33 +220,18 @@ const NO_DICTIONARY_COLUMNS: [&str; 8] = [
     "Duration",
 ];
 
-/// Attribute maps are written plain: hashing every key and value into a dictionary was the
-/// flusher's largest cost (a resource's attributes repeat on each of its rows), and zstd takes
-/// out the repetition instead, for about 4 % larger span files.
-const PLAIN_MAPS: [&str; 5] = [
-    "ResourceAttributes",
-    "ScopeAttributes",
-    "SpanAttributes",
-    "LogAttributes",
-    "Attributes",
-];
-
 fn writer_properties(table: Table) -> WriterProperties {
     let mut props = WriterProperties::builder()
-        .set_compression(Compression::ZSTD(ZstdLevel::try_new(1).unwrap_or_default()))
-        .set_max_row_group_row_count(Some(64 * 1024))
+        .set_compression(Compression::ZSTD(
+            ZstdLevel::try_new(ZSTD_LEVEL).unwrap_or_default(),
+        ))
+        .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
         .set_statistics_enabled(EnabledStatistics::None);
     for c in STATISTICS_COLUMNS {
         props = props.set_column_statistics_enabled(c.into(), EnabledStatistics::Page);
     }
     for c in NO_DICTIONARY_COLUMNS {
         props = props.set_column_dictionary_enabled(c.into(), false);
-    }
-    for m in PLAIN_MAPS {
-        for part in ["keys", "values"] {
-            let path = ColumnPath::new(vec![m.into(), "entries".into(), part.into()]);
-            props = props.set_column_dictionary_enabled(path, false);
-        }
     }
     if matches!(table, Table::Traces | Table::Logs) {
         // Trace lookups by id cannot use min/max statistics (ids are random); a bloom filter can.
@@ -272,7 +263,7 @@ fn write_table(
         let path = pdir.join(format!("{seq:020}.parquet"));
         let tmp = pdir.join(format!("{seq:020}.parquet.tmp"));
         let file = fs::File::create(&tmp).map_err(StoreError::io(&tmp))?;
-        let mut w = ArrowWriter::try_new(file, table.schema(), Some(props.clone()))?;
+        let mut w = FileWriter::new(file, table.schema(), props.clone())?;
         let rows: usize = hour_runs.iter().map(|r| r.len).sum();
         if hour_runs.len() * 64 > rows {
             // Many short runs (batches that were not sorted when written): one gathered copy
@@ -281,13 +272,14 @@ fn write_table(
                 .iter()
                 .flat_map(|r| (r.start..r.start + r.len).map(move |i| (r.batch, i)))
                 .collect();
-            w.write(&interleave_record_batch(&sources, &idx)?)?;
+            let gathered = interleave_record_batch(&sources, &idx)?;
+            w.write(&gathered, 0, gathered.num_rows())?;
         } else {
             for r in hour_runs {
-                w.write(&batches[r.batch].slice(r.start, r.len))?;
+                w.write(&batches[r.batch], r.start, r.len)?;
             }
         }
-        let file = w.into_inner()?;
+        let file = w.finish()?;
         file.sync_all().map_err(StoreError::io(&tmp))?;
         drop(file);
         fs::rename(&tmp, &path).map_err(StoreError::io(&path))?;
@@ -300,6 +292,164 @@ fn write_table(
         });
     }
     Ok(out)
+}
+
+const ROW_GROUP_ROWS: usize = 64 * 1024;
+
+/// The top-level attribute maps, written by [`MapColumn`] rather than the generic Arrow column
+/// writer: a resource's or scope's map repeats whole on every row of a run, so its values go
+/// through a dictionary too; a span's, log's or point's values mostly change from row to row,
+/// and hashing them would cost more than zstd's taking out what repeats, so they are PLAIN.
+fn map_values(name: &str) -> Option<Values> {
+    match name {
+        "ResourceAttributes" | "ScopeAttributes" => Some(Values::Dictionary),
+        "SpanAttributes" | "LogAttributes" | "Attributes" => Some(Values::Plain),
+        _ => None,
+    }
+}
+
+/// An Arrow-to-Parquet file writer that hands the top-level attribute maps ([`map_values`]) to
+/// [`MapColumn`] and every other column to parquet's own Arrow column writers; the file is the
+/// same a plain `ArrowWriter` writes (schema, row groups of [`ROW_GROUP_ROWS`], properties),
+/// apart from those columns' encoding.
+pub(crate) struct FileWriter<W: std::io::Write + Send> {
+    file: SerializedFileWriter<W>,
+    factory: ArrowRowGroupWriterFactory,
+    schema: SchemaRef,
+    /// Each field's number of leaf columns.
+    leaves: Vec<usize>,
+    modes: Vec<Option<Values>>,
+    /// The open row group: one writer per leaf column, and per field its map encoder if any.
+    writers: Vec<ArrowColumnWriter>,
+    maps: Vec<Option<MapColumn>>,
+    rows: usize,
+    row_groups: usize,
+    zstd: zstd::bulk::Compressor<'static>,
+}
+
+impl<W: std::io::Write + Send> FileWriter<W> {
+    pub(crate) fn new(
+        out: W,
+        schema: SchemaRef,
+        props: WriterProperties,
+    ) -> Result<Self, StoreError> {
+        let (file, factory) =
+            ArrowWriter::try_new(out, schema.clone(), Some(props))?.into_serialized_writer()?;
+        let parquet = file.schema_descr();
+        let mut leaves = vec![0; schema.fields().len()];
+        for leaf in 0..parquet.num_columns() {
+            leaves[parquet.get_column_root_idx(leaf)] += 1;
+        }
+        let modes = schema
+            .fields()
+            .iter()
+            .map(|f| map_values(f.name()))
+            .collect();
+        Ok(FileWriter {
+            file,
+            factory,
+            schema,
+            leaves,
+            modes,
+            writers: Vec::new(),
+            maps: Vec::new(),
+            rows: 0,
+            row_groups: 0,
+            zstd: zstd::bulk::Compressor::new(ZSTD_LEVEL)
+                .map_err(|e| StoreError::Parquet(ParquetError::External(Box::new(e))))?,
+        })
+    }
+
+    /// Writes rows `start..start + len` of `batch`.
+    pub(crate) fn write(
+        &mut self,
+        batch: &RecordBatch,
+        mut start: usize,
+        mut len: usize,
+    ) -> Result<(), StoreError> {
+        while len > 0 {
+            let n = len.min(ROW_GROUP_ROWS - self.rows);
+            self.write_part(batch, start, n)?;
+            start += n;
+            len -= n;
+            if self.rows == ROW_GROUP_ROWS {
+                self.close_row_group()?;
+            }
+        }
+        Ok(())
+    }
+
+    fn write_part(
+        &mut self,
+        batch: &RecordBatch,
+        start: usize,
+        n: usize,
+    ) -> Result<(), StoreError> {
+        if self.rows == 0 {
+            self.writers = self.factory.create_column_writers(self.row_groups)?;
+            let parquet = self.file.schema_descr();
+            let mut leaf = 0;
+            self.maps.clear();
+            for (i, field) in self.schema.fields().iter().enumerate() {
+                self.maps.push(self.modes[i].and_then(|mode| {
+                    MapColumn::new(field, parquet.column(leaf), parquet.column(leaf + 1), mode)
+                }));
+                leaf += self.leaves[i];
+            }
+        }
+        let mut leaf = 0;
+        for (i, field) in self.schema.fields().iter().enumerate() {
+            let column = batch.column(i);
+            if let Some(map) = &mut self.maps[i] {
+                map.append(column.as_map(), start, n);
+            } else {
+                let writers = &mut self.writers[leaf..leaf + self.leaves[i]];
+                for (w, l) in writers
+                    .iter_mut()
+                    .zip(compute_leaves(field, &column.slice(start, n))?)
+                {
+                    w.write(&l)?;
+                }
+            }
+            leaf += self.leaves[i];
+        }
+        self.rows += n;
+        Ok(())
+    }
+
+    fn close_row_group(&mut self) -> Result<(), StoreError> {
+        let mut group = self.file.next_row_group()?;
+        let mut writers = std::mem::take(&mut self.writers).into_iter();
+        for (i, map) in self.maps.iter_mut().enumerate() {
+            let field_writers = writers.by_ref().take(self.leaves[i]);
+            match map.take() {
+                Some(map) => {
+                    // Its leaves' generic writers were made with the row group and go unused.
+                    field_writers.for_each(drop);
+                    for (bytes, close) in map.finish(&mut self.zstd)? {
+                        group.append_column(&bytes, close)?;
+                    }
+                }
+                None => {
+                    for w in field_writers {
+                        w.close()?.append_to_row_group(&mut group)?;
+                    }
+                }
+            }
+        }
+        group.close()?;
+        self.rows = 0;
+        self.row_groups += 1;
+        Ok(())
+    }
+
+    /// Closes the last row group, writes the footer and returns the output.
+    pub(crate) fn finish(mut self) -> Result<W, StoreError> {
+        if self.rows > 0 {
+            self.close_row_group()?;
+        }
+        Ok(self.file.into_inner()?)
+    }
 }
 
 /// Loads the file list and replays the WAL into memory. With `repair`, also removes what an

@@ -8,6 +8,7 @@
 mod encode;
 mod flush;
 pub mod insights;
+mod mapcol;
 pub mod profile_join;
 pub mod profiles;
 pub mod query;

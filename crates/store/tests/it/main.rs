@@ -204,7 +204,7 @@ async fn flush_moves_rows_to_parquet_without_duplicates() {
 }
 
 #[tokio::test]
-async fn attribute_maps_are_written_plain_and_names_with_a_dictionary() {
+async fn span_attribute_values_are_written_plain_and_keys_resources_and_names_with_a_dictionary() {
     use datafusion::parquet::file::reader::{FileReader, SerializedFileReader};
     let (dir, _store, _) = flushed_spans(20).await;
     let files = walk(&dir.path().join("otel_traces"));
@@ -218,15 +218,17 @@ async fn attribute_maps_are_written_plain_and_names_with_a_dictionary() {
             .unwrap_or_else(|| panic!("no column {path}"));
         c.dictionary_page_offset().is_some()
     };
-    for plain in [
+    for plain in ["SpanAttributes.entries.values", "TraceId", "SpanId"] {
+        assert!(!dictionary(plain), "{plain} has a dictionary");
+    }
+    for coded in [
+        "ServiceName",
+        "SpanName",
+        "ScopeName",
         "ResourceAttributes.entries.keys",
         "ResourceAttributes.entries.values",
         "SpanAttributes.entries.keys",
-        "SpanAttributes.entries.values",
     ] {
-        assert!(!dictionary(plain), "{plain} has a dictionary");
-    }
-    for coded in ["ServiceName", "SpanName", "ScopeName"] {
         assert!(dictionary(coded), "{coded} has no dictionary");
     }
 }

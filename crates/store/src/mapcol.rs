@@ -1,0 +1,645 @@
+//! Parquet encoding for top-level attribute maps, which repeat from row to row.
+//!
+//! A resource's attributes (and a scope's) are copied onto every row it sent, so a file holds
+//! the same map thousands of times in a row; a span's or a log's attributes change values from
+//! row to row but mostly keep their keys. The generic Arrow column writer encodes every copy
+//! anew (levels, value bytes, grown buffers), and zstd then takes the repetition out again; for a
+//! local sender that was over half the flusher's work. [`MapColumn`] notices keys (and, for
+//! repeating maps, values) equal to the previous row's and repeats that row's levels and
+//! dictionary indices instead. Each leaf (`keys`, `values`) becomes a standard column chunk: a
+//! PLAIN dictionary page with RLE / bit-packed data pages, or PLAIN data pages for the values of
+//! per-row maps, readable by any Parquet reader.
+
+use std::collections::HashMap;
+
+use bytes::Bytes;
+use datafusion::arrow::array::{Array, AsArray, MapArray, StringArray};
+use datafusion::arrow::datatypes::{DataType, Field};
+use datafusion::parquet::basic::{Compression, Encoding, EncodingMask, ZstdLevel};
+use datafusion::parquet::column::page::{CompressedPage, Page, PageWriter};
+use datafusion::parquet::column::writer::ColumnCloseResult;
+use datafusion::parquet::errors::{ParquetError, Result};
+use datafusion::parquet::file::metadata::ColumnChunkMetaData;
+use datafusion::parquet::file::page_index::offset_index::{OffsetIndexMetaData, PageLocation};
+use datafusion::parquet::file::writer::{SerializedPageWriter, TrackedWrite};
+use datafusion::parquet::schema::types::ColumnDescPtr;
+
+/// A data page ends at the first row boundary after this many levels.
+const PAGE_LEVELS: usize = 256 * 1024;
+
+/// The zstd level the flusher writes with; the same for every column of a file.
+pub(crate) const ZSTD_LEVEL: i32 = 1;
+
+/// How a map's values are written.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Values {
+    /// Through a dictionary: for maps whose whole content repeats (resource, scope).
+    Dictionary,
+    /// PLAIN: for per-row maps, whose values rarely repeat from row to row.
+    Plain,
+}
+
+/// One row group's worth of a `Map<Utf8, Utf8>` column, encoded as rows arrive.
+pub(crate) struct MapColumn {
+    /// The `keys` and `values` leaves.
+    leaves: [ColumnDescPtr; 2],
+    values: Values,
+    /// Definition levels of the `values` leaf: a null map, an empty map, an entry whose value is
+    /// null, an entry with a value. The `keys` leaf's level is the same capped at `key_def`.
+    null_map: u8,
+    empty: u8,
+    null_value: u8,
+    value: u8,
+    key_def: u8,
+    dicts: [Dict; 2],
+    rep: Vec<u8>,
+    def: Vec<u8>,
+    /// Dictionary indices of the keys and (with [`Values::Dictionary`]) of the non-null values.
+    idx: [Vec<u32>; 2],
+    /// The non-null values, PLAIN-encoded (with [`Values::Plain`]).
+    plain: Vec<u8>,
+    rows: usize,
+    pages: Vec<PageEnd>,
+    page_levels: usize,
+    /// The last distinct keys and values seen, and what they encoded to.
+    prev: [Run; 2],
+}
+
+/// Where a data page ends, in levels, indices, PLAIN bytes and rows.
+#[derive(Clone, Copy, Default)]
+struct PageEnd {
+    levels: usize,
+    idx: [usize; 2],
+    plain: usize,
+    rows: usize,
+}
+
+#[derive(Default)]
+struct Dict {
+    index: HashMap<Box<[u8]>, u32>,
+    /// PLAIN encoding: each value's length (u32 LE), then its bytes.
+    plain: Vec<u8>,
+}
+
+impl Dict {
+    fn intern(&mut self, v: &[u8]) -> u32 {
+        if let Some(&i) = self.index.get(v) {
+            return i;
+        }
+        let i = self.index.len() as u32;
+        self.plain
+            .extend_from_slice(&(v.len() as u32).to_le_bytes());
+        self.plain.extend_from_slice(v);
+        self.index.insert(v.into(), i);
+        i
+    }
+}
+
+/// One leaf's strings from the last row that differed from its predecessor: their content, to
+/// compare the next row with, and the levels and indices they encoded to.
+#[derive(Default)]
+struct Run {
+    set: bool,
+    offsets: Vec<i32>,
+    bytes: Vec<u8>,
+    valid: Vec<bool>,
+    levels: Vec<u8>,
+    idx: Vec<u32>,
+}
+
+impl Run {
+    fn same(&self, a: &StringArray, s: usize, e: usize) -> bool {
+        let o = &a.value_offsets()[s..=e];
+        self.set
+            && o.len() == self.offsets.len()
+            && a.value_data()[o[0] as usize..o[e - s] as usize] == self.bytes[..]
+            && o.iter().zip(&self.offsets).all(|(x, r)| x - o[0] == *r)
+            && (s..e).zip(&self.valid).all(|(i, v)| a.is_valid(i) == *v)
+    }
+
+    /// Takes entries `s..e` of `a` as the new run: `level(j, valid)` is entry `j`'s level, and
+    /// each non-null string gets its dictionary index.
+    fn set(
+        &mut self,
+        a: &StringArray,
+        s: usize,
+        e: usize,
+        dict: &mut Dict,
+        level: impl Fn(usize, bool) -> u8,
+    ) {
+        let o = &a.value_offsets()[s..=e];
+        self.set = true;
+        self.offsets.clear();
+        self.offsets.extend(o.iter().map(|x| x - o[0]));
+        self.bytes.clear();
+        self.bytes
+            .extend_from_slice(&a.value_data()[o[0] as usize..o[e - s] as usize]);
+        self.valid.clear();
+        self.levels.clear();
+        self.idx.clear();
+        for i in s..e {
+            let valid = a.is_valid(i);
+            self.valid.push(valid);
+            self.levels.push(level(i - s, valid));
+            if valid {
+                self.idx.push(dict.intern(a.value(i).as_bytes()));
+            }
+        }
+    }
+}
+
+impl MapColumn {
+    /// An encoder for `field` when it is a `Map<Utf8, Utf8>` whose leaves have the levels this
+    /// encoder writes (a top-level map); `None` leaves the column to the generic writer.
+    pub(crate) fn new(
+        field: &Field,
+        keys: ColumnDescPtr,
+        values: ColumnDescPtr,
+        mode: Values,
+    ) -> Option<Self> {
+        let DataType::Map(entries, false) = field.data_type() else {
+            return None;
+        };
+        let DataType::Struct(kv) = entries.data_type() else {
+            return None;
+        };
+        let utf8 = |f: &Field| f.data_type() == &DataType::Utf8;
+        if kv.len() != 2 || !utf8(&kv[0]) || !utf8(&kv[1]) || kv[0].is_nullable() {
+            return None;
+        }
+        let key_def = 1 + i16::from(field.is_nullable());
+        let value_def = key_def + i16::from(kv[1].is_nullable());
+        if keys.max_rep_level() != 1
+            || values.max_rep_level() != 1
+            || keys.max_def_level() != key_def
+            || values.max_def_level() != value_def
+        {
+            return None;
+        }
+        let (key_def, value_def) = (key_def as u8, value_def as u8);
+        Some(MapColumn {
+            leaves: [keys, values],
+            values: mode,
+            null_map: key_def.saturating_sub(2),
+            empty: key_def - 1,
+            null_value: key_def,
+            value: value_def,
+            key_def,
+            dicts: Default::default(),
+            rep: Vec::new(),
+            def: Vec::new(),
+            idx: Default::default(),
+            plain: Vec::new(),
+            rows: 0,
+            pages: Vec::new(),
+            page_levels: PAGE_LEVELS,
+            prev: Default::default(),
+        })
+    }
+
+    /// Appends rows `start..start + len` of `map`.
+    pub(crate) fn append(&mut self, map: &MapArray, start: usize, len: usize) {
+        let keys = map.keys().as_string::<i32>();
+        let values = map.values().as_string::<i32>();
+        let offsets = map.value_offsets();
+        for r in start..start + len {
+            let (s, e) = (offsets[r] as usize, offsets[r + 1] as usize);
+            if map.is_null(r) || s == e {
+                self.rep.push(0);
+                self.def.push(if map.is_null(r) {
+                    self.null_map
+                } else {
+                    self.empty
+                });
+            } else {
+                self.append_entries(keys, values, s, e);
+            }
+            self.rows += 1;
+            let page_start = self.pages.last().map_or(0, |p| p.levels);
+            if self.rep.len() - page_start >= self.page_levels {
+                self.pages.push(self.end());
+            }
+        }
+    }
+
+    fn append_entries(&mut self, keys: &StringArray, values: &StringArray, s: usize, e: usize) {
+        let [kp, vp] = &mut self.prev;
+        if !kp.same(keys, s, e) {
+            kp.set(keys, s, e, &mut self.dicts[0], |j, _| u8::from(j > 0));
+        }
+        self.rep.extend_from_slice(&kp.levels);
+        self.idx[0].extend_from_slice(&kp.idx);
+        let (value, null_value) = (self.value, self.null_value);
+        let def = |_: usize, valid: bool| if valid { value } else { null_value };
+        match self.values {
+            Values::Dictionary => {
+                if !vp.same(values, s, e) {
+                    vp.set(values, s, e, &mut self.dicts[1], def);
+                }
+                self.def.extend_from_slice(&vp.levels);
+                self.idx[1].extend_from_slice(&vp.idx);
+            }
+            Values::Plain => {
+                for i in s..e {
+                    let valid = values.is_valid(i);
+                    self.def.push(def(0, valid));
+                    if valid {
+                        let v = values.value(i).as_bytes();
+                        self.plain
+                            .extend_from_slice(&(v.len() as u32).to_le_bytes());
+                        self.plain.extend_from_slice(v);
+                    }
+                }
+            }
+        }
+    }
+
+    fn end(&self) -> PageEnd {
+        PageEnd {
+            levels: self.rep.len(),
+            idx: [self.idx[0].len(), self.idx[1].len()],
+            plain: self.plain.len(),
+            rows: self.rows,
+        }
+    }
+
+    /// The two leaves' column chunks: their bytes and what the row group needs to splice them.
+    pub(crate) fn finish(
+        mut self,
+        zstd: &mut zstd::bulk::Compressor<'_>,
+    ) -> Result<[(Bytes, ColumnCloseResult); 2]> {
+        if self.pages.last().is_none_or(|p| p.levels < self.rep.len()) {
+            self.pages.push(self.end());
+        }
+        Ok([self.leaf(0, zstd)?, self.leaf(1, zstd)?])
+    }
+
+    fn leaf(
+        &self,
+        leaf: usize,
+        zstd: &mut zstd::bulk::Compressor<'_>,
+    ) -> Result<(Bytes, ColumnCloseResult)> {
+        let descr = &self.leaves[leaf];
+        let dict = &self.dicts[leaf];
+        let entries = dict.index.len() as u32;
+        let plain = leaf == 1 && self.values == Values::Plain;
+        let def_width = bit_width(descr.max_def_level() as u32);
+        let idx_width = bit_width(entries.saturating_sub(1)).max(1);
+        let mut compress = |raw: &[u8]| -> Result<Bytes> {
+            zstd.compress(raw)
+                .map(Bytes::from)
+                .map_err(|e| ParquetError::External(Box::new(e)))
+        };
+        let mut sink = TrackedWrite::new(Vec::new());
+        let mut pages = SerializedPageWriter::new(&mut sink);
+        let (mut compressed, mut uncompressed) = (0usize, 0usize);
+        let mut dictionary_offset = None;
+        if entries > 0 {
+            let page = Page::DictionaryPage {
+                buf: compress(&dict.plain)?,
+                num_values: entries,
+                encoding: Encoding::PLAIN,
+                is_sorted: false,
+            };
+            let spec = pages.write_page(CompressedPage::new(page, dict.plain.len()))?;
+            dictionary_offset = Some(spec.offset as i64);
+            compressed += spec.compressed_size;
+            uncompressed += spec.uncompressed_size;
+        }
+        let mut locations = Vec::with_capacity(self.pages.len());
+        let mut from = PageEnd::default();
+        let mut raw = Vec::new();
+        let mut defs = Vec::new();
+        for to in &self.pages {
+            raw.clear();
+            with_length(&mut raw, |out| {
+                hybrid(&self.rep[from.levels..to.levels], 1, out)
+            });
+            let page_defs = &self.def[from.levels..to.levels];
+            let page_defs = if leaf == 0 {
+                defs.clear();
+                defs.extend(page_defs.iter().map(|d| (*d).min(self.key_def)));
+                &defs[..]
+            } else {
+                page_defs
+            };
+            with_length(&mut raw, |out| hybrid(page_defs, def_width, out));
+            let encoding = if plain {
+                raw.extend_from_slice(&self.plain[from.plain..to.plain]);
+                Encoding::PLAIN
+            } else if entries > 0 {
+                raw.push(idx_width);
+                hybrid(
+                    &self.idx[leaf][from.idx[leaf]..to.idx[leaf]],
+                    idx_width,
+                    &mut raw,
+                );
+                Encoding::RLE_DICTIONARY
+            } else {
+                // Only empty or null maps: no values to write.
+                Encoding::PLAIN
+            };
+            let page = Page::DataPage {
+                buf: compress(&raw)?,
+                num_values: (to.levels - from.levels) as u32,
+                encoding,
+                def_level_encoding: Encoding::RLE,
+                rep_level_encoding: Encoding::RLE,
+                statistics: None,
+            };
+            let spec = pages.write_page(CompressedPage::new(page, raw.len()))?;
+            locations.push(PageLocation {
+                offset: spec.offset as i64,
+                compressed_page_size: spec.compressed_size as i32,
+                first_row_index: from.rows as i64,
+            });
+            compressed += spec.compressed_size;
+            uncompressed += spec.uncompressed_size;
+            from = *to;
+        }
+        pages.close()?;
+        let encodings = if entries > 0 {
+            &[Encoding::PLAIN, Encoding::RLE, Encoding::RLE_DICTIONARY][..]
+        } else {
+            &[Encoding::PLAIN, Encoding::RLE][..]
+        };
+        let metadata = ColumnChunkMetaData::builder(descr.clone())
+            .set_compression(Compression::ZSTD(ZstdLevel::try_new(ZSTD_LEVEL)?))
+            .set_encodings_mask(EncodingMask::new_from_encodings(encodings.iter()))
+            .set_total_compressed_size(compressed as i64)
+            .set_total_uncompressed_size(uncompressed as i64)
+            .set_num_values(self.rep.len() as i64)
+            .set_data_page_offset(locations.first().map_or(0, |l| l.offset))
+            .set_dictionary_page_offset(dictionary_offset)
+            .build()?;
+        let close = ColumnCloseResult {
+            bytes_written: compressed as u64,
+            rows_written: self.rows as u64,
+            metadata,
+            bloom_filter: None,
+            column_index: None,
+            offset_index: Some(OffsetIndexMetaData {
+                page_locations: locations,
+                unencoded_byte_array_data_bytes: None,
+            }),
+        };
+        Ok((Bytes::from(sink.into_inner()?), close))
+    }
+}
+
+fn bit_width(max: u32) -> u8 {
+    (32 - max.leading_zeros()) as u8
+}
+
+/// Runs `encode` and puts the byte length of what it wrote (u32 LE) in front, as version 1 data
+/// pages frame their levels.
+fn with_length(out: &mut Vec<u8>, encode: impl FnOnce(&mut Vec<u8>)) {
+    let at = out.len();
+    out.extend_from_slice(&[0; 4]);
+    encode(out);
+    let len = (out.len() - at - 4) as u32;
+    out[at..at + 4].copy_from_slice(&len.to_le_bytes());
+}
+
+/// Bit-packed runs are cut at this many groups of 8 values (a one-byte run header).
+const MAX_PACKED_GROUPS: usize = 63;
+
+/// Parquet's RLE / bit-packing hybrid: a run of 8 or more equal values is one RLE run; the rest
+/// is bit-packed in groups of 8 (only the last group may be padded, at the end of the data).
+fn hybrid<T: Copy + PartialEq + Into<u32>>(values: &[T], width: u8, out: &mut Vec<u8>) {
+    let n = values.len();
+    let run_at = |i: usize| values[i..].iter().take_while(|v| **v == values[i]).count();
+    let mut i = 0;
+    while i < n {
+        let run = run_at(i);
+        if run >= 8 {
+            uleb(run << 1, out);
+            let v: u32 = values[i].into();
+            out.extend_from_slice(&v.to_le_bytes()[..usize::from(width).div_ceil(8)]);
+            i += run;
+            continue;
+        }
+        let mut j = i + 8;
+        while j < n
+            && (j - i) / 8 < MAX_PACKED_GROUPS
+            && !(j + 8 <= n && values[j..j + 8].iter().all(|v| *v == values[j]))
+        {
+            j += 8;
+        }
+        let groups = (j - i) / 8;
+        uleb((groups << 1) | 1, out);
+        let (mut acc, mut bits) = (0u64, 0u32);
+        for k in i..j {
+            let v: u32 = values.get(k).map_or(0, |v| (*v).into());
+            acc |= u64::from(v) << bits;
+            bits += u32::from(width);
+            while bits >= 8 {
+                out.push(acc as u8);
+                acc >>= 8;
+                bits -= 8;
+            }
+        }
+        i = j.min(n);
+    }
+}
+
+fn uleb(mut v: usize, out: &mut Vec<u8>) {
+    while v >= 0x80 {
+        out.push((v as u8) | 0x80);
+        v >>= 7;
+    }
+    out.push(v as u8);
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use datafusion::arrow::array::{ArrayRef, Int64Array, MapBuilder, RecordBatch, StringBuilder};
+    use datafusion::arrow::compute::concat_batches;
+    use datafusion::arrow::datatypes::Schema;
+    use datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+    use datafusion::parquet::basic::Encoding;
+    use datafusion::parquet::file::properties::WriterProperties;
+
+    use super::*;
+    use crate::flush::FileWriter;
+    use crate::table::{map_type, new_map_builder};
+
+    /// A small deterministic generator (xorshift), so a failure can be replayed.
+    struct Rng(u64);
+    impl Rng {
+        fn next(&mut self, n: u64) -> u64 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            self.0 % n
+        }
+    }
+
+    type Entries = Option<Vec<(String, Option<String>)>>;
+
+    /// A map's content: null, empty, or entries with long, short, unicode and null values.
+    fn random_map(rng: &mut Rng, nullable: bool) -> Entries {
+        if nullable && rng.next(10) == 0 {
+            return None;
+        }
+        let n = [0, 1, 3, 8, 12][rng.next(5) as usize];
+        Some(
+            (0..n)
+                .map(|i| {
+                    let key = format!("k{}.{}", i, rng.next(3));
+                    let value = match rng.next(8) {
+                        0 => None,
+                        1 => Some("é✓ ".repeat(rng.next(40) as usize)),
+                        2 => Some("x".repeat(300 + rng.next(2000) as usize)),
+                        _ => Some(format!("v{}", rng.next(5000))),
+                    };
+                    (key, value)
+                })
+                .collect(),
+        )
+    }
+
+    fn append(b: &mut MapBuilder<StringBuilder, StringBuilder>, m: &Entries) {
+        for (k, v) in m.iter().flatten() {
+            b.keys().append_value(k);
+            b.values().append_option(v.as_deref());
+        }
+        b.append(m.is_some()).unwrap();
+    }
+
+    /// Batches whose resource and scope maps come in runs of equal rows (as they do), of random
+    /// lengths, and whose span maps keep their keys for a while but change values on every row.
+    fn batches(rng: &mut Rng, schema: &Arc<Schema>, sizes: &[usize]) -> Vec<RecordBatch> {
+        let mut id = 0i64;
+        let (mut resource, mut scope, mut span) = (Some(Vec::new()), None, Some(Vec::new()));
+        sizes
+            .iter()
+            .map(|&rows| {
+                let (mut r, mut s) = (new_map_builder(), new_map_builder());
+                let mut a = new_map_builder();
+                let mut ids = Vec::new();
+                for _ in 0..rows {
+                    if rng.next(200) == 0 {
+                        resource = random_map(rng, false);
+                    }
+                    if rng.next(50) == 0 {
+                        scope = random_map(rng, true);
+                    }
+                    if rng.next(20) == 0 {
+                        span = random_map(rng, false);
+                    }
+                    for (_, v) in span.iter_mut().flatten() {
+                        if let Some(v) = v {
+                            *v = format!("{}", rng.next(1 << 40));
+                        }
+                    }
+                    append(&mut r, &resource);
+                    append(&mut s, &scope);
+                    append(&mut a, &span);
+                    ids.push(id);
+                    id += 1;
+                }
+                let columns: Vec<ArrayRef> = vec![
+                    Arc::new(Int64Array::from(ids)),
+                    Arc::new(r.finish()),
+                    Arc::new(s.finish()),
+                    Arc::new(a.finish()),
+                ];
+                RecordBatch::try_new(schema.clone(), columns).unwrap()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn repeating_maps_read_back_exactly_across_pages_and_row_groups() {
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("Id", DataType::Int64, false),
+            Field::new("ResourceAttributes", map_type(), false),
+            Field::new("ScopeAttributes", map_type(), true),
+            Field::new("SpanAttributes", map_type(), false),
+        ]));
+        let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+        let input = batches(&mut rng, &schema, &[40_000, 3, 1, 50_000, 9_000]);
+        let props = WriterProperties::builder()
+            .set_compression(Compression::ZSTD(ZstdLevel::try_new(ZSTD_LEVEL).unwrap()))
+            .build();
+        let mut w = FileWriter::new(Vec::new(), schema.clone(), props).unwrap();
+        let mut expected = Vec::new();
+        for b in &input {
+            // Uneven slices, so rows of one row group come from several calls and batches.
+            let mut start = 0;
+            while start < b.num_rows() {
+                let len = (1 + rng.next(7_000) as usize).min(b.num_rows() - start);
+                w.write(b, start, len).unwrap();
+                expected.push(b.slice(start, len));
+                start += len;
+            }
+        }
+        let file = Bytes::from(w.finish().unwrap());
+
+        let reader = ParquetRecordBatchReaderBuilder::try_new(file.clone()).unwrap();
+        let meta = reader.metadata().clone();
+        let got: Vec<RecordBatch> = reader.build().unwrap().map(Result::unwrap).collect();
+        let got = concat_batches(&schema, &got).unwrap();
+        let expected = concat_batches(&schema, &expected).unwrap();
+        assert_eq!(got.num_rows(), 99_004);
+        for (i, f) in schema.fields().iter().enumerate() {
+            assert_eq!(got.column(i), expected.column(i), "column {}", f.name());
+        }
+
+        // Two row groups (64 Ki rows each at most), every key and the resource and scope values
+        // dictionary-encoded by this module, the span values PLAIN, and the first group's resource
+        // leaves split into several pages.
+        assert_eq!(meta.num_row_groups(), 2);
+        for rg in meta.row_groups() {
+            for (i, c) in rg.columns().iter().enumerate().skip(1) {
+                let enc: Vec<Encoding> = c.encodings().collect();
+                let dictionary = i < 6;
+                assert_eq!(
+                    enc.contains(&Encoding::RLE_DICTIONARY),
+                    dictionary,
+                    "{i}: {enc:?}"
+                );
+                assert_eq!(c.dictionary_page_offset().is_some(), dictionary, "{i}");
+            }
+        }
+        let pages = |c: usize| {
+            let col = meta.row_group(0).column(c);
+            let (start, len) = col.byte_range();
+            let mut n = 0;
+            let reader = datafusion::parquet::file::serialized_reader::SerializedPageReader::new(
+                Arc::new(file.clone()),
+                col,
+                meta.row_group(0).num_rows() as usize,
+                None,
+            )
+            .unwrap();
+            for p in reader {
+                n += usize::from(
+                    p.unwrap().page_type() != datafusion::parquet::basic::PageType::DICTIONARY_PAGE,
+                );
+            }
+            assert!(start > 0 && len > 0);
+            n
+        };
+        assert!(pages(1) >= 2, "resource keys in {} data pages", pages(1));
+    }
+
+    #[test]
+    fn hybrid_runs_and_packed_groups() {
+        // 3 packed values (padded to a group), then a run of 10 sevens.
+        let mut out = Vec::new();
+        hybrid(&[1u32, 2, 3], 2, &mut out);
+        assert_eq!(out, vec![0b11, 0b11_10_01, 0]);
+        out.clear();
+        hybrid(&[7u32; 10], 3, &mut out);
+        assert_eq!(out, vec![10 << 1, 7]);
+        out.clear();
+        // A run shorter than 8 is packed with what follows; 8 equal at a group start is a run.
+        let v: Vec<u8> = [0, 1, 1, 1, 1, 1, 1, 1].into_iter().chain([1; 8]).collect();
+        hybrid(&v, 1, &mut out);
+        assert_eq!(out, vec![0b11, 0b1111_1110, 8 << 1, 1]);
+    }
+}
