@@ -26,7 +26,7 @@ use datafusion::parquet::errors::ParquetError;
 use datafusion::parquet::file::properties::{EnabledStatistics, WriterProperties};
 use datafusion::parquet::file::writer::SerializedFileWriter;
 
-use crate::mapcol::{MapColumn, Values, ZSTD_LEVEL};
+use crate::runcol::{OwnColumn, Values, ZSTD_LEVEL};
 use crate::table::Table;
 use crate::wal;
 use crate::{FileEntry, Shared, StoreError};
@@ -296,20 +296,31 @@ fn write_table(
 
 const ROW_GROUP_ROWS: usize = 64 * 1024;
 
-/// The top-level attribute maps, written by [`MapColumn`] rather than the generic Arrow column
-/// writer: a resource's or scope's map repeats whole on every row of a run, so its values go
-/// through a dictionary too; a span's, log's or point's values mostly change from row to row,
-/// and hashing them would cost more than zstd's taking out what repeats, so they are PLAIN.
-fn map_values(name: &str) -> Option<Values> {
+/// The columns written by [`OwnColumn`] rather than the generic Arrow column writer, and how
+/// their values are encoded.
+/// - A resource's or scope's map repeats whole on every row of a run, and names (service, span,
+///   metric, scope, kind, status) repeat from row to row: a dictionary, where a row equal to the
+///   previous one costs a comparison, not a hash.
+/// - A span's, log's or point's attribute values mostly change from row to row (their keys go
+///   through a dictionary all the same), and ids never repeat: hashing them would cost more than
+///   zstd's taking out what does repeat, so they are PLAIN. (`TraceId` stays with the generic
+///   writer, which builds its bloom filter.)
+fn own_values(name: &str) -> Option<Values> {
     match name {
-        "ResourceAttributes" | "ScopeAttributes" => Some(Values::Dictionary),
-        "SpanAttributes" | "LogAttributes" | "Attributes" => Some(Values::Plain),
+        "ResourceAttributes" | "ScopeAttributes" | "ServiceName" | "SpanName" | "SpanKind"
+        | "StatusCode" | "StatusMessage" | "TraceState" | "ScopeName" | "ScopeVersion"
+        | "SeverityText" | "MetricName" | "MetricDescription" | "MetricUnit" => {
+            Some(Values::Dictionary)
+        }
+        "SpanAttributes" | "LogAttributes" | "Attributes" | "SpanId" | "ParentSpanId" => {
+            Some(Values::Plain)
+        }
         _ => None,
     }
 }
 
-/// An Arrow-to-Parquet file writer that hands the top-level attribute maps ([`map_values`]) to
-/// [`MapColumn`] and every other column to parquet's own Arrow column writers; the file is the
+/// An Arrow-to-Parquet file writer that hands the columns named by [`own_values`] to
+/// [`OwnColumn`] and every other column to parquet's own Arrow column writers; the file is the
 /// same a plain `ArrowWriter` writes (schema, row groups of [`ROW_GROUP_ROWS`], properties),
 /// apart from those columns' encoding.
 pub(crate) struct FileWriter<W: std::io::Write + Send> {
@@ -319,9 +330,9 @@ pub(crate) struct FileWriter<W: std::io::Write + Send> {
     /// Each field's number of leaf columns.
     leaves: Vec<usize>,
     modes: Vec<Option<Values>>,
-    /// The open row group: one writer per leaf column, and per field its map encoder if any.
+    /// The open row group: one writer per leaf column, and per field its own encoder if any.
     writers: Vec<ArrowColumnWriter>,
-    maps: Vec<Option<MapColumn>>,
+    own: Vec<Option<OwnColumn>>,
     rows: usize,
     row_groups: usize,
     zstd: zstd::bulk::Compressor<'static>,
@@ -343,7 +354,7 @@ impl<W: std::io::Write + Send> FileWriter<W> {
         let modes = schema
             .fields()
             .iter()
-            .map(|f| map_values(f.name()))
+            .map(|f| own_values(f.name()))
             .collect();
         Ok(FileWriter {
             file,
@@ -352,7 +363,7 @@ impl<W: std::io::Write + Send> FileWriter<W> {
             leaves,
             modes,
             writers: Vec::new(),
-            maps: Vec::new(),
+            own: Vec::new(),
             rows: 0,
             row_groups: 0,
             zstd: zstd::bulk::Compressor::new(ZSTD_LEVEL)
@@ -389,19 +400,19 @@ impl<W: std::io::Write + Send> FileWriter<W> {
             self.writers = self.factory.create_column_writers(self.row_groups)?;
             let parquet = self.file.schema_descr();
             let mut leaf = 0;
-            self.maps.clear();
+            self.own.clear();
             for (i, field) in self.schema.fields().iter().enumerate() {
-                self.maps.push(self.modes[i].and_then(|mode| {
-                    MapColumn::new(field, parquet.column(leaf), parquet.column(leaf + 1), mode)
-                }));
+                let leaves = &parquet.columns()[leaf..leaf + self.leaves[i]];
+                self.own
+                    .push(self.modes[i].and_then(|mode| OwnColumn::new(field, leaves, mode)));
                 leaf += self.leaves[i];
             }
         }
         let mut leaf = 0;
         for (i, field) in self.schema.fields().iter().enumerate() {
             let column = batch.column(i);
-            if let Some(map) = &mut self.maps[i] {
-                map.append(column.as_map(), start, n);
+            if let Some(own) = &mut self.own[i] {
+                own.append(column, start, n);
             } else {
                 let writers = &mut self.writers[leaf..leaf + self.leaves[i]];
                 for (w, l) in writers
@@ -420,13 +431,13 @@ impl<W: std::io::Write + Send> FileWriter<W> {
     fn close_row_group(&mut self) -> Result<(), StoreError> {
         let mut group = self.file.next_row_group()?;
         let mut writers = std::mem::take(&mut self.writers).into_iter();
-        for (i, map) in self.maps.iter_mut().enumerate() {
+        for (i, own) in self.own.iter_mut().enumerate() {
             let field_writers = writers.by_ref().take(self.leaves[i]);
-            match map.take() {
-                Some(map) => {
+            match own.take() {
+                Some(own) => {
                     // Its leaves' generic writers were made with the row group and go unused.
                     field_writers.for_each(drop);
-                    for (bytes, close) in map.finish(&mut self.zstd)? {
+                    for (bytes, close) in own.finish(&mut self.zstd)? {
                         group.append_column(&bytes, close)?;
                     }
                 }

@@ -8,11 +8,11 @@
 mod encode;
 mod flush;
 pub mod insights;
-mod mapcol;
 pub mod profile_join;
 pub mod profiles;
 pub mod query;
 pub mod read;
+mod runcol;
 pub mod security;
 mod table;
 mod wal;

@@ -218,7 +218,12 @@ async fn span_attribute_values_are_written_plain_and_keys_resources_and_names_wi
             .unwrap_or_else(|| panic!("no column {path}"));
         c.dictionary_page_offset().is_some()
     };
-    for plain in ["SpanAttributes.entries.values", "TraceId", "SpanId"] {
+    for plain in [
+        "SpanAttributes.entries.values",
+        "TraceId",
+        "SpanId",
+        "ParentSpanId",
+    ] {
         assert!(!dictionary(plain), "{plain} has a dictionary");
     }
     for coded in [
@@ -228,9 +233,17 @@ async fn span_attribute_values_are_written_plain_and_keys_resources_and_names_wi
         "ResourceAttributes.entries.keys",
         "ResourceAttributes.entries.values",
         "SpanAttributes.entries.keys",
+        "SpanKind",
+        "StatusCode",
     ] {
         assert!(dictionary(coded), "{coded} has no dictionary");
     }
+    // Lookups by trace id prune files with its bloom filter.
+    let trace_id = group
+        .columns()
+        .iter()
+        .find(|c| c.column_path().string() == "TraceId");
+    assert!(trace_id.and_then(|c| c.bloom_filter_offset()).is_some());
 }
 
 fn walk(p: &Path) -> Vec<std::path::PathBuf> {

@@ -39,6 +39,49 @@ pub(crate) enum Values {
     Plain,
 }
 
+/// A column this module writes: a top-level attribute map or a non-null string.
+pub(crate) enum OwnColumn {
+    Map(Box<MapColumn>),
+    String(StringColumn),
+}
+
+impl OwnColumn {
+    /// An encoder for `field`, whose leaf columns are `leaves`, when its type is one this module
+    /// writes; `None` leaves it to the generic writer.
+    pub(crate) fn new(field: &Field, leaves: &[ColumnDescPtr], values: Values) -> Option<Self> {
+        match (field.data_type(), leaves) {
+            (DataType::Map(..), [keys, vals]) => {
+                MapColumn::new(field, keys.clone(), vals.clone(), values)
+                    .map(|m| OwnColumn::Map(Box::new(m)))
+            }
+            (DataType::Utf8, [leaf]) => {
+                StringColumn::new(field, leaf.clone(), values).map(OwnColumn::String)
+            }
+            _ => None,
+        }
+    }
+
+    /// Appends rows `start..start + len` of `array` (of the field's type).
+    pub(crate) fn append(&mut self, array: &dyn Array, start: usize, len: usize) {
+        match self {
+            OwnColumn::Map(m) => m.append(array.as_map(), start, len),
+            OwnColumn::String(s) => s.append(array.as_string::<i32>(), start, len),
+        }
+    }
+
+    /// The column's leaf chunks, in schema order: their bytes and what the row group needs to
+    /// splice them.
+    pub(crate) fn finish(
+        self,
+        zstd: &mut zstd::bulk::Compressor<'_>,
+    ) -> Result<Vec<(Bytes, ColumnCloseResult)>> {
+        match self {
+            OwnColumn::Map(m) => m.finish(zstd),
+            OwnColumn::String(s) => s.finish(zstd),
+        }
+    }
+}
+
 /// One row group's worth of a `Map<Utf8, Utf8>` column, encoded as rows arrive.
 pub(crate) struct MapColumn {
     /// The `keys` and `values` leaves.
@@ -76,7 +119,7 @@ struct PageEnd {
 
 #[derive(Default)]
 struct Dict {
-    index: HashMap<Box<[u8]>, u32>,
+    index: HashMap<Box<[u8]>, u32, foldhash::fast::RandomState>,
     /// PLAIN encoding: each value's length (u32 LE), then its bytes.
     plain: Vec<u8>,
 }
@@ -267,24 +310,158 @@ impl MapColumn {
     pub(crate) fn finish(
         mut self,
         zstd: &mut zstd::bulk::Compressor<'_>,
-    ) -> Result<[(Bytes, ColumnCloseResult); 2]> {
+    ) -> Result<Vec<(Bytes, ColumnCloseResult)>> {
         if self.pages.last().is_none_or(|p| p.levels < self.rep.len()) {
             self.pages.push(self.end());
         }
-        Ok([self.leaf(0, zstd)?, self.leaf(1, zstd)?])
+        let key_defs: Vec<u8> = self.def.iter().map(|d| (*d).min(self.key_def)).collect();
+        let keys = Leaf {
+            descr: &self.leaves[0],
+            rows: self.rows,
+            pages: &self.pages,
+            rep: &self.rep,
+            def: &key_defs,
+            dict: &self.dicts[0],
+            idx: (&self.idx[0], 0),
+            plain: None,
+        };
+        let values = Leaf {
+            descr: &self.leaves[1],
+            def: &self.def,
+            dict: &self.dicts[1],
+            idx: (&self.idx[1], 1),
+            plain: (self.values == Values::Plain).then_some(&self.plain[..]),
+            ..keys
+        };
+        Ok(vec![keys.write(zstd)?, values.write(zstd)?])
+    }
+}
+
+/// One row group's worth of a non-null `Utf8` column, encoded as rows arrive: with
+/// [`Values::Dictionary`], a row equal to the one before reuses its index without hashing.
+pub(crate) struct StringColumn {
+    descr: ColumnDescPtr,
+    values: Values,
+    dict: Dict,
+    idx: Vec<u32>,
+    plain: Vec<u8>,
+    rows: usize,
+    pages: Vec<PageEnd>,
+    prev: Option<(Vec<u8>, u32)>,
+}
+
+impl StringColumn {
+    /// An encoder for `field` when it is a non-null, top-level `Utf8` column.
+    pub(crate) fn new(field: &Field, descr: ColumnDescPtr, values: Values) -> Option<Self> {
+        if field.data_type() != &DataType::Utf8
+            || field.is_nullable()
+            || descr.max_def_level() != 0
+            || descr.max_rep_level() != 0
+        {
+            return None;
+        }
+        Some(StringColumn {
+            descr,
+            values,
+            dict: Dict::default(),
+            idx: Vec::new(),
+            plain: Vec::new(),
+            rows: 0,
+            pages: Vec::new(),
+            prev: None,
+        })
     }
 
-    fn leaf(
-        &self,
-        leaf: usize,
+    /// Appends rows `start..start + len` of `a`.
+    pub(crate) fn append(&mut self, a: &StringArray, start: usize, len: usize) {
+        match self.values {
+            Values::Dictionary => {
+                for r in start..start + len {
+                    let v = a.value(r).as_bytes();
+                    let i = match &mut self.prev {
+                        Some((p, i)) if p[..] == *v => *i,
+                        prev => {
+                            let i = self.dict.intern(v);
+                            let p = prev.get_or_insert_with(|| (Vec::new(), i));
+                            p.0.clear();
+                            p.0.extend_from_slice(v);
+                            p.1 = i;
+                            i
+                        }
+                    };
+                    self.idx.push(i);
+                }
+            }
+            Values::Plain => {
+                let o = &a.value_offsets()[start..=start + len];
+                self.plain.reserve((o[len] - o[0]) as usize + 4 * len);
+                for r in start..start + len {
+                    let v = a.value(r).as_bytes();
+                    self.plain
+                        .extend_from_slice(&(v.len() as u32).to_le_bytes());
+                    self.plain.extend_from_slice(v);
+                }
+            }
+        }
+        self.rows += len;
+        let page_start = self.pages.last().map_or(0, |p| p.rows);
+        if self.rows - page_start >= PAGE_LEVELS {
+            self.pages.push(self.end());
+        }
+    }
+
+    fn end(&self) -> PageEnd {
+        PageEnd {
+            levels: self.rows,
+            idx: [self.idx.len(), 0],
+            plain: self.plain.len(),
+            rows: self.rows,
+        }
+    }
+
+    /// The column chunk: its bytes and what the row group needs to splice it.
+    pub(crate) fn finish(
+        mut self,
         zstd: &mut zstd::bulk::Compressor<'_>,
-    ) -> Result<(Bytes, ColumnCloseResult)> {
-        let descr = &self.leaves[leaf];
-        let dict = &self.dicts[leaf];
-        let entries = dict.index.len() as u32;
-        let plain = leaf == 1 && self.values == Values::Plain;
-        let def_width = bit_width(descr.max_def_level() as u32);
+    ) -> Result<Vec<(Bytes, ColumnCloseResult)>> {
+        if self.pages.last().is_none_or(|p| p.rows < self.rows) {
+            self.pages.push(self.end());
+        }
+        let leaf = Leaf {
+            descr: &self.descr,
+            rows: self.rows,
+            pages: &self.pages,
+            rep: &[],
+            def: &[],
+            dict: &self.dict,
+            idx: (&self.idx, 0),
+            plain: (self.values == Values::Plain).then_some(&self.plain[..]),
+        };
+        Ok(vec![leaf.write(zstd)?])
+    }
+}
+
+/// What one leaf column chunk is made of: its pages' ends, levels (empty when the column has
+/// none), dictionary indices (and which of [`PageEnd::idx`] counts them) or PLAIN values.
+#[derive(Clone, Copy)]
+struct Leaf<'a> {
+    descr: &'a ColumnDescPtr,
+    rows: usize,
+    pages: &'a [PageEnd],
+    rep: &'a [u8],
+    def: &'a [u8],
+    dict: &'a Dict,
+    idx: (&'a [u32], usize),
+    plain: Option<&'a [u8]>,
+}
+
+impl Leaf<'_> {
+    /// Writes the dictionary page (if any) and the data pages, version 1 and zstd-compressed.
+    fn write(self, zstd: &mut zstd::bulk::Compressor<'_>) -> Result<(Bytes, ColumnCloseResult)> {
+        let entries = self.dict.index.len() as u32;
+        let def_width = bit_width(self.descr.max_def_level() as u32);
         let idx_width = bit_width(entries.saturating_sub(1)).max(1);
+        let (idx, slot) = self.idx;
         let mut compress = |raw: &[u8]| -> Result<Bytes> {
             zstd.compress(raw)
                 .map(Bytes::from)
@@ -296,12 +473,12 @@ impl MapColumn {
         let mut dictionary_offset = None;
         if entries > 0 {
             let page = Page::DictionaryPage {
-                buf: compress(&dict.plain)?,
+                buf: compress(&self.dict.plain)?,
                 num_values: entries,
                 encoding: Encoding::PLAIN,
                 is_sorted: false,
             };
-            let spec = pages.write_page(CompressedPage::new(page, dict.plain.len()))?;
+            let spec = pages.write_page(CompressedPage::new(page, self.dict.plain.len()))?;
             dictionary_offset = Some(spec.offset as i64);
             compressed += spec.compressed_size;
             uncompressed += spec.uncompressed_size;
@@ -309,31 +486,22 @@ impl MapColumn {
         let mut locations = Vec::with_capacity(self.pages.len());
         let mut from = PageEnd::default();
         let mut raw = Vec::new();
-        let mut defs = Vec::new();
-        for to in &self.pages {
+        for to in self.pages {
             raw.clear();
-            with_length(&mut raw, |out| {
-                hybrid(&self.rep[from.levels..to.levels], 1, out)
-            });
-            let page_defs = &self.def[from.levels..to.levels];
-            let page_defs = if leaf == 0 {
-                defs.clear();
-                defs.extend(page_defs.iter().map(|d| (*d).min(self.key_def)));
-                &defs[..]
-            } else {
-                page_defs
-            };
-            with_length(&mut raw, |out| hybrid(page_defs, def_width, out));
-            let encoding = if plain {
-                raw.extend_from_slice(&self.plain[from.plain..to.plain]);
+            if self.descr.max_rep_level() > 0 {
+                let rep = &self.rep[from.levels..to.levels];
+                with_length(&mut raw, |out| hybrid(rep, 1, out));
+            }
+            if self.descr.max_def_level() > 0 {
+                let def = &self.def[from.levels..to.levels];
+                with_length(&mut raw, |out| hybrid(def, def_width, out));
+            }
+            let encoding = if let Some(plain) = self.plain {
+                raw.extend_from_slice(&plain[from.plain..to.plain]);
                 Encoding::PLAIN
             } else if entries > 0 {
                 raw.push(idx_width);
-                hybrid(
-                    &self.idx[leaf][from.idx[leaf]..to.idx[leaf]],
-                    idx_width,
-                    &mut raw,
-                );
+                hybrid(&idx[from.idx[slot]..to.idx[slot]], idx_width, &mut raw);
                 Encoding::RLE_DICTIONARY
             } else {
                 // Only empty or null maps: no values to write.
@@ -363,12 +531,12 @@ impl MapColumn {
         } else {
             &[Encoding::PLAIN, Encoding::RLE][..]
         };
-        let metadata = ColumnChunkMetaData::builder(descr.clone())
+        let metadata = ColumnChunkMetaData::builder(self.descr.clone())
             .set_compression(Compression::ZSTD(ZstdLevel::try_new(ZSTD_LEVEL)?))
             .set_encodings_mask(EncodingMask::new_from_encodings(encodings.iter()))
             .set_total_compressed_size(compressed as i64)
             .set_total_uncompressed_size(uncompressed as i64)
-            .set_num_values(self.rep.len() as i64)
+            .set_num_values(from.levels as i64)
             .set_data_page_offset(locations.first().map_or(0, |l| l.offset))
             .set_dictionary_page_offset(dictionary_offset)
             .build()?;
@@ -519,7 +687,7 @@ mod tests {
             .map(|&rows| {
                 let (mut r, mut s) = (new_map_builder(), new_map_builder());
                 let mut a = new_map_builder();
-                let mut ids = Vec::new();
+                let (mut ids, mut services, mut trace_ids) = (Vec::new(), Vec::new(), Vec::new());
                 for _ in 0..rows {
                     if rng.next(200) == 0 {
                         resource = random_map(rng, false);
@@ -538,6 +706,12 @@ mod tests {
                     append(&mut r, &resource);
                     append(&mut s, &scope);
                     append(&mut a, &span);
+                    if rng.next(30) == 0 || services.is_empty() {
+                        services.push(format!("svc-{}", rng.next(400)));
+                    } else {
+                        services.push(services[services.len() - 1].clone());
+                    }
+                    trace_ids.push(format!("{:032x}", rng.next(u64::MAX)));
                     ids.push(id);
                     id += 1;
                 }
@@ -546,6 +720,8 @@ mod tests {
                     Arc::new(r.finish()),
                     Arc::new(s.finish()),
                     Arc::new(a.finish()),
+                    Arc::new(StringArray::from(services)),
+                    Arc::new(StringArray::from(trace_ids)),
                 ];
                 RecordBatch::try_new(schema.clone(), columns).unwrap()
             })
@@ -553,12 +729,14 @@ mod tests {
     }
 
     #[test]
-    fn repeating_maps_read_back_exactly_across_pages_and_row_groups() {
+    fn own_columns_read_back_exactly_across_pages_and_row_groups() {
         let schema = Arc::new(Schema::new(vec![
             Field::new("Id", DataType::Int64, false),
             Field::new("ResourceAttributes", map_type(), false),
             Field::new("ScopeAttributes", map_type(), true),
             Field::new("SpanAttributes", map_type(), false),
+            Field::new("ServiceName", DataType::Utf8, false),
+            Field::new("SpanId", DataType::Utf8, false),
         ]));
         let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
         let input = batches(&mut rng, &schema, &[40_000, 3, 1, 50_000, 9_000]);
@@ -589,20 +767,21 @@ mod tests {
             assert_eq!(got.column(i), expected.column(i), "column {}", f.name());
         }
 
-        // Two row groups (64 Ki rows each at most), every key and the resource and scope values
-        // dictionary-encoded by this module, the span values PLAIN, and the first group's resource
-        // leaves split into several pages.
+        // Two row groups (64 Ki rows each at most), every key, the resource and scope values and
+        // the service names dictionary-encoded by this module, the span values and span ids
+        // PLAIN, and the first group's resource leaves split into several pages.
         assert_eq!(meta.num_row_groups(), 2);
         for rg in meta.row_groups() {
-            for (i, c) in rg.columns().iter().enumerate().skip(1) {
+            for c in &rg.columns()[1..] {
+                let path = c.column_path().string();
                 let enc: Vec<Encoding> = c.encodings().collect();
-                let dictionary = i < 6;
+                let dictionary = !["SpanAttributes.entries.values", "SpanId"].contains(&&*path);
                 assert_eq!(
                     enc.contains(&Encoding::RLE_DICTIONARY),
                     dictionary,
-                    "{i}: {enc:?}"
+                    "{path}: {enc:?}"
                 );
-                assert_eq!(c.dictionary_page_offset().is_some(), dictionary, "{i}");
+                assert_eq!(c.dictionary_page_offset().is_some(), dictionary, "{path}");
             }
         }
         let pages = |c: usize| {
