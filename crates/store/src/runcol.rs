@@ -18,9 +18,11 @@ use datafusion::arrow::datatypes::{DataType, Field};
 use datafusion::parquet::basic::{Compression, Encoding, EncodingMask, ZstdLevel};
 use datafusion::parquet::column::page::{CompressedPage, Page, PageWriter};
 use datafusion::parquet::column::writer::ColumnCloseResult;
+use datafusion::parquet::data_type::ByteArray;
 use datafusion::parquet::errors::{ParquetError, Result};
 use datafusion::parquet::file::metadata::ColumnChunkMetaData;
 use datafusion::parquet::file::page_index::offset_index::{OffsetIndexMetaData, PageLocation};
+use datafusion::parquet::file::statistics::Statistics;
 use datafusion::parquet::file::writer::{SerializedPageWriter, TrackedWrite};
 use datafusion::parquet::schema::types::ColumnDescPtr;
 
@@ -125,6 +127,13 @@ struct Dict {
 }
 
 impl Dict {
+    /// The smallest and the largest entry, by bytes.
+    fn min_max(&self) -> Option<(&[u8], &[u8])> {
+        let mut entries = self.index.keys().map(|k| &k[..]);
+        let first = entries.next()?;
+        Some(entries.fold((first, first), |(lo, hi), k| (lo.min(k), hi.max(k))))
+    }
+
     fn intern(&mut self, v: &[u8]) -> u32 {
         if let Some(&i) = self.index.get(v) {
             return i;
@@ -324,6 +333,7 @@ impl MapColumn {
             dict: &self.dicts[0],
             idx: (&self.idx[0], 0),
             plain: None,
+            statistics: None,
         };
         let values = Leaf {
             descr: &self.leaves[1],
@@ -331,7 +341,7 @@ impl MapColumn {
             dict: &self.dicts[1],
             idx: (&self.idx[1], 1),
             plain: (self.values == Values::Plain).then_some(&self.plain[..]),
-            ..keys
+            ..keys.clone()
         };
         Ok(vec![keys.write(zstd)?, values.write(zstd)?])
     }
@@ -436,6 +446,15 @@ impl StringColumn {
             dict: &self.dict,
             idx: (&self.idx, 0),
             plain: (self.values == Values::Plain).then_some(&self.plain[..]),
+            statistics: self.dict.min_max().map(|(min, max)| {
+                Statistics::byte_array(
+                    Some(ByteArray::from(min.to_vec())),
+                    Some(ByteArray::from(max.to_vec())),
+                    None,
+                    Some(0),
+                    false,
+                )
+            }),
         };
         Ok(vec![leaf.write(zstd)?])
     }
@@ -443,7 +462,7 @@ impl StringColumn {
 
 /// What one leaf column chunk is made of: its pages' ends, levels (empty when the column has
 /// none), dictionary indices (and which of [`PageEnd::idx`] counts them) or PLAIN values.
-#[derive(Clone, Copy)]
+#[derive(Clone)]
 struct Leaf<'a> {
     descr: &'a ColumnDescPtr,
     rows: usize,
@@ -453,6 +472,9 @@ struct Leaf<'a> {
     dict: &'a Dict,
     idx: (&'a [u32], usize),
     plain: Option<&'a [u8]>,
+    /// The chunk's min and max, for readers to skip it by (names are compared by bytes, as
+    /// Parquet orders UTF-8).
+    statistics: Option<Statistics>,
 }
 
 impl Leaf<'_> {
@@ -531,15 +553,18 @@ impl Leaf<'_> {
         } else {
             &[Encoding::PLAIN, Encoding::RLE][..]
         };
-        let metadata = ColumnChunkMetaData::builder(self.descr.clone())
+        let mut metadata = ColumnChunkMetaData::builder(self.descr.clone())
             .set_compression(Compression::ZSTD(ZstdLevel::try_new(ZSTD_LEVEL)?))
             .set_encodings_mask(EncodingMask::new_from_encodings(encodings.iter()))
             .set_total_compressed_size(compressed as i64)
             .set_total_uncompressed_size(uncompressed as i64)
             .set_num_values(from.levels as i64)
             .set_data_page_offset(locations.first().map_or(0, |l| l.offset))
-            .set_dictionary_page_offset(dictionary_offset)
-            .build()?;
+            .set_dictionary_page_offset(dictionary_offset);
+        if let Some(statistics) = self.statistics {
+            metadata = metadata.set_statistics(statistics);
+        }
+        let metadata = metadata.build()?;
         let close = ColumnCloseResult {
             bytes_written: compressed as u64,
             rows_written: self.rows as u64,
@@ -783,6 +808,19 @@ mod tests {
                 );
                 assert_eq!(c.dictionary_page_offset().is_some(), dictionary, "{path}");
             }
+        }
+        // Service names carry their row group's exact min and max, for readers to skip it by.
+        let services = expected.column(4).as_string::<i32>();
+        let mut first_row = 0;
+        for rg in meta.row_groups() {
+            let rows = first_row..first_row + rg.num_rows() as usize;
+            first_row = rows.end;
+            let names: Vec<&str> = rows.map(|r| services.value(r)).collect();
+            let stats = rg.column(7).statistics().expect("ServiceName statistics");
+            let (min, max) = (names.iter().min().unwrap(), names.iter().max().unwrap());
+            assert_eq!(stats.min_bytes_opt(), Some(min.as_bytes()));
+            assert_eq!(stats.max_bytes_opt(), Some(max.as_bytes()));
+            assert_eq!(stats.null_count_opt(), Some(0));
         }
         let pages = |c: usize| {
             let col = meta.row_group(0).column(c);
