@@ -1,14 +1,16 @@
-//! Parquet encoding for top-level attribute maps, which repeat from row to row.
+//! Parquet encoding for the columns that repeat from row to row: top-level attribute maps and
+//! names.
 //!
 //! A resource's attributes (and a scope's) are copied onto every row it sent, so a file holds
 //! the same map thousands of times in a row; a span's or a log's attributes change values from
-//! row to row but mostly keep their keys. The generic Arrow column writer encodes every copy
-//! anew (levels, value bytes, grown buffers), and zstd then takes the repetition out again; for a
-//! local sender that was over half the flusher's work. [`MapColumn`] notices keys (and, for
-//! repeating maps, values) equal to the previous row's and repeats that row's levels and
-//! dictionary indices instead. Each leaf (`keys`, `values`) becomes a standard column chunk: a
-//! PLAIN dictionary page with RLE / bit-packed data pages, or PLAIN data pages for the values of
-//! per-row maps, readable by any Parquet reader.
+//! row to row but mostly keep their keys; a service's name is the same for a whole run of rows.
+//! The generic Arrow column writer encodes every copy anew (hashing, levels, value bytes, grown
+//! buffers), and zstd then takes the repetition out again; for a local sender that was over half
+//! the flusher's work. [`MapColumn`] notices keys (and, for repeating maps, values) equal to the
+//! previous row's and repeats that row's levels and dictionary indices instead, and
+//! [`StringColumn`] hashes a name only when it differs from the previous row's. Each leaf becomes
+//! a standard column chunk (a PLAIN dictionary page with RLE / bit-packed data pages, or PLAIN
+//! data pages for values that rarely repeat), readable by any Parquet reader.
 
 use std::collections::HashMap;
 
@@ -32,12 +34,12 @@ const PAGE_LEVELS: usize = 256 * 1024;
 /// The zstd level the flusher writes with; the same for every column of a file.
 pub(crate) const ZSTD_LEVEL: i32 = 1;
 
-/// How a map's values are written.
+/// How a column's values (a map's values, or a string column's) are written.
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Values {
-    /// Through a dictionary: for maps whose whole content repeats (resource, scope).
+    /// Through a dictionary: for maps whose whole content repeats (resource, scope) and names.
     Dictionary,
-    /// PLAIN: for per-row maps, whose values rarely repeat from row to row.
+    /// PLAIN: for per-row maps' values and ids, which rarely repeat from row to row.
     Plain,
 }
 
@@ -105,7 +107,6 @@ pub(crate) struct MapColumn {
     plain: Vec<u8>,
     rows: usize,
     pages: Vec<PageEnd>,
-    page_levels: usize,
     /// The last distinct keys and values seen, and what they encoded to.
     prev: [Run; 2],
 }
@@ -244,7 +245,6 @@ impl MapColumn {
             plain: Vec::new(),
             rows: 0,
             pages: Vec::new(),
-            page_levels: PAGE_LEVELS,
             prev: Default::default(),
         })
     }
@@ -268,7 +268,7 @@ impl MapColumn {
             }
             self.rows += 1;
             let page_start = self.pages.last().map_or(0, |p| p.levels);
-            if self.rep.len() - page_start >= self.page_levels {
+            if self.rep.len() - page_start >= PAGE_LEVELS {
                 self.pages.push(self.end());
             }
         }
