@@ -7,6 +7,7 @@
 
 use std::collections::BTreeMap;
 use std::fs;
+use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -25,8 +26,9 @@ use datafusion::parquet::basic::{Compression, ZstdLevel};
 use datafusion::parquet::errors::ParquetError;
 use datafusion::parquet::file::properties::{EnabledStatistics, WriterProperties};
 use datafusion::parquet::file::writer::SerializedFileWriter;
+use datafusion::parquet::schema::types::ColumnPath;
 
-use crate::runcol::{OwnColumn, Values, ZSTD_LEVEL};
+use crate::runcol::{OwnColumn, ZSTD_LEVEL};
 use crate::table::Table;
 use crate::wal;
 use crate::{FileEntry, Shared, StoreError};
@@ -225,13 +227,16 @@ fn writer_properties(table: Table) -> WriterProperties {
         .set_compression(Compression::ZSTD(
             ZstdLevel::try_new(ZSTD_LEVEL).unwrap_or_default(),
         ))
-        .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
         .set_statistics_enabled(EnabledStatistics::None);
     for c in STATISTICS_COLUMNS {
         props = props.set_column_statistics_enabled(c.into(), EnabledStatistics::Page);
     }
     for c in NO_DICTIONARY_COLUMNS {
         props = props.set_column_dictionary_enabled(c.into(), false);
+    }
+    for m in PER_ROW_MAPS {
+        let values = ColumnPath::new(vec![m.into(), "entries".into(), "values".into()]);
+        props = props.set_column_dictionary_enabled(values, false);
     }
     if matches!(table, Table::Traces | Table::Logs) {
         // Trace lookups by id cannot use min/max statistics (ids are random); a bloom filter can.
@@ -296,30 +301,43 @@ fn write_table(
 
 const ROW_GROUP_ROWS: usize = 64 * 1024;
 
-/// The columns written by [`OwnColumn`] rather than the generic Arrow column writer, and how
-/// their values are encoded.
-/// - A resource's or scope's map repeats whole on every row of a run, and names (service, span,
-///   metric, scope, kind, status) repeat from row to row: a dictionary, where a row equal to the
-///   previous one costs a comparison, not a hash.
-/// - A span's, log's or point's attribute values mostly change from row to row (their keys go
-///   through a dictionary all the same), and ids never repeat: hashing them would cost more than
-///   zstd's taking out what does repeat, so they are PLAIN. (`TraceId` stays with the generic
-///   writer, which builds its bloom filter.)
-fn own_values(name: &str) -> Option<Values> {
-    match name {
-        "ResourceAttributes" | "ScopeAttributes" | "ServiceName" | "SpanName" | "SpanKind"
-        | "StatusCode" | "StatusMessage" | "TraceState" | "ScopeName" | "ScopeVersion"
-        | "SeverityText" | "MetricName" | "MetricDescription" | "MetricUnit" => {
-            Some(Values::Dictionary)
-        }
-        "SpanAttributes" | "LogAttributes" | "Attributes" | "SpanId" | "ParentSpanId" => {
-            Some(Values::Plain)
-        }
-        _ => None,
-    }
+/// The values of a span's, log's or point's attributes mostly change from row to row (their keys
+/// go through a dictionary all the same): hashing them would cost more than zstd's taking out
+/// what does repeat, so they are written PLAIN. A resource's or scope's map repeats whole on
+/// every row of a run, so its values keep the dictionary.
+const PER_ROW_MAPS: [&str; 3] = ["SpanAttributes", "LogAttributes", "Attributes"];
+
+/// The columns written by [`OwnColumn`] rather than the generic Arrow column writer: the
+/// top-level attribute maps, names that repeat from row to row (a row equal to the previous one
+/// costs a comparison, not a hash) and span ids. `TraceId` stays with the generic writer, which
+/// builds its bloom filter. Both writers take dictionaries and statistics from the same
+/// [`writer_properties`].
+fn written_by_runcol(name: &str) -> bool {
+    matches!(
+        name,
+        "ResourceAttributes"
+            | "ScopeAttributes"
+            | "SpanAttributes"
+            | "LogAttributes"
+            | "Attributes"
+            | "ServiceName"
+            | "SpanName"
+            | "SpanKind"
+            | "StatusCode"
+            | "StatusMessage"
+            | "TraceState"
+            | "ScopeName"
+            | "ScopeVersion"
+            | "SeverityText"
+            | "MetricName"
+            | "MetricDescription"
+            | "MetricUnit"
+            | "SpanId"
+            | "ParentSpanId"
+    )
 }
 
-/// An Arrow-to-Parquet file writer that hands the columns named by [`own_values`] to
+/// An Arrow-to-Parquet file writer that hands the columns named by [`written_by_runcol`] to
 /// [`OwnColumn`] and every other column to parquet's own Arrow column writers; the file is the
 /// same a plain `ArrowWriter` writes (schema, row groups of [`ROW_GROUP_ROWS`], properties),
 /// apart from those columns' encoding.
@@ -327,9 +345,8 @@ pub(crate) struct FileWriter<W: std::io::Write + Send> {
     file: SerializedFileWriter<W>,
     factory: ArrowRowGroupWriterFactory,
     schema: SchemaRef,
-    /// Each field's number of leaf columns.
-    leaves: Vec<usize>,
-    modes: Vec<Option<Values>>,
+    /// Each field's leaf columns, by index.
+    leaves: Vec<Range<usize>>,
     /// The open row group: one writer per leaf column, and per field its own encoder if any.
     writers: Vec<ArrowColumnWriter>,
     own: Vec<Option<OwnColumn>>,
@@ -347,21 +364,19 @@ impl<W: std::io::Write + Send> FileWriter<W> {
         let (file, factory) =
             ArrowWriter::try_new(out, schema.clone(), Some(props))?.into_serialized_writer()?;
         let parquet = file.schema_descr();
-        let mut leaves = vec![0; schema.fields().len()];
+        // Leaves come in their fields' order: each starts its field's range or extends it.
+        let mut leaves: Vec<Range<usize>> = Vec::with_capacity(schema.fields().len());
         for leaf in 0..parquet.num_columns() {
-            leaves[parquet.get_column_root_idx(leaf)] += 1;
+            match leaves.get_mut(parquet.get_column_root_idx(leaf)) {
+                Some(field) => field.end = leaf + 1,
+                None => leaves.push(leaf..leaf + 1),
+            }
         }
-        let modes = schema
-            .fields()
-            .iter()
-            .map(|f| own_values(f.name()))
-            .collect();
         Ok(FileWriter {
             file,
             factory,
             schema,
             leaves,
-            modes,
             writers: Vec::new(),
             own: Vec::new(),
             rows: 0,
@@ -398,23 +413,23 @@ impl<W: std::io::Write + Send> FileWriter<W> {
     ) -> Result<(), StoreError> {
         if self.rows == 0 {
             self.writers = self.factory.create_column_writers(self.row_groups)?;
-            let parquet = self.file.schema_descr();
-            let mut leaf = 0;
+            let (parquet, props) = (self.file.schema_descr(), self.file.properties());
             self.own.clear();
-            for (i, field) in self.schema.fields().iter().enumerate() {
-                let leaves = &parquet.columns()[leaf..leaf + self.leaves[i]];
-                self.own
-                    .push(self.modes[i].and_then(|mode| OwnColumn::new(field, leaves, mode)));
-                leaf += self.leaves[i];
+            for (field, leaves) in self.schema.fields().iter().zip(&self.leaves) {
+                let leaves = &parquet.columns()[leaves.clone()];
+                self.own.push(
+                    written_by_runcol(field.name())
+                        .then(|| OwnColumn::new(field, leaves, props))
+                        .flatten(),
+                );
             }
         }
-        let mut leaf = 0;
         for (i, field) in self.schema.fields().iter().enumerate() {
             let column = batch.column(i);
             if let Some(own) = &mut self.own[i] {
                 own.append(column, start, n);
             } else {
-                let writers = &mut self.writers[leaf..leaf + self.leaves[i]];
+                let writers = &mut self.writers[self.leaves[i].clone()];
                 for (w, l) in writers
                     .iter_mut()
                     .zip(compute_leaves(field, &column.slice(start, n))?)
@@ -422,7 +437,6 @@ impl<W: std::io::Write + Send> FileWriter<W> {
                     w.write(&l)?;
                 }
             }
-            leaf += self.leaves[i];
         }
         self.rows += n;
         Ok(())
@@ -432,7 +446,7 @@ impl<W: std::io::Write + Send> FileWriter<W> {
         let mut group = self.file.next_row_group()?;
         let mut writers = std::mem::take(&mut self.writers).into_iter();
         for (i, own) in self.own.iter_mut().enumerate() {
-            let field_writers = writers.by_ref().take(self.leaves[i]);
+            let field_writers = writers.by_ref().take(self.leaves[i].len());
             match own.take() {
                 Some(own) => {
                     // Its leaves' generic writers were made with the row group and go unused.

@@ -24,6 +24,7 @@ use datafusion::parquet::data_type::ByteArray;
 use datafusion::parquet::errors::{ParquetError, Result};
 use datafusion::parquet::file::metadata::ColumnChunkMetaData;
 use datafusion::parquet::file::page_index::offset_index::{OffsetIndexMetaData, PageLocation};
+use datafusion::parquet::file::properties::{EnabledStatistics, WriterProperties};
 use datafusion::parquet::file::statistics::Statistics;
 use datafusion::parquet::file::writer::{SerializedPageWriter, TrackedWrite};
 use datafusion::parquet::schema::types::ColumnDescPtr;
@@ -51,15 +52,26 @@ pub(crate) enum OwnColumn {
 
 impl OwnColumn {
     /// An encoder for `field`, whose leaf columns are `leaves`, when its type is one this module
-    /// writes; `None` leaves it to the generic writer.
-    pub(crate) fn new(field: &Field, leaves: &[ColumnDescPtr], values: Values) -> Option<Self> {
+    /// writes; `None` leaves it to the generic writer. As there, `props` says which leaves go
+    /// through a dictionary (a map's keys always do) and which carry statistics.
+    pub(crate) fn new(
+        field: &Field,
+        leaves: &[ColumnDescPtr],
+        props: &WriterProperties,
+    ) -> Option<Self> {
+        let values = |leaf: &ColumnDescPtr| match props.dictionary_enabled(leaf.path()) {
+            true => Values::Dictionary,
+            false => Values::Plain,
+        };
         match (field.data_type(), leaves) {
             (DataType::Map(..), [keys, vals]) => {
-                MapColumn::new(field, keys.clone(), vals.clone(), values)
+                MapColumn::new(field, keys.clone(), vals.clone(), values(vals))
                     .map(|m| OwnColumn::Map(Box::new(m)))
             }
             (DataType::Utf8, [leaf]) => {
-                StringColumn::new(field, leaf.clone(), values).map(OwnColumn::String)
+                let statistics = props.statistics_enabled(leaf.path()) != EnabledStatistics::None;
+                StringColumn::new(field, leaf.clone(), values(leaf), statistics)
+                    .map(OwnColumn::String)
             }
             _ => None,
         }
@@ -123,7 +135,7 @@ struct PageEnd {
 #[derive(Default)]
 struct Dict {
     index: HashMap<Box<[u8]>, u32, foldhash::fast::RandomState>,
-    /// PLAIN encoding: each value's length (u32 LE), then its bytes.
+    /// The entries, PLAIN-encoded in index order.
     plain: Vec<u8>,
 }
 
@@ -140,19 +152,17 @@ impl Dict {
             return i;
         }
         let i = self.index.len() as u32;
-        self.plain
-            .extend_from_slice(&(v.len() as u32).to_le_bytes());
-        self.plain.extend_from_slice(v);
+        push_plain(&mut self.plain, v);
         self.index.insert(v.into(), i);
         i
     }
 }
 
 /// One leaf's strings from the last row that differed from its predecessor: their content, to
-/// compare the next row with, and the levels and indices they encoded to.
+/// compare the next row with, and the levels and indices they encoded to. Before the first row
+/// `offsets` is empty, which no row's (at least two offsets) equals.
 #[derive(Default)]
 struct Run {
-    set: bool,
     offsets: Vec<i32>,
     bytes: Vec<u8>,
     valid: Vec<bool>,
@@ -163,8 +173,7 @@ struct Run {
 impl Run {
     fn same(&self, a: &StringArray, s: usize, e: usize) -> bool {
         let o = &a.value_offsets()[s..=e];
-        self.set
-            && o.len() == self.offsets.len()
+        o.len() == self.offsets.len()
             && a.value_data()[o[0] as usize..o[e - s] as usize] == self.bytes[..]
             && o.iter().zip(&self.offsets).all(|(x, r)| x - o[0] == *r)
             && (s..e).zip(&self.valid).all(|(i, v)| a.is_valid(i) == *v)
@@ -181,7 +190,6 @@ impl Run {
         level: impl Fn(usize, bool) -> u8,
     ) {
         let o = &a.value_offsets()[s..=e];
-        self.set = true;
         self.offsets.clear();
         self.offsets.extend(o.iter().map(|x| x - o[0]));
         self.bytes.clear();
@@ -256,21 +264,18 @@ impl MapColumn {
         let offsets = map.value_offsets();
         for r in start..start + len {
             let (s, e) = (offsets[r] as usize, offsets[r + 1] as usize);
-            if map.is_null(r) || s == e {
+            if map.is_null(r) {
                 self.rep.push(0);
-                self.def.push(if map.is_null(r) {
-                    self.null_map
-                } else {
-                    self.empty
-                });
+                self.def.push(self.null_map);
+            } else if s == e {
+                self.rep.push(0);
+                self.def.push(self.empty);
             } else {
                 self.append_entries(keys, values, s, e);
             }
             self.rows += 1;
-            let page_start = self.pages.last().map_or(0, |p| p.levels);
-            if self.rep.len() - page_start >= PAGE_LEVELS {
-                self.pages.push(self.end());
-            }
+            let end = self.end();
+            end_page(&mut self.pages, end, PAGE_LEVELS);
         }
     }
 
@@ -296,10 +301,7 @@ impl MapColumn {
                     let valid = values.is_valid(i);
                     self.def.push(def(0, valid));
                     if valid {
-                        let v = values.value(i).as_bytes();
-                        self.plain
-                            .extend_from_slice(&(v.len() as u32).to_le_bytes());
-                        self.plain.extend_from_slice(v);
+                        push_plain(&mut self.plain, values.value(i).as_bytes());
                     }
                 }
             }
@@ -320,9 +322,8 @@ impl MapColumn {
         mut self,
         zstd: &mut zstd::bulk::Compressor<'_>,
     ) -> Result<Vec<(Bytes, ColumnCloseResult)>> {
-        if self.pages.last().is_none_or(|p| p.levels < self.rep.len()) {
-            self.pages.push(self.end());
-        }
+        let end = self.end();
+        end_page(&mut self.pages, end, 1);
         let key_defs: Vec<u8> = self.def.iter().map(|d| (*d).min(self.key_def)).collect();
         let keys = Leaf {
             descr: &self.leaves[0],
@@ -357,12 +358,22 @@ pub(crate) struct StringColumn {
     plain: Vec<u8>,
     rows: usize,
     pages: Vec<PageEnd>,
-    prev: Option<(Vec<u8>, u32)>,
+    /// Whether the chunk carries its min and max (known from the dictionary, so only with
+    /// [`Values::Dictionary`]).
+    statistics: bool,
+    /// The previous row's value and its index (with [`Values::Dictionary`]).
+    prev: Vec<u8>,
+    prev_idx: Option<u32>,
 }
 
 impl StringColumn {
     /// An encoder for `field` when it is a non-null, top-level `Utf8` column.
-    pub(crate) fn new(field: &Field, descr: ColumnDescPtr, values: Values) -> Option<Self> {
+    pub(crate) fn new(
+        field: &Field,
+        descr: ColumnDescPtr,
+        values: Values,
+        statistics: bool,
+    ) -> Option<Self> {
         if field.data_type() != &DataType::Utf8
             || field.is_nullable()
             || descr.max_def_level() != 0
@@ -378,7 +389,9 @@ impl StringColumn {
             plain: Vec::new(),
             rows: 0,
             pages: Vec::new(),
-            prev: None,
+            statistics,
+            prev: Vec::new(),
+            prev_idx: None,
         })
     }
 
@@ -388,14 +401,13 @@ impl StringColumn {
             Values::Dictionary => {
                 for r in start..start + len {
                     let v = a.value(r).as_bytes();
-                    let i = match &mut self.prev {
-                        Some((p, i)) if p[..] == *v => *i,
-                        prev => {
+                    let i = match self.prev_idx {
+                        Some(i) if self.prev == v => i,
+                        _ => {
                             let i = self.dict.intern(v);
-                            let p = prev.get_or_insert_with(|| (Vec::new(), i));
-                            p.0.clear();
-                            p.0.extend_from_slice(v);
-                            p.1 = i;
+                            self.prev.clear();
+                            self.prev.extend_from_slice(v);
+                            self.prev_idx = Some(i);
                             i
                         }
                     };
@@ -406,18 +418,13 @@ impl StringColumn {
                 let o = &a.value_offsets()[start..=start + len];
                 self.plain.reserve((o[len] - o[0]) as usize + 4 * len);
                 for r in start..start + len {
-                    let v = a.value(r).as_bytes();
-                    self.plain
-                        .extend_from_slice(&(v.len() as u32).to_le_bytes());
-                    self.plain.extend_from_slice(v);
+                    push_plain(&mut self.plain, a.value(r).as_bytes());
                 }
             }
         }
         self.rows += len;
-        let page_start = self.pages.last().map_or(0, |p| p.rows);
-        if self.rows - page_start >= PAGE_LEVELS {
-            self.pages.push(self.end());
-        }
+        let end = self.end();
+        end_page(&mut self.pages, end, PAGE_LEVELS);
     }
 
     fn end(&self) -> PageEnd {
@@ -434,9 +441,8 @@ impl StringColumn {
         mut self,
         zstd: &mut zstd::bulk::Compressor<'_>,
     ) -> Result<Vec<(Bytes, ColumnCloseResult)>> {
-        if self.pages.last().is_none_or(|p| p.rows < self.rows) {
-            self.pages.push(self.end());
-        }
+        let end = self.end();
+        end_page(&mut self.pages, end, 1);
         let leaf = Leaf {
             descr: &self.descr,
             rows: self.rows,
@@ -446,15 +452,19 @@ impl StringColumn {
             dict: &self.dict,
             idx: (&self.idx, 0),
             plain: (self.values == Values::Plain).then_some(&self.plain[..]),
-            statistics: self.dict.min_max().map(|(min, max)| {
-                Statistics::byte_array(
-                    Some(ByteArray::from(min.to_vec())),
-                    Some(ByteArray::from(max.to_vec())),
-                    None,
-                    Some(0),
-                    false,
-                )
-            }),
+            statistics: self
+                .dict
+                .min_max()
+                .filter(|_| self.statistics)
+                .map(|(min, max)| {
+                    Statistics::byte_array(
+                        Some(ByteArray::from(min.to_vec())),
+                        Some(ByteArray::from(max.to_vec())),
+                        None,
+                        Some(0),
+                        false,
+                    )
+                }),
         };
         Ok(vec![leaf.write(zstd)?])
     }
@@ -580,6 +590,21 @@ impl Leaf<'_> {
     }
 }
 
+/// PLAIN encoding of a byte array: its length (u32 LE), then its bytes.
+fn push_plain(out: &mut Vec<u8>, v: &[u8]) {
+    out.extend_from_slice(&(v.len() as u32).to_le_bytes());
+    out.extend_from_slice(v);
+}
+
+/// Ends the open data page at `end` once it holds at least `levels` levels (1 closes the chunk's
+/// last page, [`PAGE_LEVELS`] cuts a full one).
+fn end_page(pages: &mut Vec<PageEnd>, end: PageEnd, levels: usize) {
+    let start = pages.last().map_or(0, |p| p.levels);
+    if end.levels >= start + levels {
+        pages.push(end);
+    }
+}
+
 fn bit_width(max: u32) -> u8 {
     (32 - max.leading_zeros()) as u8
 }
@@ -653,7 +678,7 @@ mod tests {
     use datafusion::arrow::datatypes::Schema;
     use datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
     use datafusion::parquet::basic::Encoding;
-    use datafusion::parquet::file::properties::WriterProperties;
+    use datafusion::parquet::schema::types::ColumnPath;
 
     use super::*;
     use crate::flush::FileWriter;
@@ -765,8 +790,11 @@ mod tests {
         ]));
         let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
         let input = batches(&mut rng, &schema, &[40_000, 3, 1, 50_000, 9_000]);
+        let plain = |path: &str| ColumnPath::new(path.split('.').map(String::from).collect());
         let props = WriterProperties::builder()
             .set_compression(Compression::ZSTD(ZstdLevel::try_new(ZSTD_LEVEL).unwrap()))
+            .set_column_dictionary_enabled(plain("SpanAttributes.entries.values"), false)
+            .set_column_dictionary_enabled(plain("SpanId"), false)
             .build();
         let mut w = FileWriter::new(Vec::new(), schema.clone(), props).unwrap();
         let mut expected = Vec::new();
