@@ -123,7 +123,7 @@ impl Default for Settings {
         Settings {
             warmup_points: 150,
             error_rate: 0.005,
-            error_clip: 6.0,
+            error_clip: 5.5,
             season_rate: 0.02,
             season_min_periods: 2.0,
             tail_threshold: 3.5,
