@@ -8,7 +8,7 @@
 //! (`art.rs`); a flatline (a run of identical values far longer than any seen) alarms once; a
 //! second, coarse detector of the same kind runs on means of blocks of points and catches shifts
 //! too small to see in single noisy points; after an alarm, further alarms are muted for a while
-//! because one event is one anomaly.
+//! because one event is one anomaly; and a stream watched long needs more surprise to alarm.
 
 use crate::art::ArtNovelty;
 use crate::context::ContextNovelty;
@@ -24,6 +24,9 @@ const DAY_BINS: usize = 48;
 const WEEK_BINS: usize = 168;
 /// Level speeds of the forecaster bank: last value, fast, slow.
 const LEVEL_RATES: [f64; 3] = [1.0, 0.3, 0.05];
+/// The stream's age discount stops growing at this many times `Settings::age_points`, so a series
+/// watched for years stays as sensitive as one watched for weeks.
+const AGE_MAX_RATIO: f64 = 8.0;
 /// Seasonal modes of the forecaster bank: none, daily, weekly.
 const MODES: usize = 3;
 const FORECASTERS: usize = LEVEL_RATES.len() * MODES;
@@ -116,6 +119,13 @@ pub struct Settings {
     pub stuck_min: u32,
     pub stuck_factor: f64,
     pub stuck_score: f64,
+    /// After `age_points` points, scores are divided by `1 + age_weight · ln(points /
+    /// age_points)` (0 turns it off), the ratio counted up to `AGE_MAX_RATIO`. The tails remember
+    /// about `1 / tail_rate` points, so the rarity they report is rarity within that memory; a
+    /// series watched many times longer has shown more of its normal variety than they recall,
+    /// and the same surprise is then less of an event.
+    pub age_points: u32,
+    pub age_weight: f64,
 }
 
 impl Default for Settings {
@@ -162,6 +172,8 @@ impl Default for Settings {
             stuck_min: 12,
             stuck_factor: 2.0,
             stuck_score: 0.5,
+            age_points: 3000,
+            age_weight: 0.2,
         }
     }
 }
@@ -269,6 +281,8 @@ impl SeasonalDetector {
                     coarse_block: 0,
                     art_window: 0,
                     stuck_score: 0.5,
+                    // The coarse score joins the point's score, which is discounted once.
+                    age_weight: 0.0,
                     ..settings
                 }))
             }),
@@ -497,6 +511,10 @@ impl Detector for SeasonalDetector {
         self.long_moments.update(value, s.change_long_rate);
         self.min_seen = self.min_seen.min(value);
         self.max_seen = self.max_seen.max(value);
+        if s.age_weight > 0.0 && self.points > s.age_points {
+            let ratio = f64::from(self.points) / f64::from(s.age_points.max(1));
+            score /= 1.0 + s.age_weight * ratio.min(AGE_MAX_RATIO).ln();
+        }
         let bar = self.alarm_bar();
         if self.muted_for > 0 {
             self.muted_for -= 1;

@@ -50,6 +50,8 @@ fn apply(settings: &mut Settings, key: &str, value: f64) {
         "stuck_min" => settings.stuck_min = value as u32,
         "stuck_factor" => settings.stuck_factor = value,
         "stuck_score" => settings.stuck_score = value,
+        "age_points" => settings.age_points = value as u32,
+        "age_weight" => settings.age_weight = value,
         _ => panic!("unknown setting {key}"),
     }
 }

@@ -2,7 +2,7 @@
 //! quiet, and the state stays the same size however long the stream.
 
 use insight::testing::{Noise, Seasonal};
-use insight::{Detector, EpisodeTracker, SeasonalDetector};
+use insight::{Detector, EpisodeTracker, SeasonalDetector, Settings};
 
 const MINUTE: i64 = 60_000;
 const STEP: i64 = 5 * MINUTE;
@@ -285,4 +285,43 @@ fn episodes_report_start_end_and_expected_range() {
     assert!(e.severity >= ALARM);
     assert!(e.peak_value > e.expected_high, "{e:?}");
     assert!(e.end_ms >= e.start_ms);
+}
+
+/// The same surprise counts for less on a stream watched for long: a spike 40 days in scores
+/// the age-free score divided by `1 + age_weight · ln(points / age_points)`, and a spike before
+/// `age_points` is not discounted.
+#[test]
+fn a_long_watched_stream_needs_more_surprise() {
+    let long = Seasonal {
+        start_ms: 1_400_000_000_000,
+        step_ms: STEP,
+        points: 12_000,
+        level: 100.0,
+        amplitude: 10.0,
+        sigma: 1.0,
+    }
+    .generate(4);
+    let settings = Settings::default();
+    assert!(settings.age_weight > 0.0);
+    for at in [2_500usize, 11_000] {
+        let mut series = long.clone();
+        series[at].1 += 15.0;
+        let run = |settings: Settings| {
+            let mut d = SeasonalDetector::new(settings);
+            let s: Vec<f64> = series.iter().map(|&(t, v)| d.observe(t, v).score).collect();
+            s[at]
+        };
+        let aged = run(settings);
+        let ageless = run(Settings {
+            age_weight: 0.0,
+            ..settings
+        });
+        let ratio = (at as f64 / f64::from(settings.age_points)).max(1.0);
+        let expected = ageless / (1.0 + settings.age_weight * ratio.ln());
+        assert!(ageless > 0.2, "spike at {at}: {ageless}");
+        assert!(
+            (aged - expected).abs() < 1e-9,
+            "spike at {at}: {aged} against {expected} ({ageless} without the discount)"
+        );
+    }
 }
