@@ -40,8 +40,12 @@ pub struct Settings {
     /// Learning rate of each forecaster's mean absolute error (which also picks the best one).
     pub error_rate: f64,
     /// Errors above this many mean absolute errors are clipped before the error learns from
-    /// them, so one outlier does not blind the detector.
+    /// them, so one outlier does not blind the detector: the error scale (which picks the best
+    /// forecaster and measures point surprises) follows the typical error, not the bursts.
     pub error_clip: f64,
+    /// The same for the slow forecasters, whose error scale measures the drift: a ramp's
+    /// growing errors are what the drift is about, so they are clipped less.
+    pub slow_error_clip: f64,
     /// Learning rate of the seasonal profiles after their first updates.
     pub season_rate: f64,
     /// Whole periods a profile must have seen before its forecasters may be picked.
@@ -133,7 +137,8 @@ impl Default for Settings {
         Settings {
             warmup_points: 150,
             error_rate: 0.005,
-            error_clip: 5.5,
+            error_clip: 3.5,
+            slow_error_clip: 5.0,
             season_rate: 0.02,
             season_min_periods: 2.0,
             tail_threshold: 3.5,
@@ -153,7 +158,7 @@ impl Default for Settings {
             context_short_rate: 0.2,
             context_long_rate: 0.0005,
             context_learning: 300,
-            full_evidence: 25.0,
+            full_evidence: 26.0,
             alarm_score: 0.4,
             mute_points: 100,
             mute_factor: 0.1,
@@ -358,8 +363,13 @@ impl SeasonalDetector {
                 *d += s.change_short_rate * (signed - *d);
             }
             let error = signed.abs();
+            let clip = if k % LEVEL_RATES.len() == LEVEL_RATES.len() - 1 {
+                s.slow_error_clip
+            } else {
+                s.error_clip
+            };
             let clipped = if f.mean_abs_error > 0.0 {
-                error.min(s.error_clip * f.mean_abs_error)
+                error.min(clip * f.mean_abs_error)
             } else {
                 error
             };

@@ -52,6 +52,7 @@ fn apply(settings: &mut Settings, key: &str, value: f64) {
         "stuck_score" => settings.stuck_score = value,
         "age_points" => settings.age_points = value as u32,
         "age_weight" => settings.age_weight = value,
+        "slow_error_clip" => settings.slow_error_clip = value,
         _ => panic!("unknown setting {key}"),
     }
 }
