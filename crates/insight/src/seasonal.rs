@@ -156,7 +156,7 @@ impl Default for Settings {
             context_length: 6,
             context_weight: 1.25,
             context_short_rate: 0.2,
-            context_long_rate: 0.0005,
+            context_long_rate: 0.00025,
             context_learning: 300,
             full_evidence: 26.0,
             alarm_score: 0.4,
