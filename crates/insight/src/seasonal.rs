@@ -138,7 +138,7 @@ impl Default for Settings {
             warmup_points: 150,
             error_rate: 0.005,
             error_clip: 3.5,
-            slow_error_clip: 5.0,
+            slow_error_clip: 6.0,
             season_rate: 0.02,
             season_min_periods: 2.0,
             tail_threshold: 3.5,
