@@ -28,7 +28,7 @@ use datafusion::parquet::file::properties::{EnabledStatistics, WriterProperties}
 use datafusion::parquet::file::writer::SerializedFileWriter;
 use datafusion::parquet::schema::types::ColumnPath;
 
-use crate::runcol::{OwnColumn, ZSTD_LEVEL};
+use crate::runcol::{OwnColumn, ZSTD_LEVEL, same_bytes};
 use crate::table::Table;
 use crate::wal;
 use crate::{FileEntry, Shared, StoreError};
@@ -175,9 +175,15 @@ fn runs<'a>(table: Table, batches: &'a [RecordBatch]) -> Result<Vec<Run<'a>>, St
                 time.value(r).div_euclid(HOUR_NS),
             )
         };
+        // The strings are compared with `same_bytes`, not `==` (see there).
+        let same = |(s1, n1, h1): (&str, &str, i64), (s2, n2, h2): (&str, &str, i64)| {
+            h1 == h2
+                && same_bytes(s1.as_bytes(), s2.as_bytes())
+                && same_bytes(n1.as_bytes(), n2.as_bytes())
+        };
         let mut start = 0;
         for r in 1..=b.num_rows() {
-            if r == b.num_rows() || key(r) != key(start) {
+            if r == b.num_rows() || !same(key(r), key(start)) {
                 let (service, name, hour) = key(start);
                 out.push(Run {
                     service,
