@@ -325,3 +325,42 @@ fn a_long_watched_stream_needs_more_surprise() {
         );
     }
 }
+
+/// A 15σ level shift on a clean daily-seasonal series must alarm at once (within two points of
+/// its first point), not after the drift has built up; the same series without it stays quiet
+/// after the learning days.
+#[test]
+fn a_large_level_shift_alarms_at_its_onset() {
+    const DAY_MS: i64 = insight::testing::DAY_MS;
+    let t0 = 1_790_000_000_000 - 1_790_000_000_000 % DAY_MS;
+    let onset_ms = t0 + 7 * DAY_MS + 7 * 3_600_000;
+    for seed in 1..=3 {
+        let clean = Seasonal {
+            start_ms: t0,
+            step_ms: STEP,
+            points: (8 * DAY / STEP) as usize,
+            level: 100.0,
+            amplitude: 10.0,
+            sigma: 1.0,
+        }
+        .generate(seed);
+        let clean_scores = scores(&clean);
+        assert_eq!(
+            alarms(&clean_scores),
+            0,
+            "seed {seed}: alarms on the clean series"
+        );
+        let shifted: Vec<(i64, f64)> = clean
+            .iter()
+            .map(|&(t, v)| (t, if t >= onset_ms { v - 15.0 } else { v }))
+            .collect();
+        let onset = shifted.iter().position(|&(t, _)| t >= onset_ms).unwrap();
+        let s = scores(&shifted);
+        let first = s[onset..].iter().position(|&x| x >= ALARM);
+        assert!(
+            first.is_some_and(|k| k <= 2),
+            "seed {seed}: score {:.3} at the onset, first alarm {first:?} points after it",
+            s[onset]
+        );
+    }
+}
