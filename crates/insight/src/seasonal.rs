@@ -55,13 +55,6 @@ pub struct Settings {
     /// Learning rate of the tails, and the weight of their prior in observations.
     pub tail_rate: f64,
     pub tail_prior_weight: f64,
-    /// Points seen before the tails learn. Each error scale starts from the first errors and may
-    /// grow only by `error_rate · (error_clip − 1)` a point, so early on it is far too small and
-    /// the surprises it measures far too large; a tail that learnt from them would expect huge
-    /// surprises for thousands of points, and a large sudden change would not alarm at once.
-    /// About `1.25 / error_rate`, the time the scale needs to grow from a small first error to
-    /// the typical one.
-    pub tail_after: u32,
     /// Evidence a point must bring to add to the accumulated evidence (a CUSUM allowance).
     pub drift: f64,
     /// Weight of the drift evidence (the recent mean of the slow forecaster's signed errors),
@@ -151,7 +144,6 @@ impl Default for Settings {
             tail_threshold: 3.5,
             tail_rate: 0.001,
             tail_prior_weight: 50.0,
-            tail_after: 250,
             drift: 7.0,
             change_weight: 1.5,
             change_short_rate: 0.1,
@@ -286,7 +278,6 @@ impl SeasonalDetector {
                 let b = settings.coarse_block;
                 Box::new(SeasonalDetector::new(Settings {
                     warmup_points: settings.warmup_points / b,
-                    tail_after: settings.tail_after / b,
                     mute_points: settings.mute_points / b,
                     rearm_points: settings.rearm_points / b,
                     context_learning: settings.context_learning / b,
@@ -521,7 +512,7 @@ impl Detector for SeasonalDetector {
         }
 
         // Surprises mean nothing until the error scale has settled.
-        if self.points >= s.tail_after {
+        if self.points >= s.warmup_points / 4 {
             self.error_tail
                 .learn(surprise, s.tail_rate, s.tail_prior_weight);
             self.change_tail

@@ -11,7 +11,6 @@ fn apply(settings: &mut Settings, key: &str, value: f64) {
     match key {
         "warmup_points" => settings.warmup_points = value as u32,
         "error_rate" => settings.error_rate = value,
-        "tail_after" => settings.tail_after = value as u32,
         "error_clip" => settings.error_clip = value,
         "season_rate" => settings.season_rate = value,
         "season_min_periods" => settings.season_min_periods = value,

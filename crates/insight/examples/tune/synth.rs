@@ -86,44 +86,6 @@ pub fn report(settings: Settings) {
         }
         println!("{line}");
     }
-    // A 15σ level shift on a clean 8-day series: the score at its first point and the points
-    // until the first alarm (pass ≤ 2), and the clean series' alarms after the learning days.
-    let day_ms = insight::testing::DAY_MS;
-    let t0 = 1_790_000_000_000 - 1_790_000_000_000 % day_ms;
-    let onset_ms = t0 + 7 * day_ms + 7 * 3_600_000;
-    let mut line = format!("{:<15}", "15σ shift");
-    for seed in 1..=3 {
-        let clean = Seasonal {
-            start_ms: t0,
-            step_ms: STEP,
-            points: (8 * DAY / STEP) as usize,
-            level: 100.0,
-            amplitude: 10.0,
-            sigma: 1.0,
-        }
-        .generate(seed);
-        let quiet = scores(settings, &clean)[LEARNED..]
-            .iter()
-            .filter(|&&x| x >= alarm)
-            .count();
-        let shifted: Vec<(i64, f64)> = clean
-            .iter()
-            .map(|&(t, v)| (t, if t >= onset_ms { v - 15.0 } else { v }))
-            .collect();
-        let onset = shifted.iter().position(|&(t, _)| t >= onset_ms).unwrap();
-        let s = scores(settings, &shifted);
-        let first = s[onset..].iter().position(|&x| x >= alarm);
-        let mark = if first.is_some_and(|k| k <= 2) && quiet == 0 {
-            "ok"
-        } else {
-            "FAIL"
-        };
-        line.push_str(&format!(
-            "  {:.3} first {first:?} clean {quiet} {mark}",
-            s[onset]
-        ));
-    }
-    println!("{line}");
     let mut line = format!("{:<15}", "pattern change");
     for seed in 1..=3 {
         let peak = max_score(&scores(settings, &sawtooth(seed, true)), ONSET, 36);
