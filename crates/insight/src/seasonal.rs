@@ -70,7 +70,9 @@ pub struct Settings {
     /// Only the part of an excursion beyond this many mean absolute errors of the forecast counts
     /// as outside the range: records set by ordinary noise are not novel.
     pub range_noise: f64,
-    /// Points seen before a value outside the range counts at all.
+    /// Points seen before a value outside the range counts at all. Early on the range has not
+    /// been explored (a daily cycle's first trough is a record) and the error scale that
+    /// `range_noise` is measured in is still far too small, so a clean series would alarm then.
     pub range_after: u32,
     /// Contextual novelty: levels of the quantisation, levels per context, weight of its
     /// likelihood evidence (0 turns it off), and the rates and learning points of that
@@ -151,7 +153,7 @@ impl Default for Settings {
             range_tolerance: 0.02,
             range_evidence: 25.0,
             range_noise: 1.0,
-            range_after: 0,
+            range_after: 300,
             context_levels: 4,
             context_length: 6,
             context_weight: 1.25,

@@ -47,6 +47,24 @@ fn alarms(scores: &[f64]) -> usize {
         .count()
 }
 
+/// A new series is not an anomaly: while the detector is still learning its range and scale, a
+/// clean series raises no alarm, from its very first point (`alarms` counts from day 2).
+#[test]
+fn clean_series_raise_no_alarm_while_the_detector_learns() {
+    for seed in 1..=5 {
+        for amplitude in [0.0, 10.0] {
+            let s = scores(&seasonal_series(seed, amplitude));
+            let first: Vec<usize> = (0..(2 * DAY / STEP) as usize)
+                .filter(|&i| s[i] >= ALARM)
+                .collect();
+            assert!(
+                first.is_empty(),
+                "seed {seed}, amplitude {amplitude}: alarms at points {first:?}"
+            );
+        }
+    }
+}
+
 #[test]
 fn clean_series_stay_quiet() {
     for seed in 1..=5 {
