@@ -48,7 +48,7 @@ cmd_up() {
   base_packages
   rust_env
   if [ ! -x "$TARGET_DIR/release/oxeye" ]; then
-    log "first build of the release binary: about 40 minutes on 2 cores (later runs start in seconds)"
+    log "first build of the release binary: 20 to 40 minutes on 2 cores (later runs start in seconds)"
   fi
   cargo build --release -p oxeye
   exec "$TARGET_DIR/release/oxeye" up "$@"
