@@ -24,6 +24,8 @@ const DAY_BINS: usize = 48;
 const WEEK_BINS: usize = 168;
 /// Level speeds of the forecaster bank: last value, fast, slow.
 const LEVEL_RATES: [f64; 3] = [1.0, 0.3, 0.05];
+/// The slow level's place in `LEVEL_RATES` (and in each seasonal mode's group of forecasters).
+const SLOW: usize = LEVEL_RATES.len() - 1;
 /// The stream's age discount stops growing at this many times `Settings::age_points`, so a series
 /// watched for years stays as sensitive as one watched for weeks.
 const AGE_MAX_RATIO: f64 = 8.0;
@@ -360,12 +362,13 @@ impl SeasonalDetector {
                 continue;
             }
             let signed = value - (f.level + seasonal);
-            if k % LEVEL_RATES.len() == LEVEL_RATES.len() - 1 {
+            let slow = k % LEVEL_RATES.len() == SLOW;
+            if slow {
                 let d = &mut self.drift_mean[k / LEVEL_RATES.len()];
                 *d += s.change_short_rate * (signed - *d);
             }
             let error = signed.abs();
-            let clip = if k % LEVEL_RATES.len() == LEVEL_RATES.len() - 1 {
+            let clip = if slow {
                 s.slow_error_clip
             } else {
                 s.error_clip
@@ -420,7 +423,7 @@ impl Detector for SeasonalDetector {
         // Drift: the recent mean of the slow forecaster's signed errors (in the chosen seasonal
         // mode), in units of its mean absolute error. Ramps, level shifts and a missing seasonal
         // cycle all push it away from 0, though each point alone may look ordinary.
-        let slow = mode * LEVEL_RATES.len() + LEVEL_RATES.len() - 1;
+        let slow = mode * LEVEL_RATES.len() + SLOW;
         let slow_expected = self.forecasters[slow].level + self.seasonal(mode, ts_ms);
         let drift_now = self.drift_mean[mode]
             + s.change_short_rate * ((value - slow_expected) - self.drift_mean[mode]);

@@ -593,7 +593,6 @@ impl Leaf<'_> {
     }
 }
 
-/// PLAIN encoding of a byte array: its length (u32 LE), then its bytes.
 /// Whether two byte strings are equal, compared a word at a time in Rust. Slice `==` calls the C
 /// library's `memcmp`, whose AVX-512 variant cost tens of nanoseconds per short comparison on a
 /// 2-core AMD EPYC virtual machine (about 35 ns on average over the ~13 comparisons the flusher
@@ -618,6 +617,7 @@ pub(crate) fn same_bytes(a: &[u8], b: &[u8]) -> bool {
     diff == 0
 }
 
+/// PLAIN encoding of a byte array: its length (u32 LE), then its bytes.
 fn push_plain(out: &mut Vec<u8>, v: &[u8]) {
     out.extend_from_slice(&(v.len() as u32).to_le_bytes());
     out.extend_from_slice(v);

@@ -305,7 +305,7 @@ fn episodes_report_start_end_and_expected_range() {
     assert!(e.end_ms >= e.start_ms);
 }
 
-/// The same surprise counts for less on a stream watched for long: a spike 40 days in scores
+/// The same surprise counts for less on a stream watched for long: a spike 38 days in scores
 /// the age-free score divided by `1 + age_weight · ln(points / age_points)`, and a spike before
 /// `age_points` is not discounted.
 #[test]
