@@ -90,6 +90,11 @@ fn main() {
     }
     if std::env::var_os("SYNTH").is_some() {
         synth::report(settings);
+        synth::oxeye_report(settings);
+        return;
+    }
+    if let Ok(skips) = std::env::var("SKIPS") {
+        batch(&corpus, settings, &skips);
         return;
     }
     let skip = std::env::var("SKIP").map_or(0, |k| k.parse().expect("SKIP=points"));
@@ -127,4 +132,41 @@ fn main() {
         r.full[0].windows,
         r.full[0].false_positives
     );
+}
+
+/// `SKIPS=0,40,…`: reads lines of `name=value …` from stdin (overrides on top of the command
+/// line's) and prints, per line, the tuning half's, held-out half's and all files' three scores,
+/// each the mean over those starts, then the line itself: for searches over many settings.
+fn batch(corpus: &[Series], base: Settings, skips: &str) {
+    let skips: Vec<usize> = skips
+        .split(',')
+        .map(|k| k.parse().expect("SKIPS"))
+        .collect();
+    for line in std::io::stdin().lines() {
+        let line = line.expect("stdin");
+        let mut settings = base;
+        for arg in line.split_whitespace() {
+            let (k, v) = arg.split_once('=').expect("name=value");
+            apply(&mut settings, k, v.parse().expect("number"));
+        }
+        let mut sums = [[0.0; 3]; 3];
+        for &skip in &skips {
+            let r = nab::score(corpus, &run(corpus, settings, skip), "tune", "".into());
+            for (half, s) in [&r.tuning_half, &r.held_out_half, &r.full]
+                .iter()
+                .enumerate()
+            {
+                for p in 0..3 {
+                    sums[half][p] += s[p].normalized / skips.len() as f64;
+                }
+            }
+        }
+        let f = |s: &[f64; 3]| format!("{:6.2} {:6.2} {:6.2}", s[0], s[1], s[2]);
+        println!(
+            "tune {} | held {} | all {} | {line}",
+            f(&sums[0]),
+            f(&sums[1]),
+            f(&sums[2])
+        );
+    }
 }

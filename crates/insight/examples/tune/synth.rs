@@ -115,3 +115,69 @@ fn sawtooth(seed: u64, reversed: bool) -> Vec<(i64, f64)> {
         })
         .collect()
 }
+
+/// The `oxeye` insights tests' series, replayed straight into the detector: 8 days of 5-minute
+/// points (level 100, daily amplitude 10, unit noise); a +25 spike must alarm at its point, a −15
+/// level shift within 12 points, a clean series never; and a RED p99 series (per minute, the p99
+/// of 20 latencies of 10 + 2u ms) must stay quiet for its first 3 hours and alarm within 2 minutes
+/// of a 10-minute step to 400 ms at hour 5. A screen only: the real tests go through the store.
+pub fn oxeye_report(settings: Settings) {
+    let days = 8;
+    let n = (days * DAY / STEP) as usize;
+    let series = |seed: u64| {
+        Seasonal {
+            start_ms: 1_790_000_000_000 - 1_790_000_000_000 % DAY,
+            step_ms: STEP,
+            points: n,
+            level: 100.0,
+            amplitude: 10.0,
+            sigma: 1.0,
+        }
+        .generate(seed)
+    };
+    let onset = ((7 * DAY + 7 * 60 * MINUTE) / STEP) as usize;
+    let alarm = settings.alarm_score;
+    let first_alarm = |s: &[f64], from: usize| s[from..].iter().position(|&x| x >= alarm);
+    let mut spike = series(1);
+    spike[onset].1 += 25.0;
+    let s = scores(settings, &spike);
+    let spike_ok = s[onset] >= alarm;
+    let mut shift = series(2);
+    for p in &mut shift[onset..] {
+        p.1 -= 15.0;
+    }
+    let s = scores(settings, &shift);
+    let shift_at = first_alarm(&s, onset);
+    let clean_at = first_alarm(&scores(settings, &series(3)), 0);
+    let mut noise = Noise::new(7);
+    let p99: Vec<(i64, f64)> = (0..360)
+        .map(|m| {
+            let slow = (300..310).contains(&m);
+            let mut v: Vec<f64> = (0..20)
+                .map(|_| {
+                    if slow {
+                        400.0
+                    } else {
+                        10.0 + 2.0 * noise.uniform()
+                    }
+                })
+                .collect();
+            v.sort_by(f64::total_cmp);
+            let q = v[18] + 0.81 * (v[19] - v[18]);
+            (m as i64 * MINUTE + MINUTE / 2, q)
+        })
+        .collect();
+    let s = scores(settings, &p99);
+    let early = first_alarm(&s[..180], 0);
+    let red_at = first_alarm(&s, 300).map(|k| k + 300);
+    let ok = spike_ok
+        && shift_at.is_some_and(|k| k <= 12)
+        && clean_at.is_none()
+        && early.is_none()
+        && red_at.is_some_and(|k| k <= 302);
+    println!(
+        "oxeye: spike alarms {spike_ok}, shift after {shift_at:?} (≤ 12), clean alarm at {clean_at:?} \
+         (none), p99 early alarm {early:?} (none), p99 alarm at {red_at:?} (300–302) → {}",
+        if ok { "ok" } else { "FAIL" }
+    );
+}
