@@ -89,8 +89,8 @@ fn main() {
         apply(&mut settings, k, v.parse().expect("number"));
     }
     if std::env::var_os("SYNTH").is_some() {
-        synth::report(settings);
-        synth::oxeye_report(settings);
+        synth::report(settings, true);
+        synth::oxeye_report(settings, true);
         return;
     }
     if let Ok(skips) = std::env::var("SKIPS") {
@@ -136,7 +136,7 @@ fn main() {
 
 /// `SKIPS=0,40,…`: reads lines of `name=value …` from stdin (overrides on top of the command
 /// line's) and prints, per line, the tuning half's, held-out half's and all files' three scores,
-/// each the mean over those starts, then the line itself: for searches over many settings.
+/// each the mean over those starts, whether the synthetic checks pass, then the line itself: for searches over many settings.
 fn batch(corpus: &[Series], base: Settings, skips: &str) {
     let skips: Vec<usize> = skips
         .split(',')
@@ -162,11 +162,13 @@ fn batch(corpus: &[Series], base: Settings, skips: &str) {
             }
         }
         let f = |s: &[f64; 3]| format!("{:6.2} {:6.2} {:6.2}", s[0], s[1], s[2]);
+        let synth = synth::report(settings, false) && synth::oxeye_report(settings, false);
         println!(
-            "tune {} | held {} | all {} | {line}",
+            "tune {} | held {} | all {} | {} | {line}",
             f(&sums[0]),
             f(&sums[1]),
-            f(&sums[2])
+            f(&sums[2]),
+            if synth { "synth ok" } else { "synth FAIL" }
         );
     }
 }

@@ -34,7 +34,9 @@ fn max_score(scores: &[f64], from: usize, points: usize) -> f64 {
         .fold(0.0, |a, &b| a.max(b))
 }
 
-pub fn report(settings: Settings) {
+/// Prints the checks when `verbose`; returns whether all pass.
+pub fn report(settings: Settings, verbose: bool) -> bool {
+    let mut pass = true;
     let alarm = settings.alarm_score;
     let mut clean_alarms = 0;
     for seed in 1..=5 {
@@ -43,7 +45,10 @@ pub fn report(settings: Settings) {
             clean_alarms = clean_alarms.max(s[LEARNED..].iter().filter(|&&x| x >= alarm).count());
         }
     }
-    println!("clean: at most {clean_alarms} alarms (pass ≤ 2)");
+    pass &= clean_alarms <= 2;
+    if verbose {
+        println!("clean: at most {clean_alarms} alarms (pass ≤ 2)");
+    }
     type Inject = fn(u64, &mut Vec<(i64, f64)>);
     let cases: [(&str, usize, Inject); 5] = [
         ("spike", 1, |_, s| s[ONSET].1 += 12.0),
@@ -81,15 +86,19 @@ pub fn report(settings: Settings) {
                 LEARNED,
                 POINTS,
             );
+            pass &= peak > clean;
             let mark = if peak > clean { "ok" } else { "FAIL" };
             line.push_str(&format!("  {peak:.3} vs {clean:.3} {mark}"));
         }
-        println!("{line}");
+        if verbose {
+            println!("{line}");
+        }
     }
     let mut line = format!("{:<15}", "pattern change");
     for seed in 1..=3 {
         let peak = max_score(&scores(settings, &sawtooth(seed, true)), ONSET, 36);
         let clean = max_score(&scores(settings, &sawtooth(seed, false)), LEARNED, POINTS);
+        pass &= peak > clean && peak >= 0.4;
         let mark = if peak > clean && peak >= 0.4 {
             "ok"
         } else {
@@ -97,7 +106,10 @@ pub fn report(settings: Settings) {
         };
         line.push_str(&format!("  {peak:.3} vs {clean:.3} {mark}"));
     }
-    println!("{line}");
+    if verbose {
+        println!("{line}");
+    }
+    pass
 }
 
 fn sawtooth(seed: u64, reversed: bool) -> Vec<(i64, f64)> {
@@ -121,7 +133,7 @@ fn sawtooth(seed: u64, reversed: bool) -> Vec<(i64, f64)> {
 /// level shift within 12 points, a clean series never; and a RED p99 series (per minute, the p99
 /// of 20 latencies of 10 + 2u ms) must stay quiet for its first 3 hours and alarm within 2 minutes
 /// of a 10-minute step to 400 ms at hour 5. A screen only: the real tests go through the store.
-pub fn oxeye_report(settings: Settings) {
+pub fn oxeye_report(settings: Settings, verbose: bool) -> bool {
     let days = 8;
     let n = (days * DAY / STEP) as usize;
     let series = |seed: u64| {
@@ -175,9 +187,12 @@ pub fn oxeye_report(settings: Settings) {
         && clean_at.is_none()
         && early.is_none()
         && red_at.is_some_and(|k| k <= 302);
-    println!(
-        "oxeye: spike alarms {spike_ok}, shift after {shift_at:?} (≤ 12), clean alarm at {clean_at:?} \
+    if verbose {
+        println!(
+            "oxeye: spike alarms {spike_ok}, shift after {shift_at:?} (≤ 12), clean alarm at {clean_at:?} \
          (none), p99 early alarm {early:?} (none), p99 alarm at {red_at:?} (300–302) → {}",
-        if ok { "ok" } else { "FAIL" }
-    );
+            if ok { "ok" } else { "FAIL" }
+        );
+    }
+    ok
 }
