@@ -57,6 +57,20 @@ pub struct Settings {
     /// Learning rate of the tails, and the weight of their prior in observations.
     pub tail_rate: f64,
     pub tail_prior_weight: f64,
+    /// Points seen before the tails learn. Each error scale starts at `error_rate` times the
+    /// first error and may grow only by `error_rate · (error_clip − 1)` a point (~1.25 %), so for
+    /// the first few hundred points it is far too small and the surprises it measures are 10–50;
+    /// a tail that learnt from them would expect huge surprises for thousands of points, and a
+    /// large sudden change (a 15σ level shift) would not alarm at once. By point 250 the scale
+    /// has grown about twentyfold, to within a few times the typical error. Starting the scale
+    /// right instead (an equal-weight mean of the first errors) costs NAB ~4 points: the scale's
+    /// slow start is also what keeps a young series from alarming on its early variety.
+    pub tail_after: u32,
+    /// Surprises the tails must have learnt from before their evidence (point surprise, drift)
+    /// counts: a tail holding only its prior is judging surprises measured by a scale that is
+    /// still growing, so a new clean series would alarm at its first judged point, and a
+    /// low-noise series at its first dip (whose mute could then hide a real step).
+    pub tail_min_learned: u32,
     /// Evidence a point must bring to add to the accumulated evidence (a CUSUM allowance).
     pub drift: f64,
     /// Weight of the drift evidence (the recent mean of the slow forecaster's signed errors),
@@ -145,9 +159,11 @@ impl Default for Settings {
             slow_error_clip: 6.0,
             season_rate: 0.02,
             season_min_periods: 2.0,
-            tail_threshold: 3.5,
-            tail_rate: 0.001,
-            tail_prior_weight: 50.0,
+            tail_threshold: 4.5,
+            tail_rate: 0.0005,
+            tail_prior_weight: 15.0,
+            tail_after: 250,
+            tail_min_learned: 50,
             drift: 7.0,
             change_weight: 1.5,
             change_short_rate: 0.1,
@@ -208,6 +224,10 @@ pub struct SeasonalDetector {
     week_level: f64,
     error_tail: ExceedanceTail,
     change_tail: ExceedanceTail,
+    /// Surprises the tails have learnt from (saturating); a detector restored from a state
+    /// without it waits `tail_min_learned` points before its tails judge again.
+    #[serde(default)]
+    tail_learned: u32,
     /// Evidence accumulated over recent points (a CUSUM of point evidence).
     accumulated: f64,
     /// Per seasonal mode, the recent mean of the slow forecaster's signed errors.
@@ -268,6 +288,7 @@ impl SeasonalDetector {
             week_level: 0.0,
             error_tail: ExceedanceTail::new(settings.tail_threshold),
             change_tail: ExceedanceTail::new(settings.tail_threshold),
+            tail_learned: 0,
             accumulated: 0.0,
             drift_mean: [0.0; MODES],
             long_moments: RunningMoments::default(),
@@ -282,6 +303,7 @@ impl SeasonalDetector {
                 let b = settings.coarse_block;
                 Box::new(SeasonalDetector::new(Settings {
                     warmup_points: settings.warmup_points / b,
+                    tail_after: settings.tail_after / b,
                     mute_points: settings.mute_points / b,
                     rearm_points: settings.rearm_points / b,
                     context_learning: settings.context_learning / b,
@@ -413,7 +435,9 @@ impl Detector for SeasonalDetector {
             .max(0.01 * self.long_moments.std())
             .max(1e-9 * (expected.abs() + 1.0));
         let surprise = ((value - expected).abs() / scale).min(1e9);
-        let point_evidence = if self.points < s.warmup_points / 2 {
+        // Tails that have learnt from too few surprises judge nothing yet.
+        let judging = self.points >= s.warmup_points / 2 && self.tail_learned >= s.tail_min_learned;
+        let point_evidence = if !judging {
             0.0
         } else {
             // No single point may bring more than a sure alarm to the accumulated evidence.
@@ -435,7 +459,7 @@ impl Detector for SeasonalDetector {
         // much as one error does: dividing by that puts the drift on the point surprise's scale.
         let averaging = (s.change_short_rate / (2.0 - s.change_short_rate)).sqrt();
         let shift = (drift_now.abs() / (slow_scale * averaging)).min(1e9);
-        let change_evidence = if self.points < s.warmup_points / 2 {
+        let change_evidence = if !judging {
             0.0
         } else {
             self.change_tail.evidence(shift)
@@ -516,8 +540,9 @@ impl Detector for SeasonalDetector {
             score = score.max(s.stuck_score);
         }
 
-        // Surprises mean nothing until the error scale has settled.
-        if self.points >= s.warmup_points / 4 {
+        // Surprises measured by a scale still far too small are not learnt (`tail_after`).
+        if self.points >= s.tail_after {
+            self.tail_learned = self.tail_learned.saturating_add(1);
             self.error_tail
                 .learn(surprise, s.tail_rate, s.tail_prior_weight);
             self.change_tail

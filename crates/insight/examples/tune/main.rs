@@ -17,6 +17,8 @@ fn apply(settings: &mut Settings, key: &str, value: f64) {
         "tail_threshold" => settings.tail_threshold = value,
         "tail_rate" => settings.tail_rate = value,
         "tail_prior_weight" => settings.tail_prior_weight = value,
+        "tail_after" => settings.tail_after = value as u32,
+        "tail_min_learned" => settings.tail_min_learned = value as u32,
         "drift" => settings.drift = value,
         "change_weight" => settings.change_weight = value,
         "change_short_rate" => settings.change_short_rate = value,
