@@ -93,6 +93,9 @@ fn main() {
     if std::env::var_os("SYNTH").is_some() {
         synth::report(settings, true);
         synth::oxeye_report(settings, true);
+        if let Ok(n) = std::env::var("SCREEN_SEEDS") {
+            synth::oxeye_other_seeds(settings, n.parse().expect("SCREEN_SEEDS=n"), true);
+        }
         return;
     }
     if let Ok(skips) = std::env::var("SKIPS") {
@@ -138,12 +141,16 @@ fn main() {
 
 /// `SKIPS=0,40,…`: reads lines of `name=value …` from stdin (overrides on top of the command
 /// line's) and prints, per line, the tuning half's, held-out half's and all files' three scores,
-/// each the mean over those starts, whether the synthetic checks pass, then the line itself: for searches over many settings.
+/// each the mean over those starts, whether the synthetic checks pass (and, with `SCREEN_SEEDS=n`,
+/// how many of `n` other seeds of the oxeye screen fail), then the line itself: for searches over many settings.
 fn batch(corpus: &[Series], base: Settings, skips: &str) {
     let skips: Vec<usize> = skips
         .split(',')
         .map(|k| k.parse().expect("SKIPS"))
         .collect();
+    let screen_seeds: Option<u64> = std::env::var("SCREEN_SEEDS")
+        .ok()
+        .map(|n| n.parse().expect("SCREEN_SEEDS=n"));
     for line in std::io::stdin().lines() {
         let line = line.expect("stdin");
         let mut settings = base;
@@ -165,8 +172,14 @@ fn batch(corpus: &[Series], base: Settings, skips: &str) {
         }
         let f = |s: &[f64; 3]| format!("{:6.2} {:6.2} {:6.2}", s[0], s[1], s[2]);
         let synth = synth::report(settings, false) && synth::oxeye_report(settings, false);
+        let seeds = screen_seeds.map_or(String::new(), |n| {
+            format!(
+                " | screen fails {}/{n}",
+                synth::oxeye_other_seeds(settings, n, false)
+            )
+        });
         println!(
-            "tune {} | held {} | all {} | {} | {line}",
+            "tune {} | held {} | all {} | {}{seeds} | {line}",
             f(&sums[0]),
             f(&sums[1]),
             f(&sums[2]),

@@ -134,6 +134,29 @@ fn sawtooth(seed: u64, reversed: bool) -> Vec<(i64, f64)> {
 /// of 20 latencies of 10 + 2u ms) must stay quiet for its first 3 hours and alarm within 2 minutes
 /// of a 10-minute step to 400 ms at hour 5. A screen only: the real tests go through the store.
 pub fn oxeye_report(settings: Settings, verbose: bool) -> bool {
+    let (ok, line) = oxeye_case(settings, 0);
+    if verbose {
+        println!("oxeye: {line}");
+    }
+    ok
+}
+
+/// The same checks with `n` other seeds (the tests' own are case 0): how many cases fail, since
+/// a user's clean series is not the tests' one.
+pub fn oxeye_other_seeds(settings: Settings, n: u64, verbose: bool) -> usize {
+    (1..=n)
+        .filter(|&j| {
+            let (ok, line) = oxeye_case(settings, j);
+            if verbose {
+                println!("oxeye seed case {j}: {line}");
+            }
+            !ok
+        })
+        .count()
+}
+
+/// Case `j` of the screen: the tests' series for `j` = 0, other seeds after.
+fn oxeye_case(settings: Settings, j: u64) -> (bool, String) {
     let days = 8;
     let n = (days * DAY / STEP) as usize;
     let series = |seed: u64| {
@@ -150,18 +173,18 @@ pub fn oxeye_report(settings: Settings, verbose: bool) -> bool {
     let onset = ((7 * DAY + 7 * 60 * MINUTE) / STEP) as usize;
     let alarm = settings.alarm_score;
     let first_alarm = |s: &[f64], from: usize| s[from..].iter().position(|&x| x >= alarm);
-    let mut spike = series(1);
+    let mut spike = series(1 + 3 * j);
     spike[onset].1 += 25.0;
     let s = scores(settings, &spike);
     let spike_ok = s[onset] >= alarm;
-    let mut shift = series(2);
+    let mut shift = series(2 + 3 * j);
     for p in &mut shift[onset..] {
         p.1 -= 15.0;
     }
     let s = scores(settings, &shift);
     let shift_at = first_alarm(&s, onset);
-    let clean_at = first_alarm(&scores(settings, &series(3)), 0);
-    let mut noise = Noise::new(7);
+    let clean_at = first_alarm(&scores(settings, &series(3 + 3 * j)), 0);
+    let mut noise = Noise::new(7 + 100 * j);
     let p99: Vec<(i64, f64)> = (0..360)
         .map(|m| {
             let slow = (300..310).contains(&m);
@@ -187,12 +210,10 @@ pub fn oxeye_report(settings: Settings, verbose: bool) -> bool {
         && clean_at.is_none()
         && early.is_none()
         && red_at.is_some_and(|k| k <= 302);
-    if verbose {
-        println!(
-            "oxeye: spike alarms {spike_ok}, shift after {shift_at:?} (≤ 12), clean alarm at {clean_at:?} \
+    let line = format!(
+        "spike alarms {spike_ok}, shift after {shift_at:?} (≤ 12), clean alarm at {clean_at:?} \
          (none), p99 early alarm {early:?} (none), p99 alarm at {red_at:?} (300–302) → {}",
-            if ok { "ok" } else { "FAIL" }
-        );
-    }
-    ok
+        if ok { "ok" } else { "FAIL" }
+    );
+    (ok, line)
 }
