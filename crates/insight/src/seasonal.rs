@@ -1,7 +1,9 @@
 //! The default detector: a small bank of forecasters (level at three speeds × no / daily / weekly
 //! seasonality) whose best recent member predicts the next value; its errors, scaled by its own
 //! recent error, feed the anomaly likelihood; so does the drift of the slow forecaster's recent
-//! signed errors (ramps, shifts, a missing cycle); values outside everything seen so far by more
+//! signed errors (ramps, shifts, a missing cycle), and that of the most informative seasonal
+//! profile's errors on its own day- or week-long level (a cycle that fails to happen while the
+//! last value tracks the flat line); values outside everything seen so far by more
 //! than the forecast noise alarm at once; so does a burst of never-seen sequences of quantised
 //! levels (contextual novelty, judged by an HTM-style likelihood); so does a window of values
 //! whose shape no learned adaptive-resonance category holds, when new shapes have been rare
@@ -31,6 +33,8 @@ const SLOW: usize = LEVEL_RATES.len() - 1;
 const AGE_MAX_RATIO: f64 = 8.0;
 /// Seasonal modes of the forecaster bank: none, daily, weekly.
 const MODES: usize = 3;
+/// The seasonal ones among them (day, week).
+const SEASONS: usize = MODES - 1;
 const FORECASTERS: usize = LEVEL_RATES.len() * MODES;
 
 /// Settings shared by every series; chosen once, never per series.
@@ -134,6 +138,23 @@ pub struct Settings {
     /// and the same surprise is then less of an event.
     pub age_points: u32,
     pub age_weight: f64,
+    /// A seasonal pattern that fails to happen (a day whose busy hours never come): per seasonal
+    /// mode (day, week), the recent mean, learned at `miss_rate`, of the signed errors of that
+    /// mode's profile read on its own slow level (the day's or the week's), in units of its mean
+    /// absolute error (times the averaging factor, as for the drift), is judged against its own
+    /// tail, in the mode that has been most informative (over ~`1 / tail_rate` points, its slow
+    /// forecaster's error relative to the non-seasonal slow forecaster's is lowest), and only
+    /// while that relative error is below `miss_informative`; the evidence, times `miss_weight`
+    /// (0 turns it off), joins the drift's. The point forecasters cannot see it: the last value
+    /// tracks the flat line that replaced the cycle, and the slow forecasters absorb the missing
+    /// cycle into their level within a few dozen points; the profile on a day-long level does
+    /// not. Judging only the most informative mode keeps a weekly series' ordinary weekend (a
+    /// "missing" weekday for the daily profile) quiet; and a cycle that stays missing is one
+    /// event, so after an alarm raised while this evidence was up it is silent until it has
+    /// stayed below the CUSUM allowance (`drift`) for `mute_points` points.
+    pub miss_weight: f64,
+    pub miss_rate: f64,
+    pub miss_informative: f64,
 }
 
 impl Default for Settings {
@@ -183,6 +204,9 @@ impl Default for Settings {
             stuck_score: 0.5,
             age_points: 3000,
             age_weight: 0.2,
+            miss_weight: 2.0,
+            miss_rate: 0.03,
+            miss_informative: 0.5,
         }
     }
 }
@@ -247,6 +271,27 @@ pub struct SeasonalDetector {
     longest_run: u32,
     #[serde(default, with = "crate::state::float")]
     last_value: f64,
+    /// Per seasonal mode (day, week; mode `m` at `m − 1`): the recent mean of the signed errors
+    /// of its profile on its own slow level, their mean absolute error, the tail of that mean in
+    /// units of it, the points judged since the mode was ready, and how its slow forecaster's
+    /// error has compared with the non-seasonal one's (a slow mean of the ratio).
+    #[serde(default)]
+    miss_mean: [f64; SEASONS],
+    #[serde(default)]
+    miss_error: [f64; SEASONS],
+    #[serde(default = "default_miss_tails")]
+    miss_tail: [ExceedanceTail; SEASONS],
+    #[serde(default)]
+    miss_seen: [u32; SEASONS],
+    #[serde(default)]
+    miss_ratio: [f64; SEASONS],
+    /// After an alarm raised while the miss evidence was up, the points it stays silent for.
+    #[serde(default)]
+    miss_latched: u32,
+}
+
+fn default_miss_tails() -> [ExceedanceTail; SEASONS] {
+    [ExceedanceTail::new(Settings::default().tail_threshold); SEASONS]
 }
 
 impl Default for SeasonalDetector {
@@ -304,7 +349,76 @@ impl SeasonalDetector {
             run: 0,
             longest_run: 0,
             last_value: f64::NAN,
+            miss_mean: [0.0; SEASONS],
+            miss_error: [0.0; SEASONS],
+            miss_tail: [ExceedanceTail::new(settings.tail_threshold); SEASONS],
+            miss_seen: [0; SEASONS],
+            miss_ratio: [0.0; SEASONS],
+            miss_latched: 0,
         }
+    }
+
+    /// Evidence that the most informative seasonal mode's profile has been persistently wrong
+    /// lately (`Settings::miss_weight`); learns from `value`. Called before `learn`.
+    fn miss_evidence(&mut self, ts_ms: i64, value: f64) -> f64 {
+        let s = self.settings;
+        if s.miss_weight <= 0.0 || self.points == 0 {
+            return 0.0;
+        }
+        let averaging = (s.miss_rate / (2.0 - s.miss_rate)).sqrt();
+        let floor = (0.01 * self.long_moments.std()).max(1e-9 * (value.abs() + 1.0));
+        let plain = self.forecasters[SLOW].mean_abs_error.max(floor);
+        let mut evidence = 0.0;
+        let mut lowest_ratio = s.miss_informative;
+        for m in 1..MODES {
+            let level = if m == 1 {
+                self.day_level
+            } else {
+                self.week_level
+            };
+            let signed = value - (level + self.seasonal(m, ts_ms));
+            let mean = self.miss_mean[m - 1] + s.miss_rate * (signed - self.miss_mean[m - 1]);
+            self.miss_mean[m - 1] = mean;
+            let error = self.miss_error[m - 1];
+            let clipped = if error > 0.0 {
+                signed.abs().min(s.error_clip * error)
+            } else {
+                signed.abs()
+            };
+            self.miss_error[m - 1] += s.error_rate * (clipped - error);
+            if !self.mode_ready(m, ts_ms) {
+                continue;
+            }
+            self.miss_seen[m - 1] = self.miss_seen[m - 1].saturating_add(1);
+            let shift = (mean.abs() / (error.max(floor) * averaging)).min(1e9);
+            let ratio =
+                (self.forecasters[m * LEVEL_RATES.len() + SLOW].mean_abs_error / plain).min(10.0);
+            let rate = (1.0 / f64::from(self.miss_seen[m - 1])).max(s.tail_rate);
+            self.miss_ratio[m - 1] += rate * (ratio - self.miss_ratio[m - 1]);
+            if self.miss_seen[m - 1] > s.warmup_points
+                && self.points >= s.warmup_points / 2
+                && self.miss_ratio[m - 1] < lowest_ratio
+            {
+                lowest_ratio = self.miss_ratio[m - 1];
+                evidence = self.miss_tail[m - 1].evidence(shift);
+            }
+            if self.miss_seen[m - 1] > s.warmup_points / 4 {
+                self.miss_tail[m - 1].learn(shift, s.tail_rate, s.tail_prior_weight);
+            }
+        }
+        // A cycle that stays missing is one event: once an alarm was raised while it was off
+        // (by it or by anything else, such as a flatline), it is not heard again until its
+        // evidence has stayed below the CUSUM allowance for `mute_points` points (a flat line
+        // across a daily wave crosses the profile twice a day, briefly).
+        if self.miss_latched > 0 {
+            self.miss_latched = if s.miss_weight * evidence >= s.drift {
+                s.mute_points
+            } else {
+                self.miss_latched - 1
+            };
+            return 0.0;
+        }
+        s.miss_weight * evidence
     }
 
     fn seasonal(&self, mode: usize, ts_ms: i64) -> f64 {
@@ -441,9 +555,12 @@ impl Detector for SeasonalDetector {
             self.change_tail.evidence(shift)
         };
 
+        let miss_evidence = self.miss_evidence(ts_ms, value);
+
         // Sustained drift accumulates like repeated surprises do.
-        let accumulating =
-            point_evidence.max((s.change_weight * change_evidence).min(s.full_evidence));
+        let accumulating = point_evidence
+            .max((s.change_weight * change_evidence).min(s.full_evidence))
+            .max(miss_evidence.min(s.full_evidence));
         self.accumulated = (self.accumulated + accumulating - s.drift).max(0.0);
 
         let range = self.max_seen - self.min_seen;
@@ -468,6 +585,7 @@ impl Detector for SeasonalDetector {
             .max(self.accumulated)
             .max((s.context_weight * context_evidence).min(s.full_evidence))
             .max(s.change_weight * change_evidence)
+            .max(miss_evidence)
             .max(range_evidence);
         let mut score = if self.points < s.warmup_points {
             0.0
@@ -539,6 +657,9 @@ impl Detector for SeasonalDetector {
         } else if score >= s.alarm_score {
             self.muted_for = s.mute_points;
             self.accumulated = 0.0;
+            if miss_evidence > 0.0 {
+                self.miss_latched = s.mute_points;
+            }
             self.since_alarm = 0;
             self.last_alarm_score = score;
         }

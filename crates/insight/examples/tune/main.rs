@@ -53,6 +53,9 @@ fn apply(settings: &mut Settings, key: &str, value: f64) {
         "age_points" => settings.age_points = value as u32,
         "age_weight" => settings.age_weight = value,
         "slow_error_clip" => settings.slow_error_clip = value,
+        "miss_weight" => settings.miss_weight = value,
+        "miss_rate" => settings.miss_rate = value,
+        "miss_informative" => settings.miss_informative = value,
         _ => panic!("unknown setting {key}"),
     }
 }
