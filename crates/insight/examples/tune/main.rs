@@ -43,6 +43,7 @@ fn apply(settings: &mut Settings, key: &str, value: f64) {
         "coarse_range_noise" => settings.coarse_range_noise = value,
         "coarse_range_after" => settings.coarse_range_after = value as u32,
         "range_after" => settings.range_after = value as u32,
+        "range_young" => settings.range_young = value as u32,
         "art_window" => settings.art_window = value as usize,
         "art_vigilance" => settings.art_vigilance = value,
         "art_weight" => settings.art_weight = value,
@@ -55,6 +56,9 @@ fn apply(settings: &mut Settings, key: &str, value: f64) {
         "age_points" => settings.age_points = value as u32,
         "age_weight" => settings.age_weight = value,
         "slow_error_clip" => settings.slow_error_clip = value,
+        "miss_weight" => settings.miss_weight = value,
+        "miss_rate" => settings.miss_rate = value,
+        "miss_informative" => settings.miss_informative = value,
         _ => panic!("unknown setting {key}"),
     }
 }
@@ -95,6 +99,7 @@ fn main() {
         synth::oxeye_report(settings, true);
         if let Ok(n) = std::env::var("SCREEN_SEEDS") {
             synth::oxeye_other_seeds(settings, n.parse().expect("SCREEN_SEEDS=n"), true);
+            synth::young_clean_alarms(settings, true);
         }
         return;
     }
@@ -174,8 +179,9 @@ fn batch(corpus: &[Series], base: Settings, skips: &str) {
         let synth = synth::report(settings, false) && synth::oxeye_report(settings, false);
         let seeds = screen_seeds.map_or(String::new(), |n| {
             format!(
-                " | screen fails {}/{n}",
-                synth::oxeye_other_seeds(settings, n, false)
+                " | screen fails {}/{n} | young clean alarm {}/60",
+                synth::oxeye_other_seeds(settings, n, false),
+                synth::young_clean_alarms(settings, false)
             )
         });
         println!(

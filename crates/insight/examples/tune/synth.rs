@@ -217,3 +217,24 @@ fn oxeye_case(settings: Settings, j: u64) -> (bool, String) {
     );
     (ok, line)
 }
+
+/// `tests/it/synthetic.rs`'s young clean series over 30 seeds: how many of the 60 (amplitude 0
+/// and 10) alarm in their first two days, and, when `verbose`, where.
+pub fn young_clean_alarms(settings: Settings, verbose: bool) -> usize {
+    let mut n = 0;
+    for seed in 1..=30 {
+        for amplitude in [0.0, 10.0] {
+            let s = scores(settings, &seasonal_series(seed, amplitude));
+            let at: Vec<usize> = (0..LEARNED)
+                .filter(|&i| s[i] >= settings.alarm_score)
+                .collect();
+            if !at.is_empty() {
+                n += 1;
+                if verbose {
+                    println!("young clean seed {seed} amplitude {amplitude}: alarms at {at:?}");
+                }
+            }
+        }
+    }
+    n
+}

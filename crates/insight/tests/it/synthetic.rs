@@ -51,18 +51,21 @@ fn alarms(scores: &[f64]) -> usize {
 /// clean series raises no alarm, from its very first point (`alarms` counts from day 2).
 #[test]
 fn clean_series_raise_no_alarm_while_the_detector_learns() {
+    let mut found = Vec::new();
     for seed in 1..=5 {
         for amplitude in [0.0, 10.0] {
             let s = scores(&seasonal_series(seed, amplitude));
             let first: Vec<usize> = (0..(2 * DAY / STEP) as usize)
                 .filter(|&i| s[i] >= ALARM)
                 .collect();
-            assert!(
-                first.is_empty(),
-                "seed {seed}, amplitude {amplitude}: alarms at points {first:?}"
-            );
+            if !first.is_empty() {
+                found.push(format!(
+                    "seed {seed}, amplitude {amplitude}: points {first:?}"
+                ));
+            }
         }
     }
+    assert!(found.is_empty(), "alarms on clean series: {found:?}");
 }
 
 #[test]
