@@ -59,6 +59,9 @@ fn apply(settings: &mut Settings, key: &str, value: f64) {
         "miss_weight" => settings.miss_weight = value,
         "miss_rate" => settings.miss_rate = value,
         "miss_informative" => settings.miss_informative = value,
+        "recall_weight" => settings.recall_weight = value,
+        "recall_rate" => settings.recall_rate = value,
+        "recall_free" => settings.recall_free = value,
         _ => panic!("unknown setting {key}"),
     }
 }
