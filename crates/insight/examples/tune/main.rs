@@ -7,63 +7,19 @@ use std::path::Path;
 use insight::nab::{self, Series};
 use insight::{Detector, SeasonalDetector, Settings};
 
+/// Sets one field of `Settings` by its name (through its serde form, so every setting is
+/// reachable without a list to keep up); integer fields take the value rounded down.
 fn apply(settings: &mut Settings, key: &str, value: f64) {
-    match key {
-        "warmup_points" => settings.warmup_points = value as u32,
-        "error_rate" => settings.error_rate = value,
-        "error_clip" => settings.error_clip = value,
-        "season_rate" => settings.season_rate = value,
-        "season_min_periods" => settings.season_min_periods = value,
-        "tail_threshold" => settings.tail_threshold = value,
-        "tail_rate" => settings.tail_rate = value,
-        "tail_prior_weight" => settings.tail_prior_weight = value,
-        "tail_after" => settings.tail_after = value as u32,
-        "tail_min_learned" => settings.tail_min_learned = value as u32,
-        "drift" => settings.drift = value,
-        "change_weight" => settings.change_weight = value,
-        "change_short_rate" => settings.change_short_rate = value,
-        "change_long_rate" => settings.change_long_rate = value,
-        "range_tolerance" => settings.range_tolerance = value,
-        "range_evidence" => settings.range_evidence = value,
-        "range_noise" => settings.range_noise = value,
-        "context_levels" => settings.context_levels = value as u8,
-        "context_length" => settings.context_length = value as usize,
-        "context_weight" => settings.context_weight = value,
-        "context_short_rate" => settings.context_short_rate = value,
-        "context_long_rate" => settings.context_long_rate = value,
-        "context_learning" => settings.context_learning = value as u32,
-        "full_evidence" => settings.full_evidence = value,
-        "alarm_score" => settings.alarm_score = value,
-        "mute_points" => settings.mute_points = value as u32,
-        "mute_factor" => settings.mute_factor = value,
-        "rearm_points" => settings.rearm_points = value as u32,
-        "rearm_factor" => settings.rearm_factor = value,
-        "coarse_block" => settings.coarse_block = value as u32,
-        "coarse_weight" => settings.coarse_weight = value,
-        "coarse_range_noise" => settings.coarse_range_noise = value,
-        "coarse_range_after" => settings.coarse_range_after = value as u32,
-        "range_after" => settings.range_after = value as u32,
-        "range_young" => settings.range_young = value as u32,
-        "art_window" => settings.art_window = value as usize,
-        "art_vigilance" => settings.art_vigilance = value,
-        "art_weight" => settings.art_weight = value,
-        "art_learning" => settings.art_learning = value as u32,
-        "art_rate" => settings.art_rate = value,
-        "art_evidence" => settings.art_evidence = value,
-        "stuck_min" => settings.stuck_min = value as u32,
-        "stuck_factor" => settings.stuck_factor = value,
-        "stuck_score" => settings.stuck_score = value,
-        "age_points" => settings.age_points = value as u32,
-        "age_weight" => settings.age_weight = value,
-        "slow_error_clip" => settings.slow_error_clip = value,
-        "miss_weight" => settings.miss_weight = value,
-        "miss_rate" => settings.miss_rate = value,
-        "miss_informative" => settings.miss_informative = value,
-        "recall_weight" => settings.recall_weight = value,
-        "recall_rate" => settings.recall_rate = value,
-        "recall_free" => settings.recall_free = value,
-        _ => panic!("unknown setting {key}"),
-    }
+    let mut fields = serde_json::to_value(*settings).expect("settings serialize");
+    let field = fields
+        .get_mut(key)
+        .unwrap_or_else(|| panic!("unknown setting {key}"));
+    *field = if field.is_f64() {
+        serde_json::json!(value)
+    } else {
+        serde_json::json!(value as u64)
+    };
+    *settings = serde_json::from_value(fields).expect("setting in range");
 }
 
 /// Scores every file; the detector starts `skip` points into each file (those points score 0), so
