@@ -38,11 +38,21 @@ const MODES: usize = 3;
 /// The seasonal ones among them (day, week).
 const SEASONS: usize = MODES - 1;
 const FORECASTERS: usize = LEVEL_RATES.len() * MODES;
-/// The parts whose largest score is the point's score: point surprise, accumulated evidence,
-/// contextual novelty, drift, missing cycle, range novelty, coarse detector, resonance, flatline.
-const PARTS: usize = 9;
-const POINT_PART: usize = 0;
-const CONTEXT_PART: usize = 2;
+/// The parts whose largest score is the point's score, by their place in `observe`'s `parts`.
+mod part {
+    pub const POINT: usize = 0;
+    pub const ACCUMULATED: usize = 1;
+    pub const CONTEXT: usize = 2;
+    pub const DRIFT: usize = 3;
+    pub const MISS: usize = 4;
+    pub const RANGE: usize = 5;
+    pub const COARSE: usize = 6;
+    pub const RESONANCE: usize = 7;
+    pub const FLATLINE: usize = 8;
+    pub const COUNT: usize = 9;
+    /// The parts with an alarm memory (`Settings::recall_weight`), in `part_alarms`' order.
+    pub const RECALLED: [usize; 2] = [POINT, CONTEXT];
+}
 
 /// Settings shared by every series; chosen once, never per series.
 #[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -660,15 +670,15 @@ impl Detector for SeasonalDetector {
         );
 
         // Each part's score; the largest is the point's.
-        let mut parts = [0.0; PARTS];
+        let mut parts = [0.0; part::COUNT];
         if self.points >= s.warmup_points {
             let full = s.full_evidence;
-            parts[POINT_PART] = point_evidence / full;
-            parts[1] = self.accumulated / full;
-            parts[CONTEXT_PART] = (s.context_weight * context_evidence).min(full) / full;
-            parts[3] = s.change_weight * change_evidence / full;
-            parts[4] = miss_evidence / full;
-            parts[5] = range_evidence / full;
+            parts[part::POINT] = point_evidence / full;
+            parts[part::ACCUMULATED] = self.accumulated / full;
+            parts[part::CONTEXT] = (s.context_weight * context_evidence).min(full) / full;
+            parts[part::DRIFT] = s.change_weight * change_evidence / full;
+            parts[part::MISS] = miss_evidence / full;
+            parts[part::RANGE] = range_evidence / full;
         }
         if let Some(coarse) = &mut self.coarse {
             self.block_sum += value;
@@ -679,7 +689,7 @@ impl Detector for SeasonalDetector {
                 self.block_count = 0;
                 let c = coarse.observe(ts_ms, mean).score * s.coarse_weight;
                 if self.points >= s.warmup_points {
-                    parts[6] = c;
+                    parts[part::COARSE] = c;
                 }
             }
         }
@@ -689,7 +699,7 @@ impl Detector for SeasonalDetector {
                 // How rare founding a category has been lately (never below 1 in 10⁴), and how
                 // far this window is from every known shape.
                 let rare = -self.art_novel_rate.max(1e-4).ln() + r.distance.ln();
-                parts[7] = s.art_weight * (rare / s.art_evidence).min(1.0);
+                parts[part::RESONANCE] = s.art_weight * (rare / s.art_evidence).min(1.0);
             }
             self.art_windows = self.art_windows.saturating_add(1);
             let rate = (1.0 / f64::from(self.art_windows)).max(s.art_rate);
@@ -709,22 +719,22 @@ impl Detector for SeasonalDetector {
             && self.points >= s.art_learning.max(s.warmup_points)
             && self.run == stuck_at.max(s.stuck_min)
         {
-            parts[8] = s.stuck_score;
+            parts[part::FLATLINE] = s.stuck_score;
         }
 
         // A part that has kept raising the alarm on this series needs more (`recall_weight`).
-        for (k, p) in [POINT_PART, CONTEXT_PART].into_iter().enumerate() {
+        for (k, p) in part::RECALLED.into_iter().enumerate() {
             let alarms = (self.part_alarms[k] - s.recall_free).max(0.0);
             parts[p] /= 1.0 + s.recall_weight * alarms;
         }
         // The part that gives the score (the first of equals).
-        let mut part = 0;
-        for p in 1..PARTS {
-            if parts[p].clamp(0.0, 1.0) > parts[part].clamp(0.0, 1.0) {
-                part = p;
+        let mut top = part::POINT;
+        for p in 1..part::COUNT {
+            if parts[p].clamp(0.0, 1.0) > parts[top].clamp(0.0, 1.0) {
+                top = p;
             }
         }
-        let mut score = parts[part].clamp(0.0, 1.0);
+        let mut score = parts[top].clamp(0.0, 1.0);
 
         // Surprises measured by a scale still far too small are not learnt (`tail_after`).
         if self.points >= s.tail_after {
@@ -759,7 +769,7 @@ impl Detector for SeasonalDetector {
         } else if score >= s.alarm_score && score < bar {
             score *= s.mute_factor;
         } else if score >= s.alarm_score {
-            if let Some(k) = [POINT_PART, CONTEXT_PART].iter().position(|&p| p == part) {
+            if let Some(k) = part::RECALLED.iter().position(|&p| p == top) {
                 self.part_alarms[k] += 1.0;
             }
             self.muted_for = s.mute_points;
