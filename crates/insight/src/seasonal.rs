@@ -209,6 +209,29 @@ pub struct Settings {
     pub recall_weight: f64,
     pub recall_rate: f64,
     pub recall_free: f64,
+    /// The slow forecaster's signed errors are clipped at this many of its mean absolute
+    /// errors (floored as the drift's scale is) before they enter the drift's recent mean (0
+    /// turns it off), so the drift judges persistence: a burst of a few huge values (a count
+    /// rising out of a near-zero night level) moved the unclipped mean as much as a level
+    /// shift does, and the drift and the accumulated evidence it feeds raised most of their
+    /// false alarms on such bursts, which the point surprise judges already. A shift moves
+    /// every error, so it still moves the clipped mean; a 15σ shift is still seen at once.
+    pub drift_clip: f64,
+    /// On a sparse series a burst is a drift after all. Per mode, a count of the slow
+    /// forecaster's errors beyond `drift_clip`, decayed at `drift_burst_rate` a point, is kept;
+    /// while it reaches `drift_burst_count` (this error included; 0 turns it off) and the slow
+    /// forecaster's mean absolute error is below `drift_burst_sparse` of the scale's floor (1 %
+    /// of the series' spread; 0: on any series), the drift reads the recent mean of the
+    /// unclipped errors instead. A series near constant almost always, whose spread is made by
+    /// rare spikes, has every event far beyond the clip: clipped, its episodes (several large
+    /// values within a dozen points) barely move the drift, and the point surprise rates each
+    /// value low, as its tail has seen bigger single spikes. On a noisy series a burst of large
+    /// errors is the noise the clip is there to ignore (the Twitter counts' false alarms), so
+    /// there it stays clipped; so does an isolated spike on a sparse one. A level shift passes
+    /// the clip anyway (every error moves).
+    pub drift_burst_count: f64,
+    pub drift_burst_rate: f64,
+    pub drift_burst_sparse: f64,
 }
 
 impl Default for Settings {
@@ -267,8 +290,19 @@ impl Default for Settings {
             recall_weight: 3.0,
             recall_rate: 0.0001,
             recall_free: 1.0,
+            drift_clip: 8.0,
+            drift_burst_count: 4.0,
+            drift_burst_rate: 0.1,
+            drift_burst_sparse: 4.0,
         }
     }
+}
+
+/// What one value brings to each seasonal mode's drift (`SeasonalDetector::drift_inputs`).
+struct DriftInputs {
+    clipped: [f64; MODES],
+    raw: [f64; MODES],
+    large: [f64; MODES],
 }
 
 /// One member of the forecaster bank: a level on the deseasonalised series.
@@ -300,6 +334,12 @@ pub struct SeasonalDetector {
     accumulated: f64,
     /// Per seasonal mode, the recent mean of the slow forecaster's signed errors.
     drift_mean: [f64; MODES],
+    /// Per seasonal mode, the decayed count of recent slow errors beyond the drift clip, and
+    /// the recent mean of the unclipped slow errors (`Settings::drift_burst_count`).
+    #[serde(default)]
+    drift_large: [f64; MODES],
+    #[serde(default)]
+    drift_raw: [f64; MODES],
     long_moments: RunningMoments,
     #[serde(with = "crate::state::float")]
     min_seen: f64,
@@ -388,6 +428,8 @@ impl SeasonalDetector {
             tail_learned: 0,
             accumulated: 0.0,
             drift_mean: [0.0; MODES],
+            drift_large: [0.0; MODES],
+            drift_raw: [0.0; MODES],
             long_moments: RunningMoments::default(),
             min_seen: f64::INFINITY,
             max_seen: f64::NEG_INFINITY,
@@ -500,6 +542,37 @@ impl SeasonalDetector {
         s.miss_weight * evidence
     }
 
+    /// What each seasonal mode's slow forecaster's error on `value` brings to the drift: the
+    /// signed error clipped at `Settings::drift_clip` of its floored scale, the signed error
+    /// itself, and the decayed count of errors beyond the clip with this one.
+    fn drift_inputs(&self, ts_ms: i64, value: f64) -> DriftInputs {
+        let s = self.settings;
+        let mut inputs = DriftInputs {
+            clipped: [0.0; MODES],
+            raw: [0.0; MODES],
+            large: self.drift_large,
+        };
+        for mode in 0..MODES {
+            let slow = &self.forecasters[mode * LEVEL_RATES.len() + SLOW];
+            let expected = slow.level + self.seasonal(mode, ts_ms);
+            let signed = value - expected;
+            inputs.raw[mode] = signed;
+            inputs.clipped[mode] = if s.drift_clip > 0.0 {
+                let scale = slow
+                    .mean_abs_error
+                    .max(0.01 * self.long_moments.std())
+                    .max(1e-9 * (expected.abs() + 1.0));
+                let c = s.drift_clip * scale;
+                let beyond = if signed.abs() > c { 1.0 } else { 0.0 };
+                inputs.large[mode] = inputs.large[mode] * (1.0 - s.drift_burst_rate) + beyond;
+                signed.clamp(-c, c)
+            } else {
+                signed
+            };
+        }
+        inputs
+    }
+
     fn seasonal(&self, mode: usize, ts_ms: i64) -> f64 {
         match mode {
             1 => self.day.at(ts_ms),
@@ -543,7 +616,8 @@ impl SeasonalDetector {
         s.alarm_score + (last - s.alarm_score).max(0.0) * left
     }
 
-    fn learn(&mut self, ts_ms: i64, value: f64) {
+    /// Learns from `value`; `drift` is what it brings to each mode's drift means.
+    fn learn(&mut self, ts_ms: i64, value: f64, drift: &DriftInputs) {
         let first = self.points == 0;
         let s = self.settings;
         for k in 0..FORECASTERS {
@@ -558,7 +632,9 @@ impl SeasonalDetector {
             let slow = k % LEVEL_RATES.len() == SLOW;
             if slow {
                 let d = &mut self.drift_mean[k / LEVEL_RATES.len()];
-                *d += s.change_short_rate * (signed - *d);
+                *d += s.change_short_rate * (drift.clipped[k / LEVEL_RATES.len()] - *d);
+                let r = &mut self.drift_raw[k / LEVEL_RATES.len()];
+                *r += s.change_short_rate * (drift.raw[k / LEVEL_RATES.len()] - *r);
             }
             let error = signed.abs();
             let clip = if slow {
@@ -617,11 +693,23 @@ impl Detector for SeasonalDetector {
 
         // Drift: the recent mean of the slow forecaster's signed errors (in the chosen seasonal
         // mode), in units of its mean absolute error. Ramps, level shifts and a missing seasonal
-        // cycle all push it away from 0, though each point alone may look ordinary.
+        // cycle all push it away from 0, though each point alone may look ordinary. The errors
+        // are clipped first (`drift_clip`), so a burst of a few huge values is not a drift,
+        // except on a sparse series, where several close together are read unclipped
+        // (`drift_burst_count`).
         let slow = mode * LEVEL_RATES.len() + SLOW;
-        let slow_expected = self.forecasters[slow].level + self.seasonal(mode, ts_ms);
-        let drift_now = self.drift_mean[mode]
-            + s.change_short_rate * ((value - slow_expected) - self.drift_mean[mode]);
+        let drift = self.drift_inputs(ts_ms, value);
+        self.drift_large = drift.large;
+        let sparse = s.drift_burst_sparse <= 0.0
+            || self.forecasters[slow].mean_abs_error
+                < s.drift_burst_sparse * 0.01 * self.long_moments.std();
+        let burst = s.drift_burst_count > 0.0 && drift.large[mode] >= s.drift_burst_count && sparse;
+        let (mean, input) = if burst {
+            (self.drift_raw[mode], drift.raw[mode])
+        } else {
+            (self.drift_mean[mode], drift.clipped[mode])
+        };
+        let drift_now = mean + s.change_short_rate * (input - mean);
         let slow_scale = self.forecasters[slow]
             .mean_abs_error
             .max(0.01 * self.long_moments.std())
@@ -782,7 +870,7 @@ impl Detector for SeasonalDetector {
         }
         self.since_alarm = self.since_alarm.saturating_add(1);
 
-        self.learn(ts_ms, value);
+        self.learn(ts_ms, value, &drift);
         self.points = self.points.saturating_add(1);
         self.last_ts_ms = ts_ms;
         // A mean absolute error is about 0.8 σ for normal noise; ±3.2 of them covers ~99 %.
