@@ -300,8 +300,9 @@ impl Default for Settings {
 
 /// What one value brings to each seasonal mode's drift (`SeasonalDetector::drift_inputs`).
 struct DriftInputs {
-    clipped: [f64; MODES],
+    /// The slow forecaster's signed error, unclipped and clipped.
     raw: [f64; MODES],
+    clipped: [f64; MODES],
     large: [f64; MODES],
 }
 
@@ -326,10 +327,6 @@ pub struct SeasonalDetector {
     week_level: f64,
     error_tail: ExceedanceTail,
     change_tail: ExceedanceTail,
-    /// Surprises the tails have learnt from (saturating); a detector restored from a state
-    /// without it waits `tail_min_learned` points before its tails judge again.
-    #[serde(default)]
-    tail_learned: u32,
     /// Evidence accumulated over recent points (a CUSUM of point evidence).
     accumulated: f64,
     /// Per seasonal mode, the recent mean of the slow forecaster's signed errors.
@@ -399,7 +396,7 @@ pub struct SeasonalDetector {
     /// Decayed counts of the alarms raised by the point surprise and by contextual novelty
     /// (`Settings::recall_weight`).
     #[serde(default)]
-    part_alarms: [f64; 2],
+    part_alarms: [f64; part::RECALLED.len()],
 }
 
 fn default_miss_tails() -> [ExceedanceTail; SEASONS] {
@@ -425,7 +422,6 @@ impl SeasonalDetector {
             week_level: 0.0,
             error_tail: ExceedanceTail::new(settings.tail_threshold),
             change_tail: ExceedanceTail::new(settings.tail_threshold),
-            tail_learned: 0,
             accumulated: 0.0,
             drift_mean: [0.0; MODES],
             drift_large: [0.0; MODES],
@@ -472,7 +468,7 @@ impl SeasonalDetector {
             miss_seen: [0; SEASONS],
             miss_ratio: [0.0; SEASONS],
             miss_latched: 0,
-            part_alarms: [0.0; 2],
+            part_alarms: [0.0; part::RECALLED.len()],
         }
     }
 
@@ -484,7 +480,7 @@ impl SeasonalDetector {
             return 0.0;
         }
         let averaging = (s.miss_rate / (2.0 - s.miss_rate)).sqrt();
-        let floor = (0.01 * self.long_moments.std()).max(1e-9 * (value.abs() + 1.0));
+        let floor = self.scale_floor(value);
         let plain = self.forecasters[SLOW].mean_abs_error.max(floor);
         let mut evidence = 0.0;
         let mut lowest_ratio = s.miss_informative;
@@ -558,10 +554,7 @@ impl SeasonalDetector {
             let signed = value - expected;
             inputs.raw[mode] = signed;
             inputs.clipped[mode] = if s.drift_clip > 0.0 {
-                let scale = slow
-                    .mean_abs_error
-                    .max(0.01 * self.long_moments.std())
-                    .max(1e-9 * (expected.abs() + 1.0));
+                let scale = slow.mean_abs_error.max(self.scale_floor(expected));
                 let c = s.drift_clip * scale;
                 let beyond = if signed.abs() > c { 1.0 } else { 0.0 };
                 inputs.large[mode] = inputs.large[mode] * (1.0 - s.drift_burst_rate) + beyond;
@@ -571,6 +564,18 @@ impl SeasonalDetector {
             };
         }
         inputs
+    }
+
+    /// Errors below 1 % of the series' spread are never surprising, even when a noiseless series
+    /// is predicted almost exactly.
+    fn spread_floor(&self) -> f64 {
+        0.01 * self.long_moments.std()
+    }
+
+    /// The least any error scale may be near `around`: the spread floor, or, for a series that
+    /// never varied, a tiny fraction of its size, so any change in it is large but finite.
+    fn scale_floor(&self, around: f64) -> f64 {
+        self.spread_floor().max(1e-9 * (around.abs() + 1.0))
     }
 
     fn seasonal(&self, mode: usize, ts_ms: i64) -> f64 {
@@ -631,10 +636,11 @@ impl SeasonalDetector {
             let signed = value - (f.level + seasonal);
             let slow = k % LEVEL_RATES.len() == SLOW;
             if slow {
-                let d = &mut self.drift_mean[k / LEVEL_RATES.len()];
-                *d += s.change_short_rate * (drift.clipped[k / LEVEL_RATES.len()] - *d);
-                let r = &mut self.drift_raw[k / LEVEL_RATES.len()];
-                *r += s.change_short_rate * (drift.raw[k / LEVEL_RATES.len()] - *r);
+                let mode = k / LEVEL_RATES.len();
+                let d = &mut self.drift_mean[mode];
+                *d += s.change_short_rate * (drift.clipped[mode] - *d);
+                let r = &mut self.drift_raw[mode];
+                *r += s.change_short_rate * (drift.raw[mode] - *r);
             }
             let error = signed.abs();
             let clip = if slow {
@@ -673,17 +679,14 @@ impl Detector for SeasonalDetector {
         let best = self.best(ts_ms);
         let mode = best / LEVEL_RATES.len();
         let expected = self.forecasters[best].level + self.seasonal(mode, ts_ms);
-        // A series that never varied has no error scale yet; any change in it is then large
-        // but finite, so the statistics below stay finite.
-        // Errors below 1 % of the series' spread are never surprising, even when a noiseless
-        // series is predicted almost exactly.
         let scale = self.forecasters[best]
             .mean_abs_error
-            .max(0.01 * self.long_moments.std())
-            .max(1e-9 * (expected.abs() + 1.0));
+            .max(self.scale_floor(expected));
         let surprise = ((value - expected).abs() / scale).min(1e9);
-        // Tails that have learnt from too few surprises judge nothing yet.
-        let judging = self.points >= s.warmup_points / 2 && self.tail_learned >= s.tail_min_learned;
+        // Tails that have learnt from too few surprises (one a point from `tail_after` on) judge
+        // nothing yet.
+        let judging = self.points >= s.warmup_points / 2
+            && self.points >= s.tail_after.saturating_add(s.tail_min_learned);
         let point_evidence = if !judging {
             0.0
         } else {
@@ -701,8 +704,7 @@ impl Detector for SeasonalDetector {
         let drift = self.drift_inputs(ts_ms, value);
         self.drift_large = drift.large;
         let sparse = s.drift_burst_sparse <= 0.0
-            || self.forecasters[slow].mean_abs_error
-                < s.drift_burst_sparse * 0.01 * self.long_moments.std();
+            || self.forecasters[slow].mean_abs_error < s.drift_burst_sparse * self.spread_floor();
         let burst = s.drift_burst_count > 0.0 && drift.large[mode] >= s.drift_burst_count && sparse;
         let (mean, input) = if burst {
             (self.drift_raw[mode], drift.raw[mode])
@@ -712,8 +714,7 @@ impl Detector for SeasonalDetector {
         let drift_now = mean + s.change_short_rate * (input - mean);
         let slow_scale = self.forecasters[slow]
             .mean_abs_error
-            .max(0.01 * self.long_moments.std())
-            .max(1e-9 * (expected.abs() + 1.0));
+            .max(self.scale_floor(expected));
         // An average of `1/rate`-ish independent errors varies `sqrt(rate / (2 − rate))` times as
         // much as one error does: dividing by that puts the drift on the point surprise's scale.
         let averaging = (s.change_short_rate / (2.0 - s.change_short_rate)).sqrt();
@@ -826,20 +827,21 @@ impl Detector for SeasonalDetector {
 
         // Surprises measured by a scale still far too small are not learnt (`tail_after`).
         if self.points >= s.tail_after {
-            self.tail_learned = self.tail_learned.saturating_add(1);
             self.error_tail
                 .learn(surprise, s.tail_rate, s.tail_prior_weight);
             self.change_tail
                 .learn(shift, s.tail_rate, s.tail_prior_weight);
         }
-        let error = (value - expected).abs();
-        let rate = (1.0 / f64::from(self.points.saturating_add(1))).max(s.error_rate);
-        let clipped = if self.range_noise_scale > 0.0 {
-            error.min(s.error_clip * self.range_noise_scale)
-        } else {
-            error
-        };
-        self.range_noise_scale += rate * (clipped - self.range_noise_scale);
+        if self.points < s.range_young {
+            let error = (value - expected).abs();
+            let rate = (1.0 / f64::from(self.points.saturating_add(1))).max(s.error_rate);
+            let clipped = if self.range_noise_scale > 0.0 {
+                error.min(s.error_clip * self.range_noise_scale)
+            } else {
+                error
+            };
+            self.range_noise_scale += rate * (clipped - self.range_noise_scale);
+        }
         self.long_moments.update(value, s.change_long_rate);
         self.min_seen = self.min_seen.min(value);
         self.max_seen = self.max_seen.max(value);

@@ -105,8 +105,9 @@ fn main() {
 
 /// `SKIPS=0,40,…`: reads lines of `name=value …` from stdin (overrides on top of the command
 /// line's) and prints, per line, the tuning half's, held-out half's and all files' three scores,
-/// each the mean over those starts, whether the synthetic checks pass (and, with `SCREEN_SEEDS=n`,
-/// how many of `n` other seeds of the oxeye screen fail), then the line itself: for searches over many settings.
+/// each the mean over those starts, whether the synthetic checks pass (and, with
+/// `SCREEN_SEEDS=n`, how many of `n` other seeds of the oxeye screen fail and how many of 60
+/// young clean series alarm), then the line itself: for searches over many settings.
 fn batch(corpus: &[Series], base: Settings, skips: &str) {
     let skips: Vec<usize> = skips
         .split(',')

@@ -86,8 +86,9 @@ pub fn report(settings: Settings, verbose: bool) -> bool {
                 LEARNED,
                 POINTS,
             );
-            pass &= peak > clean;
-            let mark = if peak > clean { "ok" } else { "FAIL" };
+            let ok = peak > clean;
+            pass &= ok;
+            let mark = if ok { "ok" } else { "FAIL" };
             line.push_str(&format!("  {peak:.3} vs {clean:.3} {mark}"));
         }
         if verbose {
@@ -98,12 +99,9 @@ pub fn report(settings: Settings, verbose: bool) -> bool {
     for seed in 1..=3 {
         let peak = max_score(&scores(settings, &sawtooth(seed, true)), ONSET, 36);
         let clean = max_score(&scores(settings, &sawtooth(seed, false)), LEARNED, POINTS);
-        pass &= peak > clean && peak >= 0.4;
-        let mark = if peak > clean && peak >= 0.4 {
-            "ok"
-        } else {
-            "FAIL"
-        };
+        let ok = peak > clean && peak >= 0.4;
+        pass &= ok;
+        let mark = if ok { "ok" } else { "FAIL" };
         line.push_str(&format!("  {peak:.3} vs {clean:.3} {mark}"));
     }
     if verbose {
