@@ -10,6 +10,8 @@ pub struct Observation {
     /// The band the model expected the value to fall in (about 99 % of normal points).
     pub expected_low: f64,
     pub expected_high: f64,
+    /// What gave the score, as the detector names its parts ("" when nothing did).
+    pub part: &'static str,
 }
 
 /// A streaming detector for one series: it sees each point once, in time order, and keeps state

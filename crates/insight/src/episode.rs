@@ -124,6 +124,7 @@ mod tests {
             expected: 10.0,
             expected_low: 9.0,
             expected_high: 11.0,
+            part: "",
         }
     }
 

@@ -50,6 +50,18 @@ mod part {
     pub const RESONANCE: usize = 7;
     pub const FLATLINE: usize = 8;
     pub const COUNT: usize = 9;
+    /// Each part's name, in `Observation::part`.
+    pub const NAMES: [&str; COUNT] = [
+        "point surprise",
+        "accumulated evidence",
+        "contextual novelty",
+        "drift",
+        "missing cycle",
+        "range novelty",
+        "coarse",
+        "shape novelty",
+        "flatline",
+    ];
     /// The parts with an alarm memory (`Settings::recall_weight`), in `part_alarms`' order.
     pub const RECALLED: [usize; 2] = [POINT, CONTEXT];
 }
@@ -882,6 +894,11 @@ impl Detector for SeasonalDetector {
             expected,
             expected_low: expected - band,
             expected_high: expected + band,
+            part: if parts[top] > 0.0 {
+                part::NAMES[top]
+            } else {
+                ""
+            },
         }
     }
 

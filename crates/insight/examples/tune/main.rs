@@ -24,7 +24,12 @@ fn apply(settings: &mut Settings, key: &str, value: f64) {
 
 /// Scores every file; the detector starts `skip` points into each file (those points score 0), so
 /// the same settings can be judged from several starts, all inside NAB's probation.
-fn run(corpus: &[Series], settings: Settings, skip: usize) -> Vec<Vec<f64>> {
+#[allow(clippy::type_complexity)]
+fn run(
+    corpus: &[Series],
+    settings: Settings,
+    skip: usize,
+) -> (Vec<Vec<f64>>, Vec<Vec<&'static str>>) {
     corpus
         .iter()
         .map(|s| {
@@ -33,14 +38,52 @@ fn run(corpus: &[Series], settings: Settings, skip: usize) -> Vec<Vec<f64>> {
                 .iter()
                 .zip(&s.values)
                 .enumerate()
-                .map(
-                    |(i, (&t, &v))| {
-                        if i < skip { 0.0 } else { d.observe(t, v).score }
-                    },
-                )
-                .collect()
+                .map(|(i, (&t, &v))| {
+                    if i < skip {
+                        (0.0, "")
+                    } else {
+                        let o = d.observe(t, v);
+                        (o.score, o.part)
+                    }
+                })
+                .unzip()
         })
-        .collect()
+        .unzip()
+}
+
+/// `NAB_ALARMS=1`: every point scoring at least the standard profile's threshold after NAB's
+/// probation, with the part that gave its score and whether it is a window's first detection
+/// (`first`), a later one in the same window (`again`) or a false alarm (`false`); then, per
+/// part, those counts.
+fn list_alarms(corpus: &[Series], scores: &[Vec<f64>], parts: &[Vec<&str>], threshold: f64) {
+    let mut counts: std::collections::BTreeMap<&str, [usize; 3]> = Default::default();
+    for ((s, sc), pt) in corpus.iter().zip(scores).zip(parts) {
+        let probation = nab::scoring::probation_rows(sc.len());
+        let mut found = vec![false; s.windows.len()];
+        for (i, (&x, &part)) in sc.iter().zip(pt).enumerate().skip(probation) {
+            if x < threshold {
+                continue;
+            }
+            let kind = match s
+                .windows
+                .iter()
+                .position(|w| (w.start..=w.end).contains(&i))
+            {
+                Some(w) if !found[w] => {
+                    found[w] = true;
+                    0
+                }
+                Some(_) => 1,
+                None => 2,
+            };
+            counts.entry(part).or_default()[kind] += 1;
+            let name = ["first", "again", "false"][kind];
+            println!("{:<58} {i:>6} {x:.3} {name:<5} {part}", s.name);
+        }
+    }
+    for (part, [first, again, fals]) in counts {
+        println!("{part:<22} first {first:>3}  again {again:>3}  false {fals:>3}");
+    }
 }
 
 mod synth;
@@ -67,7 +110,7 @@ fn main() {
         return;
     }
     let skip = std::env::var("SKIP").map_or(0, |k| k.parse().expect("SKIP=points"));
-    let scores = run(&corpus, settings, skip);
+    let (scores, parts) = run(&corpus, settings, skip);
     if let Ok(dir) = std::env::var("NAB_DUMP") {
         for (s, sc) in corpus.iter().zip(&scores) {
             let path = Path::new(&dir).join(s.name.replace('/', "__"));
@@ -101,6 +144,17 @@ fn main() {
         r.full[0].windows,
         r.full[0].false_positives
     );
+    if std::env::var_os("NAB_ALARMS").is_some() {
+        list_alarms(&corpus, &scores, &parts, r.full[0].threshold);
+    }
+    if std::env::var_os("NAB_PER_FILE").is_some() {
+        for p in &r.full {
+            println!(
+                "{:?}: thr {:.4} win {}/{} fp {} raw {:.2}",
+                p.profile, p.threshold, p.detected_windows, p.windows, p.false_positives, p.raw
+            );
+        }
+    }
 }
 
 /// `SKIPS=0,40,…`: reads lines of `name=value …` from stdin (overrides on top of the command
@@ -125,7 +179,7 @@ fn batch(corpus: &[Series], base: Settings, skips: &str) {
         }
         let mut sums = [[0.0; 3]; 3];
         for &skip in &skips {
-            let r = nab::score(corpus, &run(corpus, settings, skip), "tune", "".into());
+            let r = nab::score(corpus, &run(corpus, settings, skip).0, "tune", "".into());
             for (half, s) in [&r.tuning_half, &r.held_out_half, &r.full]
                 .iter()
                 .enumerate()

@@ -95,6 +95,43 @@ pub fn report(settings: Settings, verbose: bool) -> bool {
             println!("{line}");
         }
     }
+    // Noise that is larger in working hours every day is the series' own pattern; noise that
+    // triples for good is news.
+    let mut daily = 0;
+    let mut line = format!("{:<15}", "noise rise");
+    for seed in 1..=3 {
+        let working = |t: i64| (8 * DAY / 24..20 * DAY / 24).contains(&t.rem_euclid(DAY));
+        let mut noise = Noise::new(seed + 300);
+        let mut busy = seasonal_series(seed, 10.0);
+        for p in &mut busy {
+            if working(p.0) {
+                p.1 += 2.0 * noise.normal();
+            }
+        }
+        let mut d = SeasonalDetector::new(settings);
+        let mut alarms = Vec::new();
+        for (i, &(t, v)) in busy.iter().enumerate() {
+            let o = d.observe(t, v);
+            if i >= LEARNED && o.score >= alarm {
+                alarms.push(format!("{i} {}", o.part));
+            }
+        }
+        daily = daily.max(alarms.len());
+        if verbose && !alarms.is_empty() {
+            println!("daily noise, seed {seed}: alarms at {}", alarms.join(", "));
+        }
+        let mut rise = seasonal_series(seed, 10.0);
+        for p in &mut rise[ONSET..] {
+            p.1 += 2.0 * noise.normal();
+        }
+        let peak = max_score(&scores(settings, &rise), ONSET, 144);
+        let ok = peak >= alarm;
+        line.push_str(&format!("  {peak:.3} {}", if ok { "ok" } else { "missed" }));
+    }
+    if verbose {
+        println!("{line}");
+        println!("daily noise: at most {daily} alarms (not judged)");
+    }
     let mut line = format!("{:<15}", "pattern change");
     for seed in 1..=3 {
         let peak = max_score(&scores(settings, &sawtooth(seed, true)), ONSET, 36);
