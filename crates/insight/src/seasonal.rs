@@ -486,7 +486,7 @@ impl SeasonalDetector {
 
     /// Evidence that the most informative seasonal mode's profile has been persistently wrong
     /// lately (`Settings::miss_weight`); learns from `value`. Called before `learn`.
-    fn miss_evidence(&mut self, ts_ms: i64, value: f64) -> f64 {
+    fn miss_evidence(&mut self, ts_ms: i64, value: f64, seasonal: &[f64; MODES]) -> f64 {
         let s = self.settings;
         if s.miss_weight <= 0.0 || self.points == 0 {
             return 0.0;
@@ -496,13 +496,13 @@ impl SeasonalDetector {
         let plain = self.forecasters[SLOW].mean_abs_error.max(floor);
         let mut evidence = 0.0;
         let mut lowest_ratio = s.miss_informative;
-        for m in 1..MODES {
+        for (m, &deviation) in seasonal.iter().enumerate().skip(1) {
             let level = if m == 1 {
                 self.day_level
             } else {
                 self.week_level
             };
-            let signed = value - (level + self.seasonal(m, ts_ms));
+            let signed = value - (level + deviation);
             let mean = self.miss_mean[m - 1] + s.miss_rate * (signed - self.miss_mean[m - 1]);
             self.miss_mean[m - 1] = mean;
             let error = self.miss_error[m - 1];
@@ -553,16 +553,16 @@ impl SeasonalDetector {
     /// What each seasonal mode's slow forecaster's error on `value` brings to the drift: the
     /// signed error clipped at `Settings::drift_clip` of its floored scale, the signed error
     /// itself, and the decayed count of errors beyond the clip with this one.
-    fn drift_inputs(&self, ts_ms: i64, value: f64) -> DriftInputs {
+    fn drift_inputs(&self, value: f64, seasonal: &[f64; MODES]) -> DriftInputs {
         let s = self.settings;
         let mut inputs = DriftInputs {
             clipped: [0.0; MODES],
             raw: [0.0; MODES],
             large: self.drift_large,
         };
-        for mode in 0..MODES {
+        for (mode, &deviation) in seasonal.iter().enumerate() {
             let slow = &self.forecasters[mode * LEVEL_RATES.len() + SLOW];
-            let expected = slow.level + self.seasonal(mode, ts_ms);
+            let expected = slow.level + deviation;
             let signed = value - expected;
             inputs.raw[mode] = signed;
             inputs.clipped[mode] = if s.drift_clip > 0.0 {
@@ -590,12 +590,10 @@ impl SeasonalDetector {
         self.spread_floor().max(1e-9 * (around.abs() + 1.0))
     }
 
-    fn seasonal(&self, mode: usize, ts_ms: i64) -> f64 {
-        match mode {
-            1 => self.day.at(ts_ms),
-            2 => self.week.at(ts_ms),
-            _ => 0.0,
-        }
+    /// Each mode's seasonal deviation at `ts_ms` (none, day, week), read once per point: the
+    /// profiles learn only after everything else has read them.
+    fn seasonals(&self, ts_ms: i64) -> [f64; MODES] {
+        [0.0, self.day.at(ts_ms), self.week.at(ts_ms)]
     }
 
     fn mode_ready(&self, mode: usize, ts_ms: i64) -> bool {
@@ -634,11 +632,11 @@ impl SeasonalDetector {
     }
 
     /// Learns from `value`; `drift` is what it brings to each mode's drift means.
-    fn learn(&mut self, ts_ms: i64, value: f64, drift: &DriftInputs) {
+    fn learn(&mut self, ts_ms: i64, value: f64, drift: &DriftInputs, seasonal: &[f64; MODES]) {
         let first = self.points == 0;
         let s = self.settings;
         for k in 0..FORECASTERS {
-            let seasonal = self.seasonal(k / LEVEL_RATES.len(), ts_ms);
+            let seasonal = seasonal[k / LEVEL_RATES.len()];
             let f = &mut self.forecasters[k];
             let deseasonalised = value - seasonal;
             if first {
@@ -690,7 +688,8 @@ impl Detector for SeasonalDetector {
         let s = self.settings;
         let best = self.best(ts_ms);
         let mode = best / LEVEL_RATES.len();
-        let expected = self.forecasters[best].level + self.seasonal(mode, ts_ms);
+        let seasonal = self.seasonals(ts_ms);
+        let expected = self.forecasters[best].level + seasonal[mode];
         let scale = self.forecasters[best]
             .mean_abs_error
             .max(self.scale_floor(expected));
@@ -713,7 +712,7 @@ impl Detector for SeasonalDetector {
         // except on a sparse series, where several close together are read unclipped
         // (`drift_burst_count`).
         let slow = mode * LEVEL_RATES.len() + SLOW;
-        let drift = self.drift_inputs(ts_ms, value);
+        let drift = self.drift_inputs(value, &seasonal);
         self.drift_large = drift.large;
         let sparse = s.drift_burst_sparse <= 0.0
             || self.forecasters[slow].mean_abs_error < s.drift_burst_sparse * self.spread_floor();
@@ -737,7 +736,7 @@ impl Detector for SeasonalDetector {
             self.change_tail.evidence(shift)
         };
 
-        let miss_evidence = self.miss_evidence(ts_ms, value);
+        let miss_evidence = self.miss_evidence(ts_ms, value, &seasonal);
 
         // Sustained drift accumulates like repeated surprises do.
         let accumulating = point_evidence
@@ -884,7 +883,7 @@ impl Detector for SeasonalDetector {
         }
         self.since_alarm = self.since_alarm.saturating_add(1);
 
-        self.learn(ts_ms, value, &drift);
+        self.learn(ts_ms, value, &drift, &seasonal);
         self.points = self.points.saturating_add(1);
         self.last_ts_ms = ts_ms;
         // A mean absolute error is about 0.8 σ for normal noise; ±3.2 of them covers ~99 %.
