@@ -311,6 +311,26 @@ pub fn workload_forecast_backtests(
         .collect()
 }
 
+/// How long before each workload's true crossing its time-to-saturation is asked, and how far
+/// ahead it may look.
+pub const SATURATION_LEADS_MS: [i64; 3] = [72 * 3_600_000, 24 * 3_600_000, 6 * 3_600_000];
+pub const SATURATION_HORIZON_MS: i64 = 14 * DAY_MS;
+
+/// The generated workloads' report: forecast accuracy on each, and time-to-saturation asked
+/// `SATURATION_LEADS_MS` before each crossing.
+pub fn generated_report(settings: &BacktestSettings) -> BacktestReport {
+    let workloads = Workload::standard_set();
+    BacktestReport {
+        forecast: workload_forecast_backtests(&workloads, settings),
+        saturation: saturation_trials(
+            &workloads,
+            &SATURATION_LEADS_MS,
+            SATURATION_HORIZON_MS,
+            &crate::TimeToSaturation::default(),
+        ),
+    }
+}
+
 /// The whole report: forecast accuracy per series and horizon, and saturation trials.
 #[derive(Clone, Debug, PartialEq, serde::Serialize)]
 pub struct BacktestReport {

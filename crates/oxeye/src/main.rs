@@ -157,6 +157,20 @@ enum InsightCommand {
         #[arg(long, default_value = "target/nab-results")]
         out: PathBuf,
     },
+    /// Backtest the forecaster behind saturation alerts: MASE against seasonal-naive by rolling
+    /// origin on NAB's AWS CloudWatch series and on generated workloads with known saturation
+    /// points, and how far from the true crossing time-to-saturation lands; prints the tables.
+    Backtest {
+        /// The corpus: a directory with data/realAWSCloudwatch/.
+        #[arg(long, default_value = "../shared/nab")]
+        data: PathBuf,
+        /// Where to write the same as JSON.
+        #[arg(long, default_value = "target/insight-backtest.json")]
+        out: PathBuf,
+        /// Forecast origins per series, spread evenly after the first three days.
+        #[arg(long, default_value_t = 10)]
+        origins: usize,
+    },
 }
 
 #[derive(Subcommand)]
@@ -214,6 +228,45 @@ fn run_nab(data: &std::path::Path, out: &std::path::Path) -> anyhow::Result<()> 
     Ok(())
 }
 
+fn run_backtest(
+    data: &std::path::Path,
+    out: &std::path::Path,
+    origins: usize,
+) -> anyhow::Result<()> {
+    use insight::backtest::{self, BacktestReport, BacktestSettings};
+    anyhow::ensure!(origins > 0, "--origins must be at least 1");
+    let settings = BacktestSettings {
+        origins,
+        ..BacktestSettings::default()
+    };
+    let bar = indicatif::ProgressBar::new_spinner();
+    bar.enable_steady_tick(std::time::Duration::from_millis(120));
+    bar.set_message("backtesting NAB's AWS CloudWatch series");
+    let aws = insight::nab::aws_forecast_backtests(data, &settings)
+        .map_err(|e| anyhow::anyhow!("{e} (choose the corpus with --data)"))?;
+    bar.set_message("backtesting the generated workloads");
+    let generated = backtest::generated_report(&settings);
+    bar.finish_and_clear();
+    let aws = BacktestReport {
+        forecast: aws,
+        saturation: Vec::new(),
+    };
+    println!(
+        "NAB AWS CloudWatch ({} series, 5-minute steps)\n{aws}",
+        aws.forecast.len()
+    );
+    println!("Generated workloads with known saturation\n{generated}");
+    if let Some(dir) = out.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| anyhow::anyhow!("cannot create {}: {e} (choose --out)", dir.display()))?;
+    }
+    let json = serde_json::json!({ "aws": aws, "generated": generated });
+    std::fs::write(out, format!("{json}\n"))
+        .map_err(|e| anyhow::anyhow!("cannot write {}: {e} (choose --out)", out.display()))?;
+    println!("JSON in {}", out.display());
+    Ok(())
+}
+
 fn main() {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
@@ -232,6 +285,9 @@ fn main() {
         Command::Insight {
             command: InsightCommand::Nab { data, out },
         } => run_nab(&data, &out),
+        Command::Insight {
+            command: InsightCommand::Backtest { data, out, origins },
+        } => run_backtest(&data, &out, origins),
         Command::Lab {
             command:
                 LabCommand::Bench {

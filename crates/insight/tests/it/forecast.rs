@@ -4,30 +4,20 @@
 
 use std::path::Path;
 
-use insight::TimeToSaturation;
 use insight::backtest::{self, BacktestReport, BacktestSettings, Workload};
-
-const HOUR_MS: i64 = 3_600_000;
 
 #[test]
 fn forecasts_beat_seasonal_naive_and_crossings_are_found_on_generated_workloads() {
-    let workloads = Workload::standard_set();
     let settings = BacktestSettings {
         origins: 4,
         ..BacktestSettings::default()
     };
-    let rows = backtest::workload_forecast_backtests(&workloads, &settings);
-    assert_eq!(rows.len(), workloads.len());
-    let trials = backtest::saturation_trials(
-        &workloads,
-        &[72 * HOUR_MS, 24 * HOUR_MS, 6 * HOUR_MS],
-        14 * 24 * HOUR_MS,
-        &TimeToSaturation::default(),
+    let report = backtest::generated_report(&settings);
+    assert_eq!(report.forecast.len(), Workload::standard_set().len());
+    assert_eq!(
+        report.saturation.len(),
+        Workload::standard_set().len() * backtest::SATURATION_LEADS_MS.len()
     );
-    let report = BacktestReport {
-        forecast: rows,
-        saturation: trials,
-    };
     println!("{report}");
     for row in &report.forecast {
         for h in &row.horizons {

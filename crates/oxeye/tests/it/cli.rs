@@ -74,3 +74,42 @@ fn config_errors_are_all_reported_with_their_paths() {
     );
     assert!(err.contains("exporters.store.retention.max_size"), "{err}");
 }
+
+#[test]
+fn insight_backtest_prints_the_tables_and_writes_json() {
+    let data = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/nab");
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("sub/backtest.json");
+    let out = oxeye()
+        .args(["insight", "backtest", "--origins", "2", "--data"])
+        .arg(&data)
+        .arg("--out")
+        .arg(&json)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("NAB AWS CloudWatch (12 series"), "{stdout}");
+    assert!(stdout.contains("MASE ours / seasonal-naive"), "{stdout}");
+    assert!(stdout.contains("queue_depth"), "{stdout}");
+    let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    assert_eq!(v["aws"]["forecast"].as_array().map(Vec::len), Some(12));
+    let trials = v["generated"]["saturation"].as_array().unwrap();
+    assert!(
+        trials.iter().all(|t| t["error_hours"].is_number()),
+        "every generated workload's crossing is forecast: {trials:?}"
+    );
+
+    let missing = oxeye()
+        .args(["insight", "backtest", "--data"])
+        .arg(dir.path().join("nowhere"))
+        .output()
+        .unwrap();
+    assert!(!missing.status.success());
+    let err = String::from_utf8_lossy(&missing.stderr);
+    assert!(err.contains("nowhere") && err.contains("--data"), "{err}");
+}
