@@ -103,6 +103,9 @@ fn main() {
             synth::oxeye_other_seeds(settings, n.parse().expect("SCREEN_SEEDS=n"), true);
             synth::young_clean_alarms(settings, true);
         }
+        if let Ok(n) = std::env::var("CLEAN_SEEDS") {
+            synth::clean_families(settings, n.parse().expect("CLEAN_SEEDS=n"), true);
+        }
         return;
     }
     if let Ok(skips) = std::env::var("SKIPS") {
