@@ -236,7 +236,7 @@ export default function mount(root, { params }, ctx) {
         ? h('span', { class: 'tag', title: 'stacks that did not reach their thread start (no frame pointers): their callers are unknown' },
           `${(100 * res.truncated_share).toFixed(0)}% truncated`)
         : null;
-      replace(summary, `${res.samples.toLocaleString()} samples · ${fmtNs(res.total)} ${res.kind === 'off_cpu' ? 'blocked' : 'on CPU'} · ${rangeLabel()} `, truncated);
+      replace(summary, `${res.samples.toLocaleString()} sample${res.samples === 1 ? '' : 's'} · ${fmtNs(res.total)} ${res.kind === 'off_cpu' ? 'blocked' : 'on CPU'} · ${rangeLabel()} `, truncated);
       graph = flameGraph(graphEl, res.root, {
         diff: w || compare ? { total: res.total, baseTotal: res.base_total } : undefined,
         onFrame: (node) => {

@@ -329,7 +329,8 @@ export default function mount(root, { arg, params }, ctx) {
           return;
         }
         const graphEl = h('div', { class: 'flame' });
-        const what = off ? `${fg.samples} blocks · ${fmtDurationMs(fg.total / 1e6)} blocked` : `${fg.samples} samples · ${fmtDurationMs(fg.total / 1e6)} on CPU`;
+        const count = `${fg.samples} ${off ? 'block' : 'sample'}${fg.samples === 1 ? '' : 's'}`;
+        const what = `${count} · ${fmtDurationMs(fg.total / 1e6)} ${off ? 'blocked' : 'on CPU'}`;
         replace(el, h('div', { class: 'muted span-profile-note' }, `${what} · ${res.note}`), graphEl);
         flameGraph(graphEl, fg.root);
       })
