@@ -315,7 +315,6 @@ struct DriftInputs {
     /// The slow forecaster's signed error, unclipped and clipped.
     raw: [f64; MODES],
     clipped: [f64; MODES],
-    large: [f64; MODES],
 }
 
 /// One member of the forecaster bank: a level on the deseasonalised series.
@@ -551,14 +550,13 @@ impl SeasonalDetector {
     }
 
     /// What each seasonal mode's slow forecaster's error on `value` brings to the drift: the
-    /// signed error clipped at `Settings::drift_clip` of its floored scale, the signed error
-    /// itself, and the decayed count of errors beyond the clip with this one.
-    fn drift_inputs(&self, value: f64, seasonal: &[f64; MODES]) -> DriftInputs {
+    /// signed error clipped at `Settings::drift_clip` of its floored scale, and the signed error
+    /// itself; counts this error in `drift_large` when it is beyond the clip.
+    fn drift_inputs(&mut self, value: f64, seasonal: &[f64; MODES]) -> DriftInputs {
         let s = self.settings;
         let mut inputs = DriftInputs {
             clipped: [0.0; MODES],
             raw: [0.0; MODES],
-            large: self.drift_large,
         };
         for (mode, &deviation) in seasonal.iter().enumerate() {
             let slow = &self.forecasters[mode * LEVEL_RATES.len() + SLOW];
@@ -569,7 +567,8 @@ impl SeasonalDetector {
                 let scale = slow.mean_abs_error.max(self.scale_floor(expected));
                 let c = s.drift_clip * scale;
                 let beyond = if signed.abs() > c { 1.0 } else { 0.0 };
-                inputs.large[mode] = inputs.large[mode] * (1.0 - s.drift_burst_rate) + beyond;
+                let large = &mut self.drift_large[mode];
+                *large = *large * (1.0 - s.drift_burst_rate) + beyond;
                 signed.clamp(-c, c)
             } else {
                 signed
@@ -713,10 +712,10 @@ impl Detector for SeasonalDetector {
         // (`drift_burst_count`).
         let slow = mode * LEVEL_RATES.len() + SLOW;
         let drift = self.drift_inputs(value, &seasonal);
-        self.drift_large = drift.large;
         let sparse = s.drift_burst_sparse <= 0.0
             || self.forecasters[slow].mean_abs_error < s.drift_burst_sparse * self.spread_floor();
-        let burst = s.drift_burst_count > 0.0 && drift.large[mode] >= s.drift_burst_count && sparse;
+        let burst =
+            s.drift_burst_count > 0.0 && self.drift_large[mode] >= s.drift_burst_count && sparse;
         let (mean, input) = if burst {
             (self.drift_raw[mode], drift.raw[mode])
         } else {

@@ -29,6 +29,11 @@ impl Noise {
 
 pub const DAY_MS: i64 = 86_400_000;
 
+/// The time of day of `ts_ms` (UTC) as an angle in [0, 2π).
+pub fn day_phase(ts_ms: i64) -> f64 {
+    ts_ms.rem_euclid(DAY_MS) as f64 / DAY_MS as f64 * std::f64::consts::TAU
+}
+
 /// A daily-seasonal series: `points` points every `step_ms` from `start_ms`, valued
 /// `level + amplitude · sin(2π · time of day) + sigma · N(0, 1)` with noise seeded by `seed`.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -47,8 +52,8 @@ impl Seasonal {
         (0..self.points)
             .map(|i| {
                 let ts = self.start_ms + i as i64 * self.step_ms;
-                let phase = ts.rem_euclid(DAY_MS) as f64 / DAY_MS as f64 * std::f64::consts::TAU;
-                let v = self.level + self.amplitude * phase.sin() + self.sigma * noise.normal();
+                let v =
+                    self.level + self.amplitude * day_phase(ts).sin() + self.sigma * noise.normal();
                 (ts, v)
             })
             .collect()

@@ -104,7 +104,7 @@ fn main() {
             synth::young_clean_alarms(settings, true);
         }
         if let Ok(n) = std::env::var("CLEAN_SEEDS") {
-            synth::clean_families(settings, n.parse().expect("CLEAN_SEEDS=n"), true);
+            synth::print_clean_families(settings, n.parse().expect("CLEAN_SEEDS=n"));
         }
         return;
     }
